@@ -1,0 +1,82 @@
+"""The one small interface every LLM backend implements.
+
+Callers (re-ranker, reasons, dialogue understanding, copywriter) depend only on this module, so
+the backend (transformers on CPU, in-process vLLM, a `vllm serve` / OpenAI-compatible server)
+is a configuration choice.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any, TypedDict
+
+
+class Message(TypedDict):
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+
+# --- typed failures: callers catch these and fall back -------------------------------------
+
+
+class EngineError(RuntimeError):
+    """Base class for every failure an engine reports."""
+
+
+class EngineUnavailable(EngineError):
+    """The backend cannot be reached or loaded (server down, model folder missing)."""
+
+
+class EngineTimeout(EngineError):
+    """The backend did not answer in the configured time."""
+
+
+class InvalidOutput(EngineError):
+    """Output that does not parse / validate even after constrained decoding."""
+
+    def __init__(self, message: str, raw: str = "") -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
+class ContextOverflow(EngineError):
+    """The prompt (plus the tokens asked for) does not fit the model's context window."""
+
+
+# --- the interface ------------------------------------------------------------------------------
+
+
+class LLMEngine(ABC):
+    """generate / stream / JSON / batch / score. Greedy (temperature 0) unless told otherwise."""
+
+    name: str = "engine"
+    model_id: str = ""
+
+    @abstractmethod
+    def chat(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> str:
+        """One assistant reply."""
+
+    @abstractmethod
+    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> Iterator[str]:
+        """The same reply, yielded as text pieces while it is generated."""
+
+    @abstractmethod
+    def chat_json(self, messages: Sequence[Message], schema: dict[str, Any], *, max_tokens: int = 256) -> Any:
+        """A JSON value valid against `schema`, produced by constrained decoding.
+
+        Raises InvalidOutput when the result still fails to parse or validate (e.g. cut off by
+        max_tokens)."""
+
+    @abstractmethod
+    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]:
+        """Replies for many conversations, generated together where the backend can."""
+
+    @abstractmethod
+    def score_choices(self, messages: Sequence[Message], choices: Sequence[str]) -> dict[str, float]:
+        """Probabilities of each choice label (e.g. "A".."T") as the assistant's next token.
+
+        Renormalised over `choices` so they sum to 1; one forward pass (LlamaRec-style ranking)."""
+
+    def close(self) -> None:
+        """Release model memory / connections."""

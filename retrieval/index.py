@@ -1,0 +1,207 @@
+"""The Chroma vector index of a catalog: embedded store by default, a Chroma server when configured.
+
+Indexing is incremental: every record carries a hash of the text it was embedded from, so a re-run
+embeds only new or changed items and deletes items that left the catalog. Records are upserted in
+small batches, each durable on its own, so a crash mid-way leaves a valid partial index that the
+next run completes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import numpy as np
+from tqdm import tqdm
+
+from agent.settings import Settings
+from retrieval.catalog import Catalog, Item
+from retrieval.embed import Embedder
+
+UPSERT_BATCH = 256
+
+
+class VectorStoreError(RuntimeError):
+    """The vector store cannot be used (server unreachable, index missing)."""
+
+
+def make_chroma_client(settings: Settings):
+    """PersistentClient under `home/chroma`, or HttpClient when `chroma_url` is set."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if settings.chroma_url:
+        url = urlparse(settings.chroma_url)
+        if not url.hostname:
+            raise VectorStoreError(f"AISLE_CHROMA_URL={settings.chroma_url!r} is not a URL; expected e.g. http://127.0.0.1:8000")
+        try:
+            client = chromadb.HttpClient(
+                host=url.hostname,
+                port=url.port or (443 if url.scheme == "https" else 8000),
+                ssl=url.scheme == "https",
+                settings=chroma_settings,
+            )
+            client.heartbeat()
+        except Exception as exc:  # chromadb raises several transport errors
+            raise VectorStoreError(
+                f"cannot reach the Chroma server at {settings.chroma_url} ({exc.__class__.__name__}: {exc}). "
+                "Start it (chroma run --host 127.0.0.1 --port 8000 --path DIR) or unset AISLE_CHROMA_URL to use the embedded store."
+            ) from exc
+        return client
+    settings.chroma_path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
+
+
+def collection_name(catalog: str, embed_model_id: str) -> str:
+    """One collection per (catalog, embedding model); Chroma allows [a-zA-Z0-9._-], 3-512 chars."""
+    slug = re.sub(r"[^a-zA-Z0-9._-]+", "-", f"{catalog}.{embed_model_id}").strip("-._")
+    return f"aisle-{slug}"
+
+
+DESC_SUFFIX = "#desc"
+
+
+def item_metadata(item: Item) -> dict:
+    """Filterable fields. Keys are only present when known (Chroma rejects None / empty arrays);
+    a missing `price` therefore fails any price filter, which is the documented behaviour."""
+    meta: dict = {"title": item.title[:500]}
+    if item.brand:
+        meta["brand"] = item.brand.casefold()
+    if item.categories:
+        meta["categories"] = [c.casefold() for c in item.categories]
+    if item.price is not None:
+        meta["price"] = float(item.price)
+    return meta
+
+
+def title_text(item: Item) -> str:
+    return item.text(max_description_chars=0)
+
+
+def description_text(item: Item, max_chars: int = 600) -> str:
+    return f"{item.title}\n{item.description[:max_chars]}" if item.description else ""
+
+
+def content_hash(item: Item, model_id: str) -> str:
+    payload = "\x1f".join([model_id, title_text(item), description_text(item), repr(sorted(item_metadata(item).items()))])
+    return hashlib.sha1(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class IndexReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+
+    def __str__(self) -> str:
+        return f"added {self.added}, updated {self.updated}, unchanged {self.unchanged}, deleted {self.deleted}"
+
+
+class CatalogIndex:
+    """Chroma collection for one catalog + embedding model.
+
+    Two vectors per item: the title record (id = item id: title, brand, categories) and, when the
+    item has a description, a description record (id + "#desc"). Short title vectors keep exact
+    product look-ups sharp (a long description drowns the title in one vector); the description
+    vector carries what the title does not say. A query takes the best of the two per item.
+    """
+
+    def __init__(self, client, catalog_name: str, embedder: Embedder) -> None:
+        self.client = client
+        self.embedder = embedder
+        self.name = collection_name(catalog_name, embedder.model_id)
+        self.collection = client.get_or_create_collection(
+            self.name,
+            metadata={"hnsw:space": "cosine", "catalog": catalog_name, "embed_model": embedder.model_id},
+            embedding_function=None,
+        )
+
+    def count(self) -> int:
+        """Number of items (not vectors) in the index."""
+        return len(self.stored_hashes())
+
+    def stored_hashes(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        total = self.collection.count()
+        page = 5000
+        for offset in range(0, total, page):
+            got = self.collection.get(include=["metadatas"], limit=page, offset=offset, where={"part": "item"})
+            for item_id, meta in zip(got["ids"], got["metadatas"]):
+                out[item_id] = (meta or {}).get("content_hash", "")
+        return out
+
+    def sync(self, catalog: Catalog, *, progress: bool = True, batch_size: int = UPSERT_BATCH) -> IndexReport:
+        """Make the collection equal to the catalog, embedding only what changed."""
+        report = IndexReport()
+        stored = self.stored_hashes()
+        todo: list[tuple[Item, str]] = []
+        for item in catalog.items.values():
+            digest = content_hash(item, self.embedder.model_id)
+            old = stored.get(item.id)
+            if old == digest:
+                report.unchanged += 1
+                continue
+            if old is None:
+                report.added += 1
+            else:
+                report.updated += 1
+            todo.append((item, digest))
+        stale = [item_id for item_id in stored if item_id not in catalog.items]
+        for start in range(0, len(stale), 5000):
+            chunk = stale[start : start + 5000]
+            self.collection.delete(ids=chunk + [i + DESC_SUFFIX for i in chunk])
+        report.deleted = len(stale)
+
+        bar = tqdm(total=len(todo), desc=f"embedding {catalog.name}", unit="item", disable=not progress or not todo)
+        for start in range(0, len(todo), batch_size):
+            self._write(todo[start : start + batch_size])
+            bar.update(len(todo[start : start + batch_size]))
+        bar.close()
+        return report
+
+    def _write(self, chunk: list[tuple[Item, str]]) -> None:
+        """Description records first, title records (which carry the content hash) last: if the
+        process dies in between, the item still looks un-indexed and the next sync redoes it."""
+        with_desc = [item for item, _ in chunk if item.description]
+        if with_desc:
+            vectors = self.embedder.encode([description_text(item) for item in with_desc])
+            self.collection.upsert(
+                ids=[item.id + DESC_SUFFIX for item in with_desc],
+                embeddings=vectors,
+                metadatas=[{**item_metadata(item), "part": "description"} for item in with_desc],
+            )
+        without = [item.id + DESC_SUFFIX for item, _ in chunk if not item.description]
+        if without:
+            self.collection.delete(ids=without)
+        vectors = self.embedder.encode([title_text(item) for item, _ in chunk])
+        self.collection.upsert(
+            ids=[item.id for item, _ in chunk],
+            embeddings=vectors,
+            documents=[item.text(max_description_chars=2000) for item, _ in chunk],
+            metadatas=[{**item_metadata(item), "part": "item", "content_hash": digest} for item, digest in chunk],
+        )
+
+    def query(self, vector: np.ndarray, n: int, where: dict | None = None) -> list[tuple[str, float]]:
+        """Nearest items as (item id, best cosine similarity over its vectors), best first."""
+        n_records = max(1, min(2 * n, self.collection.count()))
+        got = self.collection.query(query_embeddings=[vector], n_results=n_records, where=where, include=["distances"])
+        best: dict[str, float] = {}
+        for record_id, dist in zip(got["ids"][0], got["distances"][0]):
+            item_id = record_id.removesuffix(DESC_SUFFIX)
+            best[item_id] = max(best.get(item_id, -1.0), 1.0 - float(dist))
+        return sorted(best.items(), key=lambda kv: -kv[1])[:n]
+
+    def embeddings(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Title-record vectors (used for "similar to these items")."""
+        if not ids:
+            return {}
+        got = self.collection.get(ids=list(ids), include=["embeddings"])
+        return {item_id: np.asarray(vec, dtype=np.float32) for item_id, vec in zip(got["ids"], got["embeddings"])}
+
+    def drop(self) -> None:
+        self.client.delete_collection(self.name)

