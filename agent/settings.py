@@ -24,6 +24,9 @@ OFFLINE_ENV = {
     "GRADIO_ANALYTICS_ENABLED": "False",
     "ANONYMIZED_TELEMETRY": "False",
     "TOKENIZERS_PARALLELISM": "false",
+    # OpenMP threads sleep instead of spin-waiting between ops: on a 2-core box shared with a
+    # server or a second model, spinning made generation 10-20x slower (measured, bench/engines.py).
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 

@@ -1,0 +1,495 @@
+"""The embedded CPU engine: a Hugging Face causal LM run in-process with transformers.
+
+This is the default backend (no server, no GPU). It runs the packaged SmolLM2-135M-Instruct
+unless `settings.llm_model` names another model, and implements every `LLMEngine` method:
+
+- chat / stream / batch: greedy `generate` (sampling only when temperature > 0, seeded).
+- chat_json: JSON constrained *during* decoding by lm-format-enforcer's JsonSchemaParser, then
+  parsed and validated with jsonschema (the model is untrusted; the enforcer can still be cut
+  short by max_tokens).
+- score_choices: one forward pass, probability of each label token as the next token
+  (LlamaRec-style re-ranking), renormalised over the labels.
+
+Calls are serialised with a lock: the model is shared, and on a few CPU cores running two
+generations at once only makes both slower.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jsonschema
+import torch
+
+from agent.engines.base import (
+    ContextOverflow,
+    EngineTimeout,
+    EngineUnavailable,
+    InvalidOutput,
+    LLMEngine,
+    Message,
+)
+from agent.engines.model_store import ensure_llm_model
+from agent.settings import Settings
+
+if TYPE_CHECKING:
+    from lmformatenforcer import TokenEnforcerTokenizerData
+
+
+# Weights dtype at run time (the cached folder is float32: the exact de-quantized GGUF values).
+# Measured on our 2-core Xeon with AMX (same process, interleaved, busy machine): bfloat16 gives
+# ~2.5x prefill on a 600-token prompt and ~1.7x batched decode; single-stream decode is about equal.
+# But in bf16 the result depends on the batch it was computed in: padded `batch` replies differed
+# from one-by-one `chat` on 5 of 12 prompts, and `score_choices_batch` moved probabilities by up to
+# 0.06 vs `score_choices` (float32: identical text, < 1e-6). Reproducible evals and the re-ranker's
+# order-averaging need batch-invariant numbers, so the default is float32. "auto" = bfloat16 where
+# the CPU has native bf16 (AMX-BF16 / AVX512-BF16; elsewhere bf16 is emulated and slower).
+RUN_DTYPE = "float32"
+
+
+def pick_dtype(requested: torch.dtype | str | None = None) -> torch.dtype:
+    """The torch dtype to run in: `requested`, else RUN_DTYPE; "auto" = bfloat16 on CPUs with native bf16."""
+    if isinstance(requested, torch.dtype):
+        return requested
+    name = requested or RUN_DTYPE
+    if name != "auto":
+        dtype = getattr(torch, name, None)
+        if not isinstance(dtype, torch.dtype):
+            raise ValueError(f"unknown dtype {name!r}; use 'auto', 'float32' or 'bfloat16'")
+        return dtype
+    try:
+        caps = torch.cpu.get_capabilities()
+    except Exception:  # older torch / unusual platform: the safe choice
+        return torch.float32
+    return torch.bfloat16 if caps.get("amx_bf16") or caps.get("avx512_bf16") else torch.float32
+
+
+# Conversations generated together per `generate` call in `batch` (bounds memory of the KV cache).
+MAX_BATCH = 32
+
+
+class TransformersEngine(LLMEngine):
+    """In-process transformers engine (CPU). Build it from a Settings: `TransformersEngine(settings)`."""
+
+    name = "transformers"
+
+    def __init__(self, settings: Settings | None = None, *, dtype: torch.dtype | str | None = None) -> None:
+        """Load tokenizer + model (converting the packaged GGUF on first use).
+
+        `dtype` overrides the automatic choice (see RUN_DTYPE): "float32" / "bfloat16" / "auto".
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.settings = settings or Settings()
+        self.dtype: torch.dtype = pick_dtype(dtype)
+        if self.settings.llm_threads:
+            torch.set_num_threads(self.settings.llm_threads)  # process-wide: torch has one pool
+        self.model_dir: Path = ensure_llm_model(self.settings)
+        self.model_id = self.model_dir.name
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+            self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=self.dtype)
+        except (OSError, ValueError, KeyError) as exc:
+            raise EngineUnavailable(
+                f"could not load the model folder {self.model_dir}: {exc}. Point AISLE_LLM_MODEL at a "
+                "complete Hugging Face causal-LM folder, or delete the folder to reconvert the packaged model."
+            ) from exc
+        self.model.eval()
+        if not self.tokenizer.chat_template:
+            raise EngineUnavailable(f"{self.model_dir} has no chat template; use an instruct/chat model.")
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.context_window: int = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.eos_ids: list[int] = self._eos_ids()
+        self._lock = threading.RLock()
+        self._json_tokenizer_data: TokenEnforcerTokenizerData | None = None
+        self._label_token_cache: dict[tuple[str, str], int] = {}
+
+    # --- prompt helpers --------------------------------------------------------------------------
+
+    def _eos_ids(self) -> list[int]:
+        """Every token that ends an assistant turn (the generation config may list several)."""
+        ids: set[int] = set()
+        gen_eos = self.model.generation_config.eos_token_id
+        if isinstance(gen_eos, int):
+            ids.add(gen_eos)
+        elif gen_eos:
+            ids.update(gen_eos)
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return sorted(ids)
+
+    def _prompt_text(self, messages: Sequence[Message]) -> str:
+        if not messages:
+            raise ValueError("messages is empty; pass at least one {'role': 'user', 'content': ...} message")
+        plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+        return self.tokenizer.apply_chat_template(plain, add_generation_prompt=True, tokenize=False)
+
+    def _prompt_ids(self, messages: Sequence[Message], max_tokens: int) -> list[int]:
+        """Chat-templated prompt token ids; raises ContextOverflow before any compute is spent."""
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+        # The template already contains the special tokens (<|im_start|> ...): add none.
+        ids = self.tokenizer(self._prompt_text(messages), add_special_tokens=False)["input_ids"]
+        if len(ids) + max_tokens > self.context_window:
+            raise ContextOverflow(
+                f"prompt is {len(ids)} tokens + {max_tokens} new tokens > the {self.context_window}-token "
+                f"context of {self.model_id}; shorten the prompt (fewer candidates / shorter history) or lower max_tokens."
+            )
+        return ids
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-pad token rows so every row's last real token is at position -1."""
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+        return input_ids, mask
+
+    def _gen_kwargs(self, max_tokens: int, temperature: float) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_tokens,
+            "eos_token_id": self.eos_ids,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if temperature and temperature > 0:
+            torch.manual_seed(self.settings.seed)  # sampling, but reproducible
+            kwargs.update(do_sample=True, temperature=float(temperature), top_p=1.0, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    # --- generation --------------------------------------------------------------------------------
+
+    def chat(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> str:
+        """One assistant reply (greedy by default, so the same input gives the same text)."""
+        ids = self._prompt_ids(messages, max_tokens)
+        if max_tokens == 0:
+            return ""
+        input_ids = torch.tensor([ids], dtype=torch.long)
+        with self._lock, torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                **self._gen_kwargs(max_tokens, temperature),
+            )
+        return self._decode(out[0, len(ids):].tolist())
+
+    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> Iterator[str]:
+        """The same text as `chat`, yielded piece by piece while `generate` runs in a thread.
+
+        Leading/trailing whitespace is trimmed like `chat` does, so "".join(stream(...)) == chat(...).
+        Stopping the iteration early (closing the generator) also stops the generation.
+        """
+        ids = self._prompt_ids(messages, max_tokens)  # errors now, not at the first next()
+        if max_tokens == 0:
+            return iter(())
+        return self._stream_ids(ids, max_tokens, temperature)
+
+    def _stream_ids(self, ids: list[int], max_tokens: int, temperature: float) -> Iterator[str]:
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        cancelled = threading.Event()
+
+        class _Cancel(StoppingCriteria):
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+                return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool)
+
+        streamer = TextIteratorStreamer(
+            self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=self.settings.llm_timeout_s
+        )
+        input_ids = torch.tensor([ids], dtype=torch.long)
+        failure: list[BaseException] = []
+        gen_kwargs = self._gen_kwargs(max_tokens, temperature)
+
+        def run() -> None:
+            try:
+                with self._lock, torch.inference_mode():
+                    self.model.generate(
+                        input_ids=input_ids,
+                        attention_mask=torch.ones_like(input_ids),
+                        streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([_Cancel()]),
+                        **gen_kwargs,
+                    )
+            except BaseException as exc:  # surfaced to the consumer below
+                failure.append(exc)
+                streamer.end()  # unblock the consumer
+
+        worker = threading.Thread(target=run, name="aisle-stream", daemon=True)
+        worker.start()
+        started = False
+        pending_ws = ""  # whitespace held back: only emitted if more text follows (mirrors .strip())
+        try:
+            for piece in streamer:
+                if not started:
+                    piece = piece.lstrip()
+                    if not piece:
+                        continue
+                    started = True
+                body = piece.rstrip()
+                trailing = piece[len(body):]
+                if body:
+                    yield pending_ws + body
+                    pending_ws = trailing
+                else:
+                    pending_ws += trailing
+        except queue.Empty as exc:
+            cancelled.set()
+            raise EngineTimeout(f"no token for {self.settings.llm_timeout_s}s while streaming; raise AISLE_LLM_TIMEOUT_S") from exc
+        finally:
+            cancelled.set()
+            worker.join()
+        if failure:
+            raise EngineUnavailable(f"generation failed while streaming: {failure[0]}") from failure[0]
+
+    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]:
+        """Replies for many conversations: left-padded, generated together (MAX_BATCH per call).
+
+        With greedy decoding the replies equal `chat` one by one up to float rounding: padding
+        changes matrix shapes, which can flip an argmax between two near-tied tokens.
+        """
+        if not conversations:
+            return []
+        rows = [self._prompt_ids(c, max_tokens) for c in conversations]
+        if max_tokens == 0:
+            return ["" for _ in rows]
+        replies: list[str] = []
+        for start in range(0, len(rows), MAX_BATCH):
+            chunk = rows[start : start + MAX_BATCH]
+            input_ids, mask = self._left_pad(chunk)
+            with self._lock, torch.inference_mode():
+                out = self.model.generate(input_ids=input_ids, attention_mask=mask, **self._gen_kwargs(max_tokens, temperature))
+            width = input_ids.shape[1]
+            replies.extend(self._decode(row[width:].tolist()) for row in out)
+        return replies
+
+    # --- constrained JSON --------------------------------------------------------------------------
+
+    def _json_tokenizer(self) -> TokenEnforcerTokenizerData:
+        """lm-format-enforcer's view of the vocabulary; slow to build (seconds), so built once."""
+        if self._json_tokenizer_data is None:
+            self._json_tokenizer_data = _build_enforcer_tokenizer_data(
+                self.tokenizer, min(len(self.tokenizer), int(self.model.config.vocab_size)), self.eos_ids
+            )
+        return self._json_tokenizer_data
+
+    def _json_processor(self, schema: dict[str, Any]) -> Any:
+        """A transformers LogitsProcessor that masks every token that would break `schema`."""
+        from lmformatenforcer import JsonSchemaParser, TokenEnforcer
+
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"invalid JSON schema: {exc.message}") from exc
+        # lm-format-enforcer's defaults already cap runs of whitespace (12) and array lengths (20)
+        # so a looping model cannot stall forever. A tighter whitespace cap (2) was tried: it forbids
+        # the model's preferred "[\n    " and made SmolLM2 close every array empty.
+        return _EnforcerLogitsProcessor(TokenEnforcer(self._json_tokenizer(), JsonSchemaParser(schema)))
+
+    def _parse_json(self, raw: str, schema: dict[str, Any], max_tokens: int) -> Any:
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InvalidOutput(
+                f"model output is not complete JSON ({exc.msg} at char {exc.pos}); it was probably cut by "
+                f"max_tokens={max_tokens} — raise max_tokens or simplify the schema",
+                raw,
+            ) from exc
+        try:
+            jsonschema.validate(value, schema)
+        except jsonschema.ValidationError as exc:
+            raise InvalidOutput(f"model JSON does not match the schema: {exc.message}", raw) from exc
+        return value
+
+    def chat_json(self, messages: Sequence[Message], schema: dict[str, Any], *, max_tokens: int = 256) -> Any:
+        """A JSON value valid against `schema`, decoded under lm-format-enforcer's constraint.
+
+        The prompt should still ask for JSON (and describe the fields): the constraint only
+        removes invalid tokens, it cannot make a model understand the task. Greedy.
+        """
+        from transformers import LogitsProcessorList
+
+        ids = self._prompt_ids(messages, max_tokens)
+        processor = self._json_processor(schema)
+        input_ids = torch.tensor([ids], dtype=torch.long)
+        with self._lock, torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                logits_processor=LogitsProcessorList([processor]),
+                **self._gen_kwargs(max_tokens, 0.0),
+            )
+        raw = self._decode(out[0, len(ids):].tolist())
+        return self._parse_json(raw, schema, max_tokens)
+
+    def chat_json_batch(
+        self, conversations: Sequence[Sequence[Message]], schema: dict[str, Any], *, max_tokens: int = 256
+    ) -> list[Any | InvalidOutput]:
+        """`chat_json` for many conversations in one padded `generate` (same schema for all).
+
+        Returns one entry per conversation: the validated value, or the InvalidOutput exception
+        for that conversation (one bad row does not throw away the others).
+        """
+        from transformers import LogitsProcessorList
+
+        if not conversations:
+            return []
+        rows = [self._prompt_ids(c, max_tokens) for c in conversations]
+        results: list[Any | InvalidOutput] = []
+        for start in range(0, len(rows), MAX_BATCH):
+            chunk = rows[start : start + MAX_BATCH]
+            input_ids, mask = self._left_pad(chunk)
+            # The enforcer keys its state on each row's token prefix, so one instance serves a batch.
+            processor = self._json_processor(schema)
+            with self._lock, torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    logits_processor=LogitsProcessorList([processor]),
+                    **self._gen_kwargs(max_tokens, 0.0),
+                )
+            width = input_ids.shape[1]
+            for row in out:
+                raw = self._decode(row[width:].tolist())
+                try:
+                    results.append(self._parse_json(raw, schema, max_tokens))
+                except InvalidOutput as exc:
+                    results.append(exc)
+        return results
+
+    # --- choice scoring ----------------------------------------------------------------------------
+
+    def _label_token(self, prompt_text: str, label: str) -> int:
+        """The token the model would emit first when writing `label` right after the prompt.
+
+        Tokenised in context (prompt tail + label) because BPE tokenizers encode "A" and " A"
+        differently; after ChatML's "<|im_start|>assistant\\n" SmolLM2 writes "A" with no space.
+        Multi-token labels are represented by their first token.
+        """
+        tail = prompt_text[-64:]
+        key = (tail, label)
+        cached = self._label_token_cache.get(key)
+        if cached is not None:
+            return cached
+        base = self.tokenizer(tail, add_special_tokens=False)["input_ids"]
+        full = self.tokenizer(tail + label, add_special_tokens=False)["input_ids"]
+        i = 0
+        while i < len(base) and i < len(full) and base[i] == full[i]:
+            i += 1
+        if i >= len(full):
+            raise ValueError(f"label {label!r} adds no token after the prompt")
+        if i != len(base):
+            # The label merged with the prompt's last token; fall back to its standalone encoding.
+            alone = self.tokenizer(label, add_special_tokens=False)["input_ids"]
+            token = alone[0]
+        else:
+            token = full[i]
+        self._label_token_cache[key] = token
+        return token
+
+    def _label_tokens(self, prompt_text: str, choices: Sequence[str]) -> list[int]:
+        if not choices:
+            raise ValueError("choices is empty; pass labels such as ['A', 'B', 'C']")
+        if len(set(choices)) != len(choices):
+            raise ValueError(f"choices contain duplicates: {list(choices)}")
+        tokens = [self._label_token(prompt_text, c) for c in choices]
+        if len(set(tokens)) != len(tokens):
+            clash = [c for c, t in zip(choices, tokens) if tokens.count(t) > 1]
+            raise ValueError(
+                f"labels {clash} start with the same token, so one forward pass cannot tell them apart; "
+                "use distinct single-token labels such as 'A'..'T'"
+            )
+        return tokens
+
+    def score_choices(self, messages: Sequence[Message], choices: Sequence[str]) -> dict[str, float]:
+        """P(label is the assistant's first token), renormalised over `choices`; one forward pass.
+
+        Labels must be distinct single tokens (e.g. "A".."T"); a multi-token label is scored by
+        its first token only, and labels sharing a first token raise ValueError.
+        """
+        return self.score_choices_batch([messages], choices)[0]
+
+    def score_choices_batch(self, conversations: Sequence[Sequence[Message]], choices: Sequence[str]) -> list[dict[str, float]]:
+        """`score_choices` for several prompts in ONE left-padded forward pass.
+
+        Used by the re-ranker to average over several candidate orders (position-bias reduction).
+        """
+        if not conversations:
+            return []
+        texts = [self._prompt_text(c) for c in conversations]
+        rows = [self._prompt_ids(c, 0) for c in conversations]
+        label_tokens = [self._label_tokens(t, choices) for t in texts]
+        input_ids, mask = self._left_pad(rows)
+        # Left padding: real positions count from each row's first real token (as generate does).
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        with self._lock, torch.inference_mode():
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=1, use_cache=False)
+        probs = torch.softmax(out.logits[:, -1, :].float(), dim=-1)
+        results: list[dict[str, float]] = []
+        for row, tokens in zip(probs, label_tokens):
+            picked = row[torch.tensor(tokens)].double()
+            total = float(picked.sum())
+            if not total > 0.0:  # all underflowed: no information, say so with a uniform answer
+                results.append({c: 1.0 / len(choices) for c in choices})
+                continue
+            results.append({c: float(p) / total for c, p in zip(choices, picked)})
+        return results
+
+    def close(self) -> None:
+        """Drop the model and tokenizer so their memory can be freed."""
+        with self._lock:
+            self.model = None  # type: ignore[assignment]
+            self.tokenizer = None  # type: ignore[assignment]
+            self._json_tokenizer_data = None
+
+
+# --- lm-format-enforcer glue -----------------------------------------------------------------------
+#
+# lm-format-enforcer 0.11.3's `integrations.transformers` module cannot be imported with
+# transformers 5 (it imports `transformers.tokenization_utils`, which v5 removed), so we use its
+# core API directly: the same token list it builds, and a LogitsProcessor around TokenEnforcer.
+
+
+def _build_enforcer_tokenizer_data(tokenizer: Any, vocab_size: int, eos_ids: list[int]) -> TokenEnforcerTokenizerData:
+    """Port of lmformatenforcer.integrations.transformers.build_token_enforcer_tokenizer_data."""
+    from lmformatenforcer import TokenEnforcerTokenizerData
+
+    token_0 = tokenizer.encode("0", add_special_tokens=False)[-1]
+    special = set(tokenizer.all_special_ids)
+    regular: list[tuple[int, str, bool]] = []
+    for token_id in range(vocab_size):
+        if token_id in special:
+            continue
+        # Decode after "0" and drop it, to see whether the token starts a new word (leading space).
+        after_0 = tokenizer.decode([token_0, token_id])[1:]
+        alone = tokenizer.decode([token_id])
+        regular.append((token_id, after_0, len(after_0) > len(alone)))
+
+    def decode(tokens: list[int]) -> str:
+        return tokenizer.decode(tokens).rstrip("\ufffd")
+
+    eos: int | list[int] = eos_ids[0] if len(eos_ids) == 1 else list(eos_ids)
+    return TokenEnforcerTokenizerData(regular, decode, eos, False, vocab_size)
+
+
+class _EnforcerLogitsProcessor:
+    """Sets the score of every token the JSON parser would reject to -inf (transformers LogitsProcessor)."""
+
+    def __init__(self, enforcer: Any) -> None:
+        self.enforcer = enforcer
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        mask = torch.full_like(scores, float("-inf"))
+        for row, seq in enumerate(input_ids.tolist()):
+            allowed = self.enforcer.get_allowed_tokens(seq).allowed_tokens
+            mask[row, allowed] = 0.0
+        return scores + mask
