@@ -131,6 +131,211 @@ def search(
         typer.echo(f"{rank:>3}. [{hit.item.id}] {hit.item.title}  ({hit.item.brand or 'no brand'}; {hit.item.category}){price}  score={hit.score:.4f}")
 
 
+@app.command()
+def chat(
+    ctx: typer.Context,
+    catalog: CatalogOpt = None,
+    message: Annotated[Optional[str], typer.Option("--message", "-m", help="Send one message and exit (for scripts).")] = None,
+    session: Annotated[Optional[str], typer.Option("--session", "-s", help="Continue this session id (printed by earlier turns).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="With --message: print the turn as JSON.")] = False,
+    llm_reasons: Annotated[bool, typer.Option("--llm-reasons", help="LLM-written reasons (grounding-checked; slower on CPU).")] = False,
+) -> None:
+    """Talk to the recommender: a terminal chat, or one turn with --message (add --json for scripts)."""
+    from agent.conversation import Agent, AgentError, TurnResult
+    from agent.sessions import ConcurrentUpdate, UnknownSession
+    from retrieval.catalog import CatalogError
+    from retrieval.index import VectorStoreError
+
+    settings = settings_of(ctx)
+    try:
+        agent = Agent(settings, llm_reasons=llm_reasons)
+        if session is None:
+            session = agent.new_session(catalog)
+        elif catalog is not None and agent.store.get(session).catalog != catalog:
+            fail(f"session {session} uses catalog {agent.store.get(session).catalog!r}; drop --catalog or start a new session")
+    except (AgentError, UnknownSession, CatalogError, VectorStoreError) as exc:
+        fail(str(exc))
+
+    def one_turn(text: str, *, stream: bool) -> TurnResult | None:
+        result = None
+        for piece in agent.turn_stream(session, text):
+            if isinstance(piece, TurnResult):
+                result = piece
+            elif stream:
+                typer.echo(piece, nl=False)
+        if stream:
+            typer.echo("")
+        return result
+
+    if message is not None:
+        try:
+            result = one_turn(message, stream=not as_json)
+        except (AgentError, UnknownSession, ConcurrentUpdate, CatalogError, VectorStoreError) as exc:
+            fail(str(exc))
+        if as_json and result is not None:
+            json.dump(result.to_dict(), sys.stdout, indent=2, ensure_ascii=False)
+            sys.stdout.write("\n")
+        else:
+            typer.echo(f"[session {session}]", err=True)
+        return
+
+    rec = agent.store.get(session)
+    typer.echo(f"aisle chat on {rec.catalog} (session {session}). Empty line or Ctrl-D to quit; 'start over' resets.", err=True)
+    agent.warm_up(rec.catalog)
+    while True:
+        try:
+            text = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            typer.echo("", err=True)
+            break
+        if not text:
+            break
+        typer.echo("aisle> ", nl=False)
+        try:
+            one_turn(text, stream=True)
+        except (AgentError, ConcurrentUpdate) as exc:
+            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+    typer.echo(f"session {session} saved; continue with: aisle chat --session {session}", err=True)
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on (127.0.0.1 = this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="AISLE_API_KEY", help="Require 'Authorization: Bearer KEY' (env AISLE_API_KEY).")] = None,
+    catalog: CatalogOpt = None,
+) -> None:
+    """HTTP API for bots: /v1/turn, /v1/sessions, /v1/feedback and OpenAI-compatible /v1/chat/completions."""
+    from agent.api import serve as run_server
+    from retrieval.catalog import CatalogError
+    from retrieval.index import VectorStoreError
+
+    settings = settings_of(ctx)
+    if catalog:
+        settings = settings.model_copy(update={"catalog": catalog})
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        typer.secho(f"warning: listening on {host} without --api-key: anyone who can reach it can use it", err=True, fg=typer.colors.YELLOW)
+    try:
+        run_server(settings, host=host, port=port, api_key=api_key)
+    except (CatalogError, VectorStoreError) as exc:
+        fail(str(exc))
+
+
+@app.command()
+def recommend(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Option("--user", "-u", help="User id from the catalog's interactions (their history is the input).")],
+    catalog: CatalogOpt = None,
+    query: Annotated[Optional[str], typer.Option("--query", "-q", help="What the user is looking for (optional).")] = None,
+    k: Annotated[int, typer.Option("--k", min=1, max=50, help="How many items.")] = 5,
+    mode: Annotated[str, typer.Option("--mode", help="Re-ranking: onepass | listwise | none.")] = "onepass",
+    no_reasons: Annotated[bool, typer.Option("--no-reasons", help="Skip the LLM reasons.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Recommend items for a user (history + optional query): candidates, LLM re-ranking, grounded reasons."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: shared CPUs otherwise crawl
+    from agent.engines.base import EngineError
+    from agent.rank import MODES
+    from agent.recommend import RecommendRequest, Recommender
+    from retrieval.catalog import CatalogError, load_interactions
+    from retrieval.index import VectorStoreError
+
+    settings = settings_of(ctx)
+    name = catalog or settings.catalog
+    if mode not in MODES:
+        fail(f"unknown --mode {mode!r}; use one of: {', '.join(MODES)}")
+    try:
+        interactions = load_interactions(name, settings.data_dir)
+    except CatalogError as exc:
+        fail(f"{exc} (--user needs a catalog with purchase histories)")
+    if user not in interactions:
+        fail(f"unknown user {user!r} in catalog {name!r} ({len(interactions)} users; ids look like {', '.join(sorted(interactions)[:3])}, ...)")
+    try:
+        rec = Recommender(settings, name, n_candidates=max(20, k))
+        result = rec.recommend(RecommendRequest(query=query, history=interactions[user], k=k, rank_mode=mode, with_reasons=not no_reasons))
+    except (CatalogError, VectorStoreError, EngineError, FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+    if as_json:
+        json.dump({"user": user, "catalog": name, "query": query, "mode": mode, **result.to_dict()}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    history = [rec.catalog.items[i].title for i in interactions[user][-3:] if i in rec.catalog.items]
+    typer.echo(f"user {user}: {len(interactions[user])} items bought, latest: " + " | ".join(h[:50] for h in history))
+    if result.fallback:
+        typer.secho(f"note: LLM ranking not used, retriever order shown ({result.fallback})", err=True, fg=typer.colors.YELLOW)
+    if not result.items:
+        typer.echo("no items match")
+    for rank, r in enumerate(result.items, start=1):
+        llm = f" llm={r.llm_score:.3f}" if r.llm_score is not None else ""
+        typer.echo(f"{rank:>3}. [{r.item.id}] {r.item.title}  ({r.item.brand or 'no brand'}; {r.item.category})  score={r.score:.3f} retrieval={r.retrieval_score:.4f}{llm}")
+        if r.reason_source:
+            flag = "grounded" if r.grounded else "NOT grounded"
+            typer.echo(f"       why: {r.reason}  [{r.reason_source}, {flag}]")
+    t = result.timings_ms
+    typer.echo(f"({result.n_candidates} candidates; retrieval {t['retrieval']:.0f} ms, rank {t['rank']:.0f} ms, reasons {t['reasons']:.0f} ms, total {t['total']:.0f} ms)", err=True)
+
+
+@app.command()
+def describe(
+    ctx: typer.Context,
+    catalog: CatalogOpt = None,
+    only_missing: Annotated[bool, typer.Option("--only-missing", help="Only items whose catalog description is empty (cold-start items).")] = False,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Write at most N items in this run (after skipping done ones).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Overlay JSONL (default: <home>/overlays/<catalog>.describe.jsonl).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1024, help="Items per engine.batch call; also the resume granularity. vLLM likes 128+.")] = 16,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=16, max=1024, help="Token budget per answer.")] = 120,
+    prompt: Annotated[str, typer.Option("--prompt", help="Prompt template (prompts/<name>.j2).")] = "describe.v1",
+    no_regenerate: Annotated[bool, typer.Option("--no-regenerate", help="Drop flagged copy instead of regenerating it once.")] = False,
+    no_index: Annotated[bool, typer.Option("--no-index", help="Do not re-index the catalog with the generated copy at the end.")] = False,
+) -> None:
+    """Write grounded product copy (description + selling point) into an overlay, then re-index.
+
+    Resumable: finished batches are in the overlay file and are skipped on the next run."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: shared CPUs otherwise crawl
+    from agent.copywriter import Copywriter, describe_catalog
+    from agent.engines import make_engine
+    from agent.engines.base import EngineError
+    from agent.prompts import PromptError
+    from retrieval.catalog import CatalogError, load_catalog
+    from retrieval.overlay import apply_overlay, overlay_path, read_overlay
+
+    settings = settings_of(ctx)
+    name = catalog or settings.catalog
+    try:
+        cat = load_catalog(name, settings.data_dir)
+    except CatalogError as exc:
+        fail(str(exc))
+    path = out or overlay_path(settings, name)
+    try:
+        engine = make_engine(settings)
+        writer = Copywriter.for_catalog(engine, cat, prompt=prompt, max_tokens=max_tokens, regenerate=not no_regenerate)
+    except (EngineError, PromptError, FileNotFoundError) as exc:
+        fail(str(exc))
+    typer.echo(f"{engine.name} engine, model {engine.model_id}; overlay {path}", err=True)
+    try:
+        report = describe_catalog(cat, writer, path, only_missing=only_missing, limit=limit, batch_size=batch_size)
+    finally:
+        engine.close()
+    typer.echo(report.summary())
+    if no_index:
+        return
+    from retrieval.embed import Embedder
+    from retrieval.index import CatalogIndex, VectorStoreError, make_chroma_client
+
+    try:
+        overlaid = apply_overlay(cat, read_overlay(path))
+        idx = CatalogIndex(make_chroma_client(settings), name, Embedder(settings.embed_model, batch_size=settings.embed_batch_size))
+        index_report = idx.sync(overlaid)
+    except (VectorStoreError, FileNotFoundError) as exc:
+        fail(f"copy written to {path}, but re-indexing failed: {exc}. Run `aisle describe --catalog {name}` again (nothing is regenerated) once fixed.")
+    typer.echo(f"{idx.name}: {index_report}")
+
+
 def main() -> None:
     from evals.cli import eval_app
 

@@ -5,3 +5,17 @@ from __future__ import annotations
 import typer
 
 eval_app = typer.Typer(help="Measure ranking, conversation and copy quality; compare runs.", no_args_is_help=True)
+
+# --- issue #7: prompt evals (ranking, conversation, compare) ---------------------------------------
+from evals.compare import compare_command  # noqa: E402
+from evals.conversation import conversation_command  # noqa: E402
+from evals.ranking import ranking_command  # noqa: E402
+
+eval_app.command("ranking")(ranking_command)
+eval_app.command("conversation")(conversation_command)
+eval_app.command("compare")(compare_command)
+
+# --- issue #6: generated product copy ---------------------------------------------------------------
+from evals.copy_eval import copy_command  # noqa: E402
+
+eval_app.command("copy")(copy_command)

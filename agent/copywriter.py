@@ -1,0 +1,563 @@
+"""Offline product copy for cold-start items (issue #6): a 2-4 sentence description and a one-line
+selling point, written only from the item's own data, checked, and stored as an overlay.
+
+Design choices (and why):
+- Batched free text, not constrained JSON. `engine.batch` is the one batched call every backend
+  has (left-padded `generate` on transformers, continuous batching on vLLM); JSON-constrained
+  decoding is one conversation at a time in the shared interface and, on CPU, lm-format-enforcer
+  adds per-token Python work. The format is two labelled lines ("Selling point:", "Description:")
+  that `parse_copy` reads leniently and validates strictly (sentence count, length, no echo of
+  the title, no prompt markers). The model is untrusted: anything else is a format failure.
+- Grounding: `agent.copy_check.check_copy` flags numbers, sizes, materials, compatibility and
+  claims that the item's data does not state. Flagged (or unparseable) copy is regenerated once
+  with the problems listed, then kept or dropped; nothing unchecked is ever stored as usable copy.
+- Resumable: results are appended to the overlay JSONL after every batch; a re-run skips items
+  that already have a record. Engine failures are retried item by item, and an item that still
+  fails is reported and skipped (no record, so the next run tries it again).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from agent.copy_check import CopyCheckReport, check_copy, distinctive_brands
+from agent.engines.base import LLMEngine, Message
+from retrieval.catalog import Catalog, Item
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROMPT = "describe.v1"
+# A selling point (~15 tokens) plus four sentences (~80 tokens) with some slack; small models
+# ramble to the limit, so this also bounds the cost of every row in a padded batch.
+DEFAULT_MAX_TOKENS = 120
+DEFAULT_BATCH_SIZE = 16
+RETRY_TEMPERATURE = 0.5
+
+MIN_SENTENCES = 2
+MAX_SENTENCES = 4
+MAX_SELLING_POINT_WORDS = 30
+MAX_DESCRIPTION_CHARS = 900
+
+# The JSON shape of one copy (used for documentation and by callers that want `chat_json`).
+COPY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "description": {"type": "string", "minLength": 1, "maxLength": MAX_DESCRIPTION_CHARS},
+        "selling_point": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+    "required": ["description", "selling_point"],
+    "additionalProperties": False,
+}
+
+# Source fields that are not attributes: text we already pass, text we must not use (the
+# description is what we write), or values that go stale / invite claims (price, rating, URLs).
+_NON_ATTRIBUTES = frozenset(
+    {
+        "title", "name", "description", "short_description", "product_description", "brand", "categories",
+        "category", "price", "rating", "ratings", "reviews", "images", "image", "imurl", "url", "link",
+        "salesrank", "related", "also_bought", "also_viewed", "generated_description",
+    }
+)
+
+STATUS_OK = "ok"
+STATUS_REGENERATED = "regenerated"
+STATUS_DROPPED = "dropped"
+STATUS_ERROR = "error"
+
+
+class CopyFormatError(ValueError):
+    """The model's answer does not have the expected two labelled parts, or they are unusable."""
+
+
+@dataclass(frozen=True)
+class Copy:
+    description: str
+    selling_point: str
+
+    def text(self) -> str:
+        return f"{self.selling_point}\n{self.description}"
+
+
+@dataclass
+class CopyResult:
+    """What happened to one item. `copy` is set for ok / regenerated (and holds the last rejected
+    draft for dropped, for review); `error` for engine failures."""
+
+    item_id: str
+    status: str
+    copy: Copy | None = None
+    unsupported: list[str] = field(default_factory=list)  # problems of the final draft
+    first_unsupported: list[str] = field(default_factory=list)  # problems of the first draft
+    first_format_error: str | None = None
+    checkers: list[str] = field(default_factory=list)
+    error: str | None = None
+    raw: str = ""
+
+    @property
+    def regenerated(self) -> bool:
+        return self.status == STATUS_REGENERATED or (self.status == STATUS_DROPPED and (bool(self.first_unsupported) or self.first_format_error is not None))
+
+    @property
+    def usable(self) -> bool:
+        return self.status in (STATUS_OK, STATUS_REGENERATED)
+
+
+# --- item data -----------------------------------------------------------------------------------
+
+
+def item_attributes(item: Item) -> dict[str, str]:
+    """Short scalar source fields beyond title/brand/categories (e.g. "color", "size"), if any."""
+    attrs: dict[str, str] = {}
+    for key, value in (item.source or {}).items():
+        if str(key).casefold() in _NON_ATTRIBUTES or isinstance(value, (dict, list)) or value in (None, ""):
+            continue
+        text = str(value).strip()
+        if 0 < len(text) <= 80 and not text.startswith(("http://", "https://")):
+            attrs[str(key)] = text
+    return attrs
+
+
+def item_facts(item: Item) -> dict[str, Any]:
+    """The only data the copy may use (what the template shows and the checker trusts)."""
+    return {"title": item.title, "brand": item.brand, "categories": list(item.categories), "attributes": item_attributes(item)}
+
+
+def item_evidence(item: Item) -> list[str]:
+    """Evidence for the grounding check: exactly the facts the prompt showed (no description)."""
+    facts = item_facts(item)
+    parts = [facts["title"], facts["brand"], " > ".join(facts["categories"])]
+    parts.extend(f"{k}: {v}" for k, v in facts["attributes"].items())
+    return [p for p in parts if p]
+
+
+def item_problem(item: Item) -> str | None:
+    """Why an item cannot get copy, or None. A missing title leaves nothing true to write about
+    (the loader shows such items as 'Untitled item <id>', a label, not data)."""
+    title = (item.title or "").strip()
+    if not title or title.startswith(f"Untitled item {item.id}"):
+        return "no title: nothing to write copy from (fix the catalog row)"
+    if len(re.findall(r"\w+", title)) < 2:
+        return f"title {title!r} is too short to describe"
+    return None
+
+
+# --- parsing the model's answer ------------------------------------------------------------------
+
+_LABEL = re.compile(r"(?im)^[\s>*_#\-]*(selling[ _-]*point|description)[\s*_]*[:\-–]\s*")
+_INLINE_LABEL = re.compile(r"(?i)\b(selling[ _-]*point|description)\s*:\s*")
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z0-9\"'(])")
+_MARKUP = re.compile(r"\*\*|__|`|<<<|>>>|‹|›")
+_META = re.compile(r"(?i)selling points?|\bdescriptions?\b|\bthe data\b|\bitem section\b|as an ai|\bi am\b|\bI'm\b")
+_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
+
+
+def _sentences(text: str) -> list[str]:
+    text = re.sub(r"\s+", " ", text).strip()
+    if not text:
+        return []
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def _norm(sentence: str) -> str:
+    return re.sub(r"[^a-z0-9]+", " ", sentence.lower()).strip()
+
+
+def _clean_sentences(text: str, title: str) -> list[str]:
+    """Whole, distinct sentences: drops a cut-off tail, repeats and bare echoes of the title."""
+    sents = _sentences(text)
+    if sents and not re.search(r"[.!?][\"')\]]*$", sents[-1]):
+        sents = sents[:-1]  # cut by max_tokens mid-sentence
+    out: list[str] = []
+    seen: set[str] = set()
+    title_norm = _norm(title)
+    for s in sents:
+        key = _norm(s)
+        if not key or key in seen or _is_echo(key, title_norm) or len(key.split()) < 3:
+            continue
+        if _META.search(s):
+            continue  # talk about the task ("Here are the selling points ..."), not about the item
+        if any(key in other or other in key for other in seen if len(other) > 20):
+            continue  # near-repeat ("... Case Holder" vs "... Holder")
+        seen.add(key)
+        out.append(s)
+    return out
+
+
+def _similar(a: str, b: str, threshold: float = 0.8) -> bool:
+    return bool(a and b) and difflib.SequenceMatcher(None, a, b).ratio() >= threshold
+
+
+def _is_echo(text: str, title: str) -> bool:
+    """Near-verbatim copy of the title (the model's favourite way to say nothing)."""
+    a, b = _norm(text), _norm(title)
+    return a == b or _similar(a, b, 0.85)
+
+
+def parse_copy(raw: str, *, title: str = "") -> Copy:
+    """Read "Selling point: ..." and "Description: ..." from a model answer, in either order.
+
+    Lenient about markup (bold labels, bullets, extra blank lines, repeated blocks: the first of
+    each label wins) and strict about content: the description must have 2-4 whole distinct
+    sentences that are not the title, the selling point one short line. Raises CopyFormatError.
+    """
+    text = _MARKUP.sub("", raw or "").replace("\r", "")
+    if not text.strip():
+        raise CopyFormatError("the answer is empty")
+    parts: dict[str, str] = {}
+    labels = list(_LABEL.finditer(text)) or list(_INLINE_LABEL.finditer(text))
+    for i, m in enumerate(labels):
+        key = "selling_point" if m.group(1).lower().startswith("selling") else "description"
+        end = labels[i + 1].start() if i + 1 < len(labels) else len(text)
+        if key not in parts:
+            parts[key] = text[m.end() : end].strip()
+    if not labels:
+        raise CopyFormatError("the answer has neither a 'Selling point:' nor a 'Description:' line")
+    if "description" not in parts and labels[0].group(1).lower().startswith("selling"):
+        # "Selling point: <line>\n<description without its label>"
+        first_line, _, rest = parts["selling_point"].partition("\n")
+        parts["selling_point"], parts["description"] = first_line, rest
+    if "selling_point" not in parts:
+        raise CopyFormatError("the answer has no 'Selling point:' line")
+
+    point_lines = [_BULLET.sub("", ln).strip() for ln in parts["selling_point"].splitlines() if ln.strip()]
+    point = point_lines[0] if point_lines else ""
+    point_sents = _sentences(point)
+    point = (point_sents[0] if point_sents else point).strip().strip("\"'")
+    if len(point.split()) < 3:
+        raise CopyFormatError("the selling point is missing or shorter than three words")
+    if len(point.split()) > MAX_SELLING_POINT_WORDS:
+        raise CopyFormatError(f"the selling point is longer than {MAX_SELLING_POINT_WORDS} words")
+    if _is_echo(point, title):
+        raise CopyFormatError("the selling point only repeats the title")
+
+    body = " ".join(_BULLET.sub("", ln).strip() for ln in parts.get("description", "").splitlines() if ln.strip())
+    sents = [s for s in _clean_sentences(body, title) if _norm(s) != _norm(point)]
+    if len(sents) < MIN_SENTENCES:
+        raise CopyFormatError(f"the description has {len(sents)} usable sentence(s); it needs {MIN_SENTENCES} to {MAX_SENTENCES} whole, distinct sentences")
+    description = " ".join(sents[:MAX_SENTENCES])
+    if len(description) > MAX_DESCRIPTION_CHARS:
+        raise CopyFormatError(f"the description is longer than {MAX_DESCRIPTION_CHARS} characters")
+    return Copy(description=description, selling_point=point)
+
+
+# --- prompts ---------------------------------------------------------------------------------------
+
+
+EXAMPLE_BLOCKS = ("example_user", "example_assistant")
+
+
+def render_describe(prompt: str, item: Item, avoid: Sequence[str] = ()) -> list[Message]:
+    """Messages for one item: [system, example user, example assistant, user].
+
+    System and user come from `agent.prompts.render_messages` (the project's loader, with the
+    `data` filter and data-section delimiters); the optional `example_user`/`example_assistant`
+    blocks become one real chat turn, because a small model imitates a shown answer far better
+    than a described format.
+    """
+    from agent.prompts import render_messages
+
+    messages = render_messages(prompt, item=item_facts(item), avoid=list(avoid))
+    example = _example_turn(prompt)
+    if example and messages and messages[0]["role"] == "system":
+        return [messages[0], *example, *messages[1:]]
+    return [*example, *messages]
+
+
+@lru_cache(maxsize=8)
+def _example_turn(prompt: str) -> tuple[Message, ...]:
+    """The template's worked example as (user, assistant) messages; () when it has none."""
+    import jinja2
+
+    from agent.prompts import DATA_CLOSE, DATA_OPEN, data_text, prompt_source
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env.filters["data"] = data_text
+    template = env.from_string(prompt_source(prompt))
+    if not all(b in template.blocks for b in EXAMPLE_BLOCKS):
+        return ()
+    context = template.new_context({"DATA_OPEN": DATA_OPEN, "DATA_CLOSE": DATA_CLOSE})
+    user, assistant = ("".join(template.blocks[b](context)).strip() for b in EXAMPLE_BLOCKS)
+    return (Message(role="user", content=user), Message(role="assistant", content=assistant))
+
+
+_QUOTED = re.compile(r"[\"']([^\"']{1,60})[\"']")
+
+
+def avoid_terms(problems: Iterable[str], limit: int = 8) -> list[str]:
+    """The quoted terms of checker problems ('colour \'Black\' is not stated' -> 'black'), for the
+    retry prompt: a short word list, because a small model parrots long explanations."""
+    terms: list[str] = []
+    for problem in problems:
+        m = _QUOTED.search(problem)
+        if not m:
+            continue
+        term = re.sub(r"\s+", " ", m.group(1)).strip(" .,;:").lower()
+        if term and term not in terms:
+            terms.append(term)
+    return terms[:limit]
+
+
+def prompt_meta(prompt: str) -> dict[str, str]:
+    """{"name": "describe", "version": "v1", "fingerprint": <content hash>} for overlay records."""
+    from agent.prompts import canonical_name, prompt_fingerprint
+
+    name = canonical_name(prompt)
+    kind, _, version = name.partition(".")
+    return {"name": kind, "version": version or "v0", "template": name, "fingerprint": prompt_fingerprint(name)}
+
+
+# --- the writer ------------------------------------------------------------------------------------
+
+
+Checker = Callable[..., CopyCheckReport]
+
+
+class Copywriter:
+    """Writes, checks and (once) regenerates copy for a batch of items with one engine."""
+
+    def __init__(
+        self,
+        engine: LLMEngine,
+        *,
+        prompt: str = DEFAULT_PROMPT,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        catalog_brands: Collection[str] = (),
+        checker: Checker = check_copy,
+        regenerate: bool = True,
+        retry_temperature: float = RETRY_TEMPERATURE,
+    ) -> None:
+        self.engine = engine
+        self.prompt = prompt
+        self.max_tokens = max_tokens
+        self.catalog_brands = frozenset(catalog_brands)
+        self.checker = checker
+        self.regenerate = regenerate
+        self.retry_temperature = retry_temperature
+        from agent.prompts import prompt_source
+
+        prompt_source(prompt)  # fail now, with the list of names, if the template is missing
+        example = _example_turn(prompt)
+        self._example_sentences = [_norm(x) for x in _sentences(re.sub(r"(?im)^\s*(selling point|description)\s*:", " ", example[1]["content"]))] if example else []
+
+    @classmethod
+    def for_catalog(cls, engine: LLMEngine, catalog: Catalog, **kwargs: Any) -> Copywriter:
+        """A writer that also flags other brands of `catalog` named in the copy."""
+        brands = {it.brand for it in catalog.items.values() if it.brand}
+        corpus = (f"{it.title} {it.description[:300]}" for it in catalog.items.values())
+        return cls(engine, catalog_brands=distinctive_brands(brands, corpus), **kwargs)
+
+    def messages(self, item: Item, avoid: Sequence[str] = ()) -> list[Message]:
+        return render_describe(self.prompt, item, avoid)
+
+    def _generate(self, conversations: Sequence[Sequence[Message]], temperature: float = 0.0) -> list[str | Exception]:
+        """One batched call; if it fails, each conversation alone, so one bad row costs one item."""
+        if not conversations:
+            return []
+        try:
+            out = self.engine.batch(conversations, max_tokens=self.max_tokens, temperature=temperature)
+            if len(out) != len(conversations):
+                raise RuntimeError(f"engine returned {len(out)} replies for {len(conversations)} conversations")
+            return list(out)
+        except Exception as exc:  # engine errors of any kind; KeyboardInterrupt still stops the run
+            if len(conversations) == 1:
+                return [exc]
+            log.warning("batch of %d failed (%s: %s); retrying one by one", len(conversations), type(exc).__name__, exc)
+        results: list[str | Exception] = []
+        for conv in conversations:
+            try:
+                results.append(self.engine.batch([conv], max_tokens=self.max_tokens, temperature=temperature)[0])
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def _check(self, item: Item, raw: str) -> tuple[Copy | None, list[str], str | None, list[str]]:
+        """(copy, unsupported claims, format error, checkers) for one raw answer."""
+        try:
+            copy = parse_copy(raw, title=item.title)
+        except CopyFormatError as exc:
+            return None, [], str(exc), []
+        # Long sentences only: "They are simple to use." is generic, "Easy, everyday cutting for
+        # school projects and crafts." on a stapler is the example's facts pasted onto another item.
+        copied = [x for x in [copy.selling_point, *_sentences(copy.description)]
+                  if len(x.split()) >= 6 and any(_similar(_norm(x), e) for e in self._example_sentences)]
+        if copied:
+            return None, [], f"it copies the worked example of the prompt ({copied[0]!r})", []
+        report = self.checker(copy.text(), item_evidence(item), catalog_brands=self.catalog_brands)
+        return copy, list(report.unsupported), None, list(getattr(report, "checkers", []))
+
+    def write(self, items: Sequence[Item]) -> list[CopyResult]:
+        """Copy for `items` (one batch): generate, check, regenerate the flagged ones once."""
+        first = self._generate([self.messages(it) for it in items])
+        results: list[CopyResult] = []
+        retry: list[tuple[int, list[str]]] = []
+        for i, (item, raw) in enumerate(zip(items, first)):
+            if isinstance(raw, Exception):
+                results.append(CopyResult(item.id, STATUS_ERROR, error=f"{type(raw).__name__}: {raw}"))
+                continue
+            copy, unsupported, fmt, checkers = self._check(item, raw)
+            result = CopyResult(item.id, STATUS_OK, copy=copy, unsupported=unsupported, first_unsupported=list(unsupported),
+                                first_format_error=fmt, checkers=checkers, raw=raw)
+            results.append(result)
+            if copy is not None and not unsupported:
+                continue
+            result.status = STATUS_DROPPED
+            result.unsupported = unsupported or [f"format: {fmt}"]
+            if self.regenerate:
+                retry.append((i, avoid_terms(unsupported)))
+        if retry:
+            # The retry lists the rejected terms and samples (seeded, so reproducible): with greedy
+            # decoding an unchanged prompt (format failures) would give the same answer again.
+            second = self._generate([self.messages(items[i], avoid) for i, avoid in retry], temperature=self.retry_temperature)
+            for (i, _), raw in zip(retry, second):
+                result = results[i]
+                if isinstance(raw, Exception):
+                    result.error = f"regeneration failed: {type(raw).__name__}: {raw}"
+                    continue
+                copy, unsupported, fmt, checkers = self._check(items[i], raw)
+                result.raw = raw
+                if copy is not None and not unsupported:
+                    result.status, result.copy, result.unsupported, result.checkers = STATUS_REGENERATED, copy, [], checkers
+                else:
+                    result.copy = copy or result.copy
+                    result.unsupported = unsupported or [f"format: {fmt}"]
+        return results
+
+
+# --- whole-catalog runs ----------------------------------------------------------------------------
+
+
+@dataclass
+class DescribeReport:
+    """Counts for one `describe` run; `skipped` lists (item id, reason) for bad items and errors."""
+
+    ok: int = 0
+    regenerated_ok: int = 0
+    dropped: int = 0
+    errors: int = 0
+    bad_items: int = 0
+    already_done: int = 0
+    generated: int = 0
+    elapsed_s: float = 0.0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    problem_counts: Counter[str] = field(default_factory=Counter)
+    results: list[CopyResult] = field(default_factory=list)
+
+    @property
+    def items_per_s(self) -> float:
+        return self.generated / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def summary(self) -> str:
+        lines = [
+            f"generated {self.generated} items in {self.elapsed_s:.1f}s ({self.items_per_s:.2f} items/s): "
+            f"ok {self.ok}, regenerated-ok {self.regenerated_ok}, dropped {self.dropped}, errors {self.errors}; "
+            f"skipped {self.bad_items} bad items, {self.already_done} already done"
+        ]
+        for item_id, reason in self.skipped[:20]:
+            lines.append(f"  skipped {item_id}: {reason}")
+        if len(self.skipped) > 20:
+            lines.append(f"  ... and {len(self.skipped) - 20} more")
+        if self.problem_counts:
+            top = ", ".join(f"{p} x{n}" for p, n in self.problem_counts.most_common(8))
+            lines.append(f"  most frequent rejected claims: {top}")
+        return "\n".join(lines)
+
+
+def select_items(
+    catalog: Catalog,
+    *,
+    only_missing: bool = False,
+    ids: Iterable[str] | None = None,
+    done: Collection[str] = (),
+) -> tuple[list[Item], list[tuple[str, str]], int]:
+    """(items to write, bad items with reasons, how many were already done), in catalog order."""
+    wanted = list(ids) if ids is not None else list(catalog.items)
+    todo: list[Item] = []
+    bad: list[tuple[str, str]] = []
+    already = 0
+    for item_id in wanted:
+        item = catalog.items.get(item_id)
+        if item is None:
+            bad.append((item_id, f"not in catalog {catalog.name}"))
+            continue
+        if only_missing and item.description.strip():
+            continue
+        if item_id in done:
+            already += 1
+            continue
+        problem = item_problem(item)
+        if problem:
+            bad.append((item_id, problem))
+            continue
+        todo.append(item)
+    return todo, bad, already
+
+
+def describe_catalog(
+    catalog: Catalog,
+    writer: Copywriter,
+    overlay_file: Path,
+    *,
+    only_missing: bool = False,
+    ids: Iterable[str] | None = None,
+    limit: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = True,
+    keep_results: bool = False,
+) -> DescribeReport:
+    """Write copy for the catalog's items into `overlay_file`, batch by batch (resumable).
+
+    Items with a record in the file are skipped; each finished batch is appended (and fsynced)
+    before the next starts, so an interrupted run loses at most the batch in flight.
+    """
+    from tqdm import tqdm
+
+    from retrieval.overlay import append_records, done_ids, make_record
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    report = DescribeReport()
+    todo, bad, report.already_done = select_items(catalog, only_missing=only_missing, ids=ids, done=done_ids(overlay_file))
+    report.bad_items = len(bad)
+    report.skipped.extend(bad)
+    for item_id, reason in bad:
+        log.warning("skipping item %s: %s", item_id, reason)
+    if limit is not None:
+        todo = todo[: max(0, limit)]
+    prompt = prompt_meta(writer.prompt)
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), desc=f"describe {catalog.name}", unit="item", disable=not progress or not todo)
+    try:
+        for offset in range(0, len(todo), batch_size):
+            chunk = todo[offset : offset + batch_size]
+            results = writer.write(chunk)
+            records = [make_record(catalog.name, r, model=writer.engine.model_id, engine=writer.engine.name, prompt=prompt)
+                       for r in results if r.status != STATUS_ERROR]
+            append_records(overlay_file, records)
+            for r in results:
+                if r.status == STATUS_ERROR:
+                    report.errors += 1
+                    report.skipped.append((r.item_id, f"engine error: {r.error}"))
+                    log.warning("item %s failed: %s", r.item_id, r.error)
+                    continue
+                report.generated += 1
+                report.ok += r.status == STATUS_OK
+                report.regenerated_ok += r.status == STATUS_REGENERATED
+                report.dropped += r.status == STATUS_DROPPED
+                report.problem_counts.update(p.split(" (")[0] for p in r.first_unsupported)
+            if keep_results:
+                report.results.extend(results)
+            bar.update(len(chunk))
+            bar.set_postfix(ok=report.ok + report.regenerated_ok, dropped=report.dropped, errors=report.errors)
+    finally:
+        bar.close()
+        report.elapsed_s = time.perf_counter() - start
+    return report

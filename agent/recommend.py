@@ -1,0 +1,344 @@
+"""Recommend items for a request: candidates -> LLM re-ranking -> grounded reasons.
+
+1. Candidates (default 20): semantic ones from hybrid search (the query, else the user's last
+   message, else "more like the history"), collaborative ones from the purchase history (SASRec
+   when a trained model is cached, else co-occurrence; only catalogs with interactions), fused by
+   weighted reciprocal rank fusion. Filters and exclusions apply to both sources; the history
+   is always excluded.
+2. Re-ranking (`agent.rank`): one-pass label scoring, generative listwise, or none.
+3. Reasons (`agent.reasons`): LLM sentences checked by `agent.grounding`, retried once, else a
+   template reason.
+
+Hard rule: every item shown is the catalog's own `Item` object, looked up by id; no title,
+brand or id written by the LLM is ever displayed.
+
+The conversational agent, the UI and the HTTP API use only `RecommendRequest`, `Recommender`
+and the result dataclasses below.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.engines.base import EngineError, LLMEngine, Message
+from agent.prompts import resolve_prompt
+from agent.rank import MODES, Candidate, RankContext, Reranker
+from agent.reasons import ReasonContext, ReasonWriter
+from agent.settings import Settings
+from retrieval.catalog import Catalog, CatalogError, Item
+from retrieval.search import HybridSearcher, SearchFilters
+
+log = logging.getLogger(__name__)
+
+COLLAB_MODES = ("auto", "sasrec", "cooc", "none")
+
+
+class UnknownItemError(ValueError):
+    """An item id that is not in the catalog (it is never shown or explained)."""
+
+
+@dataclass
+class RecommendRequest:
+    query: str | None = None
+    history: Sequence[str] = ()  # item ids the user bought/liked, oldest first
+    filters: SearchFilters | None = None
+    exclude_ids: Sequence[str] = ()
+    k: int = 5
+    conversation: Sequence[Message] = ()  # optional dialogue so far, for the prompts
+    rank_mode: str = "onepass"  # "onepass" | "listwise" | "none"
+    with_reasons: bool = True
+
+
+@dataclass
+class Recommendation:
+    item: Item
+    score: float
+    retrieval_score: float
+    llm_score: float | None
+    reason: str
+    grounded: bool
+    reason_source: str  # "llm" | "llm-retry" | "template" ("" when reasons were not asked for)
+
+    def to_dict(self) -> dict[str, Any]:
+        it = self.item
+        return {
+            "id": it.id,
+            "title": it.title,
+            "brand": it.brand,
+            "category": it.category,
+            "price": it.price,
+            "score": round(self.score, 6),
+            "retrieval_score": round(self.retrieval_score, 6),
+            "llm_score": None if self.llm_score is None else round(self.llm_score, 6),
+            "reason": self.reason,
+            "grounded": self.grounded,
+            "reason_source": self.reason_source,
+        }
+
+
+@dataclass
+class RecommendResult:
+    items: list[Recommendation]
+    timings_ms: dict[str, float]  # keys: "retrieval", "rank", "reasons", "total"
+    llm_valid: bool  # the re-ranker's LLM answer was used (True when rank_mode="none")
+    fallback: str | None  # "<code> (<detail>)" when the retriever order was used instead of the LLM's:
+    # code = the EngineError class name, "malformed_answer" or "engine_unavailable"
+    n_candidates: int
+    sources: dict[str, int] = field(default_factory=dict)  # candidates contributed per source
+    dropped: list[str] = field(default_factory=list)  # LLM labels/ids that were not candidates
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "items": [r.to_dict() for r in self.items],
+            "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+            "llm_valid": self.llm_valid,
+            "fallback": self.fallback,
+            "n_candidates": self.n_candidates,
+            "sources": dict(self.sources),
+            "dropped": list(self.dropped),
+        }
+
+
+class Recommender:
+    """Candidates + re-ranking + reasons over one catalog. Heavy parts (search index, LLM,
+    collaborative model) load on first use and are shared by later requests (thread-safe)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: str | None = None,
+        *,
+        engine: LLMEngine | None = None,
+        searcher: HybridSearcher | None = None,
+        prompts: dict[str, str] | None = None,
+        llm_weight: float = 0.5,
+        n_candidates: int = 20,
+        collab: str = "auto",
+        n_orders: int = 3,
+        source_weights: dict[str, float] | None = None,
+    ) -> None:
+        if searcher is not None and catalog is not None and searcher.catalog.name != catalog:
+            raise ValueError(f"searcher is for catalog {searcher.catalog.name!r}, not {catalog!r}")
+        if not 1 <= n_candidates <= 100:
+            raise ValueError(f"n_candidates must be in 1..100, got {n_candidates}")
+        if not 0.0 <= llm_weight <= 1.0:
+            raise ValueError(f"llm_weight must be in [0, 1], got {llm_weight}")
+        if collab not in COLLAB_MODES:
+            raise ValueError(f"collab must be one of {', '.join(COLLAB_MODES)}, got {collab!r}")
+        self.settings = settings
+        self.catalog_name = searcher.catalog.name if searcher is not None else (catalog or settings.catalog)
+        self.prompts = dict(prompts or {})
+        for kind in self.prompts:  # fail now, with the list of names, rather than mid-request
+            resolve_prompt(kind, self.prompts)
+        self.llm_weight = llm_weight
+        self.n_candidates = n_candidates
+        self.collab_mode = collab
+        self.n_orders = n_orders
+        self.source_weights = source_weights
+        self._searcher = searcher
+        self._engine = engine
+        self._engine_error: str | None = None
+        self._collab: Any = None
+        self._collab_loaded = False
+        self._collab_name: str | None = None
+        self._brands: frozenset[str] | None = None
+        self._lock = threading.RLock()
+
+    # --- lazily loaded parts -----------------------------------------------------------------------
+
+    @property
+    def searcher(self) -> HybridSearcher:
+        with self._lock:
+            if self._searcher is None:
+                from retrieval.search import open_searcher
+
+                self._searcher = open_searcher(self.settings, self.catalog_name, progress=False)
+            return self._searcher
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.searcher.catalog
+
+    @property
+    def brands(self) -> frozenset[str]:
+        if self._brands is None:
+            self._brands = frozenset(it.brand for it in self.catalog.items.values() if it.brand)
+        return self._brands
+
+    def engine(self) -> LLMEngine | None:
+        """The LLM engine, built on first use; None (with the reason kept) when it cannot load."""
+        with self._lock:
+            if self._engine is None and self._engine_error is None:
+                from agent.engines import make_engine
+
+                try:
+                    self._engine = make_engine(self.settings)
+                except EngineError as exc:
+                    self._engine_error = f"{type(exc).__name__}: {exc}"
+                    log.error("LLM engine unavailable, recommending without it: %s", self._engine_error)
+            return self._engine
+
+    @property
+    def collab_name(self) -> str | None:
+        """"sasrec", "cooc" or None: which collaborative model serves this catalog (loads it)."""
+        self.collab_model()
+        return self._collab_name
+
+    def collab_model(self) -> Any:
+        """The collaborative recommender, or None for catalogs without interactions.
+
+        "auto": SASRec when a cached model file exists (`load_or_train_sasrec` loads it; it would
+        retrain only if the cache is stale), else co-occurrence (fitted in about a second), so a
+        fresh install never trains for minutes inside a request; "sasrec" trains if needed.
+        Both are fitted on leave-one-out train histories, so evals on held-out items stay fair."""
+        with self._lock:
+            if self._collab_loaded:
+                return self._collab
+            self._collab_loaded = True
+            if self.collab_mode == "none":
+                return None
+            from retrieval.catalog import load_interactions
+            from retrieval.collab import CooccurrenceRecommender, leave_one_out
+
+            try:
+                interactions = load_interactions(self.catalog_name, self.settings.data_dir)
+            except CatalogError:
+                log.info("catalog %s has no interactions: semantic candidates only", self.catalog_name)
+                return None
+            if self.collab_mode in ("auto", "sasrec"):
+                try:
+                    from retrieval.sasrec import load_or_train_sasrec, sasrec_path
+
+                    if self.collab_mode == "sasrec" or sasrec_path(self.settings, self.catalog_name).is_file():
+                        self._collab = load_or_train_sasrec(self.settings, self.catalog_name, progress=False)
+                        self._collab_name = "sasrec"
+                        return self._collab
+                except Exception as exc:  # an unfinished/broken SASRec must not take recommendations down
+                    if self.collab_mode == "sasrec":
+                        raise
+                    log.warning("SASRec unavailable (%s); using co-occurrence", exc)
+            train, _ = leave_one_out(interactions)
+            self._collab = CooccurrenceRecommender(list(self.catalog.items)).fit(train)
+            self._collab_name = "cooc"
+            return self._collab
+
+    # --- pipeline ----------------------------------------------------------------------------------
+
+    def candidates(self, req: RecommendRequest) -> tuple[list[Candidate], dict[str, int]]:
+        """Fused candidates (best first) and how many each source contributed."""
+        from retrieval.collab import fuse_candidates
+
+        n = self.n_candidates
+        history = [str(i) for i in req.history]
+        exclude = set(history) | {str(i) for i in req.exclude_ids}
+        filters = req.filters if req.filters is not None and not req.filters.is_empty() else None
+        items = self.catalog.items
+        asked = ReasonContext(req.query, (), req.conversation).request_text()
+        lists: dict[str, list[tuple[str, float]]] = {}
+        if asked and asked.strip():
+            hits = self.searcher.search(asked, n, filters=filters, exclude_ids=exclude)
+            lists["semantic"] = [(h.item.id, h.score) for h in hits]
+        elif history:
+            hits = self.searcher.similar([i for i in history if i in items][-10:], n, filters=filters, exclude_ids=exclude)
+            lists["semantic"] = [(h.item.id, h.score) for h in hits]
+        model = self.collab_model() if (history or not asked) else None
+        if model is not None:
+            over = n * (8 if filters else 2)
+            recs = model.recommend(history, over, exclude)
+            kept = [(i, s) for i, s in recs if i in items and i not in exclude and (filters is None or filters.matches(items[i]))]
+            lists["collab"] = kept[:n]
+        weights = self.source_weights or ({"semantic": 1.0, "collab": 0.5} if asked else {"semantic": 1.0, "collab": 1.0})
+        fused = fuse_candidates(lists, weights, n)
+        cands = [Candidate(items[i], s) for i, s in fused if i in items and i not in exclude]
+        return cands, {name: len(v) for name, v in lists.items()}
+
+    def _contexts(self, req: RecommendRequest) -> tuple[RankContext, ReasonContext]:
+        titles = [self.catalog.items[i].title for i in map(str, req.history) if i in self.catalog.items]
+        conversation = [Message(role=str(m.get("role", "user")), content=str(m.get("content", ""))) for m in req.conversation]
+        return RankContext(req.query, titles, conversation), ReasonContext(req.query, titles, conversation)
+
+    def reason_writer(self, engine: LLMEngine | None = None) -> ReasonWriter:
+        """The reason writer this recommender uses (its prompt, the catalog's brands); evals call
+        `write_many` on it to batch reasons across users."""
+        return ReasonWriter(engine, prompt=resolve_prompt("reason", self.prompts), catalog_brands=self.brands)
+
+    def recommend(self, req: RecommendRequest) -> RecommendResult:
+        """Top-k recommendations with scores and reasons. LLM failures degrade (retriever order,
+        template reasons) and are reported in the result; bad requests raise ValueError."""
+        if req.rank_mode not in MODES:
+            raise ValueError(f"rank_mode must be one of {', '.join(MODES)}, got {req.rank_mode!r}")
+        if not 1 <= req.k <= self.n_candidates:
+            raise ValueError(f"k must be in 1..{self.n_candidates} (the number of candidates), got {req.k}")
+        t0 = time.perf_counter()
+        cands, sources = self.candidates(req)
+        t1 = time.perf_counter()
+        rank_ctx, reason_ctx = self._contexts(req)
+
+        mode = req.rank_mode
+        engine = self.engine() if (mode != "none" or req.with_reasons) and cands else None
+        fallback: str | None = None
+        if mode != "none" and engine is None and cands:
+            fallback = f"engine_unavailable ({self._engine_error})"
+        if mode == "none" or engine is None:
+            ranker = Reranker(None, mode="none", llm_weight=self.llm_weight)
+        else:
+            kind = "rerank_onepass" if mode == "onepass" else "rerank_listwise"
+            ranker = Reranker(engine, mode=mode, prompt=resolve_prompt(kind, self.prompts), llm_weight=self.llm_weight, n_orders=self.n_orders, seed=self.settings.seed)
+        ranked = ranker.rank(cands, rank_ctx)
+        llm_valid = ranked.llm_valid and fallback is None
+        fallback = fallback or ranked.fallback
+        top = ranked.items[: req.k]
+        t2 = time.perf_counter()
+
+        reasons = self.reason_writer(engine).write([r.item for r in top], reason_ctx) if req.with_reasons and top else []
+        t3 = time.perf_counter()
+
+        out: list[Recommendation] = []
+        for i, r in enumerate(top):
+            item = self.catalog.items.get(r.item.id)
+            if item is None:  # hard rule: never show an item that is not in the catalog
+                log.error("dropping non-catalog item %r from the results", r.item.id)
+                continue
+            reason = reasons[i] if i < len(reasons) else None
+            out.append(
+                Recommendation(
+                    item=item,
+                    score=r.score,
+                    retrieval_score=r.retrieval_score,
+                    llm_score=r.llm_score,
+                    reason=reason.text if reason else "",
+                    grounded=reason.grounded if reason else False,
+                    reason_source=reason.source if reason else "",
+                )
+            )
+        t4 = time.perf_counter()
+        timings = {"retrieval": (t1 - t0) * 1e3, "rank": (t2 - t1) * 1e3, "reasons": (t3 - t2) * 1e3, "total": (t4 - t0) * 1e3}
+        return RecommendResult(out, timings, llm_valid, fallback, len(cands), sources, ranked.dropped)
+
+    def explain(self, item_id: str, req: RecommendRequest) -> tuple[str, bool]:
+        """A reason for one item ("why that one?"): (text, grounded). Raises UnknownItemError for
+        an id that is not in the catalog."""
+        item = self.catalog.items.get(str(item_id))
+        if item is None:
+            raise UnknownItemError(f"item {item_id!r} is not in catalog {self.catalog_name!r}")
+        _, reason_ctx = self._contexts(req)
+        reason = self.reason_writer(self.engine()).write([item], reason_ctx)[0]
+        return reason.text, reason.grounded
+
+
+def result_summary(result: RecommendResult) -> dict[str, Any]:
+    """Counts an eval or a log line wants: grounded share and reason sources."""
+    sources = [r.reason_source for r in result.items]
+    return {
+        "n": len(result.items),
+        "grounded": sum(r.grounded for r in result.items),
+        "by_source": {s: sources.count(s) for s in ("llm", "llm-retry", "template")},
+        "llm_valid": result.llm_valid,
+        "fallback": result.fallback,
+        "timings_ms": dict(result.timings_ms),
+    }

@@ -1,0 +1,365 @@
+"""`aisle eval copy`: does generated copy help cold-start items, and is it grounded?
+
+Protocol (amazon-office-2018, whose items have human descriptions):
+1. pick N items with a real description (seeded); hide those descriptions ("cold" catalog);
+2. index the cold catalog in a real Chroma store in a temporary AISLE_HOME;
+3. for each item, search with a query built from its HIDDEN human description (its first words
+   minus the title's words) and record the item's rank: the cold baseline;
+4. generate copy for the items from title/brand/categories (`aisle describe`'s code path, into an
+   overlay in the temporary home), apply the overlay, re-sync the index (only those items are
+   re-embedded) and search again;
+5. report (a) the share of drafts with an unsupported claim before and after regeneration,
+   (b) similarity of the kept copy to the human text (MiniLM cosine, ROUGE-L F1), next to the
+   same numbers for the bare title as a reference, (c) rank / Recall@10 / MRR cold vs generated.
+
+JSON keys (documented, tested): catalog, items, seed, config, engine, timing, generation,
+grounding, similarity, retrieval, per_item, environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import random
+import re
+import statistics
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from agent.settings import Settings
+from retrieval.catalog import Catalog, Item
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CATALOG = "amazon-office-2018"
+DEFAULT_ITEMS = 200
+QUERY_WORDS = 12
+MIN_QUERY_WORDS = 6
+MIN_DESCRIPTION_WORDS = 25
+SEARCH_DEPTH = 100
+RESULT_KEYS = ("catalog", "items", "seed", "config", "engine", "timing", "generation", "grounding", "similarity", "retrieval", "per_item", "environment")
+
+_WORDS = re.compile(r"[A-Za-z0-9][A-Za-z0-9'&.-]*[A-Za-z0-9]|[A-Za-z0-9]")
+
+
+def description_query(item: Item, n_words: int = QUERY_WORDS) -> str:
+    """A shopper-like query from the human description: its first words that are not title words.
+
+    Title words are removed so the query does not simply re-type the title (which the cold item
+    still has, so it would be found without any copy)."""
+    title_words = {w.lower() for w in _WORDS.findall(item.title)}
+    words = [w for w in _WORDS.findall(item.description) if w.lower() not in title_words]
+    return " ".join(words[:n_words])
+
+
+def eligible(item: Item) -> bool:
+    """A real description: long enough, not a copy of the title, and a usable query remains."""
+    desc = item.description.strip()
+    if len(desc.split()) < MIN_DESCRIPTION_WORDS:
+        return False
+    if desc.lower().startswith(item.title.lower()) and len(desc) < len(item.title) + 40:
+        return False
+    return len(description_query(item).split()) >= MIN_QUERY_WORDS
+
+
+def select_eval_items(catalog: Catalog, n: int, seed: int) -> list[Item]:
+    """N eligible items, sampled with `seed` from the sorted ids (same seed, same sample)."""
+    pool = sorted(i for i, it in catalog.items.items() if eligible(it))
+    if len(pool) < n:
+        raise ValueError(f"only {len(pool)} items of {catalog.name} have a usable description; ask for --items {len(pool)} or fewer")
+    rng = random.Random(seed)
+    return [catalog.items[i] for i in sorted(rng.sample(pool, n), key=lambda x: int(x) if x.isdigit() else x)]
+
+
+def hide_descriptions(catalog: Catalog, ids: Sequence[str], *, pool: int | None = None, seed: int = 0) -> Catalog:
+    """A copy of the catalog with those items' descriptions removed (never touches the source).
+
+    `pool`: keep only the eval items plus this many other items (seeded) - for quick runs/tests;
+    None keeps the whole catalog (the real eval)."""
+    wanted = set(ids)
+    keep = list(catalog.items)
+    if pool is not None:
+        others = sorted(i for i in catalog.items if i not in wanted)
+        keep = sorted(wanted | set(random.Random(seed + 1).sample(others, min(pool, len(others)))))
+    items = {i: dataclasses.replace(catalog.items[i], description="") if i in wanted else catalog.items[i] for i in keep}
+    return Catalog(name=catalog.name, items=items, report=catalog.report)
+
+
+def _rank(searcher: Any, item_id: str, query: str, depth: int) -> int | None:
+    hits = searcher.search(query, k=depth, depth=depth)
+    for rank, hit in enumerate(hits, start=1):
+        if hit.item.id == item_id:
+            return rank
+    return None
+
+
+def retrieval_metrics(ranks: Sequence[int | None], k: int = 10) -> dict[str, Any]:
+    """Recall@k, MRR (0 when not in the top `depth`), median rank (missing = depth + 1)."""
+    n = len(ranks)
+    if n == 0:
+        return {"n": 0}
+    found = [r for r in ranks if r is not None]
+    capped = [r if r is not None else SEARCH_DEPTH + 1 for r in ranks]
+    return {
+        "n": n,
+        f"recall@{k}": sum(1 for r in found if r <= k) / n,
+        "recall@1": sum(1 for r in found if r == 1) / n,
+        "mrr": sum(1.0 / r for r in found) / n,
+        "median_rank": statistics.median(capped),
+        "found_in_top": len(found) / n,
+    }
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(statistics.fmean(values), 4) if values else None
+
+
+def run_copy_eval(
+    settings: Settings,
+    *,
+    catalog_name: str = DEFAULT_CATALOG,
+    n_items: int = DEFAULT_ITEMS,
+    seed: int = 0,
+    batch_size: int = 16,
+    max_tokens: int | None = None,
+    prompt: str | None = None,
+    pool: int | None = None,
+    engine: Any = None,
+    progress: bool = True,
+    work_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Run the protocol above and return the result dict (see RESULT_KEYS).
+
+    `work_dir`: keep the eval's AISLE_HOME (Chroma store) there instead of a temporary folder, so a
+    re-run re-embeds only the eval items (the index is incremental) instead of the whole catalog.
+    The overlay in it is always started afresh."""
+    from rouge_score import rouge_scorer
+
+    from agent.copywriter import DEFAULT_MAX_TOKENS, DEFAULT_PROMPT, Copywriter, describe_catalog
+    from agent.engines import make_engine
+    from evals.report import environment, git_state
+    from retrieval.catalog import load_catalog
+    from retrieval.embed import Embedder
+    from retrieval.index import CatalogIndex, make_chroma_client
+    from retrieval.overlay import apply_overlay, overlay_path, read_overlay
+    from retrieval.search import HybridSearcher
+
+    max_tokens = max_tokens or DEFAULT_MAX_TOKENS
+    prompt = prompt or DEFAULT_PROMPT
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    source = load_catalog(catalog_name, settings.data_dir)
+    items = select_eval_items(source, n_items, seed)
+    ids = [it.id for it in items]
+    human = {it.id: it.description for it in items}
+    queries = {it.id: description_query(it) for it in items}
+    cold = hide_descriptions(source, ids, pool=pool, seed=seed)
+
+    own_engine = engine is None
+    engine = engine or make_engine(settings)  # built from the real home: reuses the converted model
+    embedder = Embedder(settings.embed_model, batch_size=settings.embed_batch_size)
+    with contextlib.ExitStack() as stack:
+        tmp = work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aisle-copy-eval-")))
+        tmp_settings = settings.model_copy(update={"home": Path(tmp), "chroma_url": None})
+        overlay_path(tmp_settings, cold.name).unlink(missing_ok=True)
+        index = CatalogIndex(make_chroma_client(tmp_settings), cold.name, embedder)
+        t = time.perf_counter()
+        index.sync(cold, progress=progress)
+        timing["index_cold_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        searcher = HybridSearcher(cold, index, embedder)
+        cold_ranks = {i: _rank(searcher, i, queries[i], SEARCH_DEPTH) for i in ids}
+        timing["search_cold_s"] = time.perf_counter() - t
+
+        writer = Copywriter.for_catalog(engine, source, prompt=prompt, max_tokens=max_tokens)
+        path = overlay_path(tmp_settings, cold.name)
+        report = describe_catalog(cold, writer, path, ids=ids, batch_size=batch_size, progress=progress, keep_results=True)
+        timing["generate_s"] = report.elapsed_s
+        records = read_overlay(path)
+        warm = apply_overlay(cold, records)
+        t = time.perf_counter()
+        sync = index.sync(warm, progress=progress)
+        timing["reindex_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        searcher = HybridSearcher(warm, index, embedder)
+        warm_ranks = {i: _rank(searcher, i, queries[i], SEARCH_DEPTH) for i in ids}
+        timing["search_generated_s"] = time.perf_counter() - t
+        del searcher, index  # release the Chroma store before the temp folder goes
+
+    results = {r.item_id: r for r in report.results}
+    kept = [i for i in ids if i in results and results[i].usable and results[i].copy]
+
+    # (b) similarity to the human description, with the bare title as a reference point
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    cos: dict[str, float] = {}
+    rouge: dict[str, float] = {}
+    title_cos: dict[str, float] = {}
+    title_rouge: dict[str, float] = {}
+    if kept:
+        gen_vecs = embedder.encode([results[i].copy.description for i in kept])  # type: ignore[union-attr]
+        hum_vecs = embedder.encode([human[i] for i in kept])
+        title_vecs = embedder.encode([source.items[i].title for i in kept])
+        for j, i in enumerate(kept):
+            cos[i] = float(gen_vecs[j] @ hum_vecs[j])
+            title_cos[i] = float(title_vecs[j] @ hum_vecs[j])
+            rouge[i] = scorer.score(human[i], results[i].copy.description)["rougeL"].fmeasure  # type: ignore[union-attr]
+            title_rouge[i] = scorer.score(human[i], source.items[i].title)["rougeL"].fmeasure
+
+    # (a) grounding before / after regeneration, over drafts that parsed
+    generated = [results[i] for i in ids if i in results]
+    first_parsed = [r for r in generated if r.first_format_error is None]
+    first_flagged = [r for r in first_parsed if r.first_unsupported]
+    second_drafts = [r for r in generated if r.regenerated]
+    still_flagged = [r for r in generated if r.status == "dropped" and any(not p.startswith("format:") for p in r.unsupported)]
+    problem_kinds = Counter(p.split(" ", 1)[0].strip("'\"") for r in generated for p in r.first_unsupported)
+
+    cold_list = [cold_ranks[i] for i in ids]
+    warm_list = [warm_ranks[i] for i in ids]
+    per_item = []
+    for i in ids:
+        r = results.get(i)
+        per_item.append({
+            "id": i,
+            "title": source.items[i].title,
+            "query": queries[i],
+            "status": r.status if r else "error",
+            "selling_point": r.copy.selling_point if r and r.usable and r.copy else None,
+            "description": r.copy.description if r and r.usable and r.copy else None,
+            "first_draft_unsupported": r.first_unsupported if r else [],
+            "final_unsupported": r.unsupported if r else [],
+            "first_draft_format_error": r.first_format_error if r else None,
+            "cosine_to_human": round(cos[i], 4) if i in cos else None,
+            "rougeL_to_human": round(rouge[i], 4) if i in rouge else None,
+            "rank_cold": cold_ranks[i],
+            "rank_generated": warm_ranks[i],
+        })
+    timing["total_s"] = time.perf_counter() - t0
+    result = {
+        "catalog": catalog_name,
+        "items": len(ids),
+        "seed": seed,
+        "config": {"prompt": prompt, "max_tokens": max_tokens, "batch_size": batch_size, "pool": pool, "search_depth": SEARCH_DEPTH,
+                   "retry_temperature": writer.retry_temperature,
+                   "query": f"first {QUERY_WORDS} words of the human description minus title words", "git": git_state()},
+        "engine": {"name": engine.name, "model": engine.model_id},
+        "timing": {k: round(v, 1) for k, v in timing.items()},
+        "generation": {
+            "generated": report.generated, "ok": report.ok, "regenerated_ok": report.regenerated_ok, "dropped": report.dropped,
+            "errors": report.errors, "bad_items": report.bad_items, "items_per_s": round(report.items_per_s, 3),
+            "kept_share": round(len(kept) / len(ids), 4) if ids else None,
+        },
+        "grounding": {
+            "drafts_parsed_first_try": len(first_parsed),
+            "unsupported_share_before": round(len(first_flagged) / len(first_parsed), 4) if first_parsed else None,
+            "format_error_share_first_try": round(1 - len(first_parsed) / len(generated), 4) if generated else None,
+            "regenerated": len(second_drafts),
+            "unsupported_share_after": round(len(still_flagged) / len(generated), 4) if generated else None,
+            "unsupported_share_in_kept_copy": 0.0 if kept else None,
+            "problem_kinds_first_try": dict(problem_kinds.most_common()),
+            "top_problems_first_try": dict(report.problem_counts.most_common(15)),
+        },
+        "similarity": {
+            "n": len(kept),
+            "embedding_cosine_mean": _mean(list(cos.values())),
+            "rougeL_f_mean": _mean(list(rouge.values())),
+            "title_only_cosine_mean": _mean(list(title_cos.values())),
+            "title_only_rougeL_f_mean": _mean(list(title_rouge.values())),
+        },
+        "retrieval": {
+            "k": 10,
+            "reembedded": sync.updated + sync.added,
+            "index_size": len(cold),
+            "cold": retrieval_metrics(cold_list),
+            "generated": retrieval_metrics(warm_list),
+            "kept_only": {
+                "cold": retrieval_metrics([cold_ranks[i] for i in kept]),
+                "generated": retrieval_metrics([warm_ranks[i] for i in kept]),
+            },
+        },
+        "per_item": per_item,
+        "environment": environment(),
+    }
+    if own_engine:
+        engine.close()
+    return result
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The result as a few plain-text tables."""
+    g, gr, s, r, t = result["generation"], result["grounding"], result["similarity"], result["retrieval"], result["timing"]
+    lines = [
+        f"copy eval: {result['catalog']}, {result['items']} items (seed {result['seed']}), "
+        f"{result['engine']['name']} / {result['engine']['model']}, prompt {result['config']['prompt']}",
+        "",
+        "generation      ok  regen-ok  dropped  errors  kept   items/s",
+        f"                {g['ok']:<3} {g['regenerated_ok']:<9} {g['dropped']:<8} {g['errors']:<7} {_f(g['kept_share'], 2):<6} {_f(g['items_per_s'])}",
+        "",
+        "grounding (share of drafts with an unsupported claim)",
+        f"  first draft: {_f(gr['unsupported_share_before'])} (of {gr['drafts_parsed_first_try']} parsed; {_f(gr['format_error_share_first_try'])} unparseable)",
+        f"  after one regeneration: {_f(gr['unsupported_share_after'])}   in kept copy: {_f(gr['unsupported_share_in_kept_copy'])}",
+        "  first-draft problem kinds: " + ", ".join(f"{k} {v}" for k, v in list(gr["problem_kinds_first_try"].items())[:8]),
+        "",
+        f"similarity to the human description (kept copy, n={s['n']})   generated   title only",
+        f"  MiniLM cosine                                      {_f(s['embedding_cosine_mean']):<11} {_f(s['title_only_cosine_mean'])}",
+        f"  ROUGE-L F1                                         {_f(s['rougeL_f_mean']):<11} {_f(s['title_only_rougeL_f_mean'])}",
+        "",
+        f"retrieval of the item by a query from its hidden description ({r['index_size']} items indexed, {r['reembedded']} re-embedded)",
+        "                       Recall@1  Recall@10  MRR     median rank",
+    ]
+    for label, m in (("cold (title only)", r["cold"]), ("with generated copy", r["generated"]),
+                     ("kept only: cold", r["kept_only"]["cold"]), ("kept only: generated", r["kept_only"]["generated"])):
+        lines.append(f"  {label:<21}{_f(m.get('recall@1')):<10}{_f(m.get('recall@10')):<11}{_f(m.get('mrr')):<8}{_f(m.get('median_rank'), 1)}")
+    lines += ["", "timing (s): " + ", ".join(f"{k} {v}" for k, v in t.items())]
+    return "\n".join(lines)
+
+
+def copy_command(
+    ctx: typer.Context,
+    catalog: Annotated[str, typer.Option("--catalog", "-c", help="Catalog with human descriptions.")] = DEFAULT_CATALOG,
+    items: Annotated[int, typer.Option("--items", "-n", min=1, help="Items whose description is hidden and regenerated (seeded sample).")] = DEFAULT_ITEMS,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the item sample.")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the result JSON here.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Items per engine.batch call.")] = 16,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=16, help="Token budget per answer (default: the copywriter's).")] = None,
+    prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt template, e.g. describe.v1.")] = None,
+    pool: Annotated[Optional[int], typer.Option("--pool", min=0, help="Index only the eval items + this many others (quick runs); default: whole catalog.")] = None,
+    work_dir: Annotated[Optional[Path], typer.Option("--work-dir", help="Keep the eval's index here (re-runs re-embed only the eval items); default: a temporary folder.")] = None,
+) -> None:
+    """Hide human descriptions, generate copy, and measure grounding, similarity and retrieval."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: shared CPUs otherwise crawl
+    from agent.engines.base import EngineError
+    from agent.prompts import PromptError
+    from retrieval.catalog import CatalogError
+
+    settings = ctx.obj if isinstance(getattr(ctx, "obj", None), Settings) else Settings()
+    try:
+        result = run_copy_eval(settings, catalog_name=catalog, n_items=items, seed=seed, batch_size=batch_size,
+                               max_tokens=max_tokens, prompt=prompt, pool=pool, work_dir=work_dir)
+    except (CatalogError, EngineError, PromptError, FileNotFoundError, ValueError) as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from exc
+    typer.echo(format_report(result))
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+        typer.echo(f"wrote {out}")

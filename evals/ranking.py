@@ -1,0 +1,482 @@
+"""`aisle eval ranking`: leave-one-out next-item eval of every recommender on one catalog.
+
+Protocol: each sampled user's last item is held out; everything before it is the history. Every
+model is fitted on the leave-one-out *train* histories of all users (no test item is ever seen).
+
+Two scopes, reported side by side and never mixed up:
+- full catalog: popularity, co-occurrence, SASRec and embedding similarity rank all items
+  (history items excluded);
+- candidates: the pipeline (`agent.recommend.Recommender`, history only, no query) re-ranks its
+  N retrieved candidates, with `rank_mode="none"` (the candidate generator alone, the reference)
+  and with the LLM for each prompt variant. Its metrics can never beat the candidate recall
+  ceiling (share of users whose held-out item is among the N candidates), reported alongside.
+
+Metrics by ranx (`evals.metrics`), plus LLM validity, grounding of reasons, out-of-catalog ids
+and latency p50/p95 for every system.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from tqdm.auto import tqdm
+
+from agent.settings import Settings
+from evals import report as rep
+from evals.metrics import RANKING_METRICS, Tally, evaluate_rankings, rate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_USERS = 300
+DEFAULT_PROMPTS = ("rerank_onepass.v1",)
+DEPTH = 20  # the largest cutoff; every system returns this many items
+
+
+@dataclass
+class RankingConfig:
+    catalog: str = "amazon-office-2014"
+    users: int = DEFAULT_USERS
+    prompts: tuple[str, ...] = DEFAULT_PROMPTS
+    seed: int = 0
+    n_candidates: int = 20
+    n_orders: int = 1  # candidate orders the one-pass re-ranker averages over (Recommender default: 3)
+    llm_all_users: bool = False  # also re-rank users whose target is not a candidate (cannot change metrics)
+    reason_users: int = 5  # users whose top-k also get reasons (grounding rate), first LLM variant only
+    reason_k: int = 3
+    sasrec: bool = True
+    baselines: bool = True
+    pipeline: bool = True
+    out: Path = field(default_factory=lambda: Path("eval-out/ranking"))
+    progress: bool = True
+
+
+def rank_mode_of(prompt: str) -> str:
+    """'rerank_onepass.v2' -> 'onepass', 'rerank_listwise.v1' -> 'listwise'."""
+    from agent.prompts import prompt_kind
+
+    kind = prompt_kind(prompt)
+    if kind == "rerank_onepass":
+        return "onepass"
+    if kind == "rerank_listwise":
+        return "listwise"
+    raise ValueError(f"prompt {prompt!r} is not a re-rank prompt (rerank_onepass.* or rerank_listwise.*)")
+
+
+# --- the systems ---------------------------------------------------------------------------------
+
+
+def _run_per_user(
+    tally: Tally,
+    users: Sequence[str],
+    recommend: Callable[[str], list[str]],
+    *,
+    desc: str,
+    progress: bool,
+) -> float:
+    """Call `recommend(user)` for each user, timing each call; exceptions are counted, not raised."""
+    start = time.perf_counter()
+    for user in tqdm(users, desc=desc, unit="user", disable=not progress, leave=False):
+        t0 = time.perf_counter()
+        try:
+            ranked = recommend(user)
+        except Exception as exc:  # an eval must finish and report what broke
+            log.warning("%s failed for user %s: %s", tally.name, user, exc)
+            tally.add_error(user, exc)
+            continue
+        tally.add(user, ranked, (time.perf_counter() - t0) * 1e3)
+    return time.perf_counter() - start
+
+
+def run_ranking_eval(settings: Settings, cfg: RankingConfig, *, engine: Any = None) -> dict[str, Any]:
+    """Run every system on the same user sample; write results.json, report.md and PNGs to cfg.out."""
+    from retrieval.catalog import load_catalog, load_interactions
+    from retrieval.collab import CooccurrenceRecommender, PopularityRecommender, id_sort_key, leave_one_out, sample_users
+
+    t_start = time.perf_counter()
+    env = rep.environment()
+    catalog = load_catalog(cfg.catalog, settings.data_dir)
+    interactions = load_interactions(cfg.catalog, settings.data_dir)
+    histories, targets = leave_one_out(interactions)
+    eligible = [u for u in targets if targets[u] in catalog.items and histories[u]]
+    users = sample_users(eligible, cfg.users, seed=cfg.seed)
+    user_targets = {u: targets[u] for u in users}
+    item_ids = sorted(catalog.items, key=id_sort_key)
+
+    systems: dict[str, dict[str, Any]] = {}
+    tallies: dict[str, Tally] = {}
+    seconds: dict[str, float] = {}
+    notes: list[str] = []
+
+    def record(name: str, tally: Tally, label: str, role: str, scope: str, extra: dict[str, Any] | None = None) -> None:
+        tallies[name] = tally
+        systems[name] = {
+            "label": label,
+            "role": role,
+            "scope": scope,
+            "metrics": evaluate_rankings(user_targets, tally.rankings, RANKING_METRICS),
+            **tally.summary(),
+            **(extra or {}),
+            "latency_samples_ms": [round(x, 2) for x in tally.latency_ms],  # lets the plots be redrawn from the JSON
+        }
+
+    # --- full-catalog baselines ---
+    if cfg.baselines:
+        t0 = time.perf_counter()
+        pop = PopularityRecommender(item_ids).fit(histories)
+        cooc = CooccurrenceRecommender(item_ids).fit(histories)
+        fit_s = time.perf_counter() - t0
+        models: list[tuple[str, str, Any, dict[str, Any]]] = [
+            ("popularity", "Popularity", pop, {"fit_s": round(fit_s, 2)}),
+            ("cooccurrence", "Item co-occurrence", cooc, {"fit_s": round(fit_s, 2)}),
+        ]
+        if cfg.sasrec:
+            try:
+                from retrieval.sasrec import load_or_train_sasrec, sasrec_path
+
+                cached = sasrec_path(settings, cfg.catalog).is_file()
+                t0 = time.perf_counter()
+                sasrec = load_or_train_sasrec(settings, cfg.catalog, progress=cfg.progress)
+                models.append(
+                    (
+                        "sasrec",
+                        "SASRec",
+                        sasrec,
+                        {"fit_s": round(time.perf_counter() - t0, 1), "cached_model": cached, "best_epoch": sasrec.report.best_epoch, "val_ndcg10": sasrec.report.best_val_ndcg10},
+                    )
+                )
+            except Exception as exc:  # missing torch weights, a data change mid-training...
+                notes.append(f"SASRec skipped: {type(exc).__name__}: {exc}")
+                log.warning("SASRec skipped: %s", exc)
+        for name, label, model, extra in models:
+            tally = Tally(name, catalog.items)
+            seconds[name] = _run_per_user(
+                tally, users, lambda u, m=model: [i for i, _s in m.recommend(histories[u], DEPTH)], desc=label, progress=cfg.progress
+            )
+            record(name, tally, label, "baseline", "full catalog", extra)
+
+    # --- embedding similarity and the pipeline share the searcher ---
+    searcher = None
+    if cfg.baselines or cfg.pipeline:
+        from retrieval.search import open_searcher
+
+        searcher = open_searcher(settings, catalog=catalog, progress=cfg.progress)
+    if cfg.baselines and searcher is not None:
+        tally = Tally("similar", catalog.items)
+        seconds["similar"] = _run_per_user(
+            tally, users, lambda u: [h.item.id for h in searcher.similar(histories[u], DEPTH)], desc="Embedding similarity", progress=cfg.progress
+        )
+        record("similar", tally, "Embedding similarity to history", "baseline", "full catalog")
+
+    pipeline_meta: dict[str, Any] = {}
+    if cfg.pipeline and searcher is not None:
+        pipeline_meta = _run_pipeline(settings, cfg, catalog, searcher, users, histories, user_targets, engine, record, seconds, notes)
+
+    ceiling = pipeline_meta.get("candidate_recall")
+    result: dict[str, Any] = {
+        "kind": "ranking",
+        "config": {
+            "catalog": cfg.catalog,
+            "catalog_items": len(catalog),
+            "users_requested": cfg.users,
+            "users_evaluated": len(users),
+            "users_eligible": len(eligible),
+            "sampled_users_sha256": rep.ids_hash(users),
+            "seed": cfg.seed,
+            "prompts": list(cfg.prompts) if cfg.pipeline else [],
+            "prompt_fingerprints": pipeline_meta.get("prompt_fingerprints", {}),
+            "engine": pipeline_meta.get("engine"),
+            "model_id": pipeline_meta.get("model_id"),
+            "embed_model": searcher.embedder.model_id if searcher is not None else None,
+            "n_candidates": cfg.n_candidates,
+            "n_orders": cfg.n_orders,
+            "llm_all_users": cfg.llm_all_users,
+            "depth": DEPTH,
+            "reason_users": cfg.reason_users,
+            "reason_k": cfg.reason_k,
+            "metrics": list(RANKING_METRICS),
+            "git": rep.git_state(),
+            **{f"env_{k}": v for k, v in env.items()},
+        },
+        "systems": systems,
+        "candidate_recall": ceiling,
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "total_seconds": None,
+        "notes": notes,
+    }
+    result["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    write_ranking_outputs(result, {n: t.latency_ms for n, t in tallies.items()}, cfg.out)
+    return result
+
+
+def _run_pipeline(
+    settings: Settings,
+    cfg: RankingConfig,
+    catalog: Any,
+    searcher: Any,
+    users: Sequence[str],
+    histories: dict[str, list[str]],
+    user_targets: dict[str, str],
+    engine: Any,
+    record: Callable[..., None],
+    seconds: dict[str, float],
+    notes: list[str],
+) -> dict[str, Any]:
+    """The Recommender with rank_mode "none" (reference) and the LLM re-rank per prompt."""
+    from agent.prompts import prompt_fingerprint
+    from agent.recommend import RecommendRequest, Recommender
+
+    modes = {p: rank_mode_of(p) for p in cfg.prompts}
+    if engine is None and modes:
+        from agent.engines import make_engine
+
+        engine = make_engine(settings)
+    meta: dict[str, Any] = {
+        "engine": getattr(engine, "name", None) if engine is not None else None,
+        "model_id": getattr(engine, "model_id", None) if engine is not None else None,
+        "prompt_fingerprints": {p: prompt_fingerprint(p) for p in cfg.prompts},
+    }
+    variants: list[tuple[str, str, str, str | None]] = [("pipeline:none", "Pipeline, no re-rank (candidates)", "none", None)]
+    variants += [(f"pipeline:{p}", f"Pipeline + LLM {p}", modes[p], p) for p in cfg.prompts]
+    reason_users = list(users[: cfg.reason_users])
+    reasons_done = False
+    llm_users: list[str] = list(users)
+    reference: dict[str, list[str]] = {}
+    for name, label, mode, prompt in variants:
+        prompts = {f"rerank_{mode}": prompt} if prompt else {}
+        recommender = Recommender(settings, engine=engine, searcher=searcher, prompts=prompts, n_candidates=cfg.n_candidates, n_orders=cfg.n_orders)
+        tally = Tally(name, catalog.items)
+        mismatches: list[str] = []
+
+        def call(user: str, recommender: Any = recommender, mode: str = mode, tally: Tally = tally, mismatches: list[str] = mismatches) -> list[str]:
+            result = recommender.recommend(RecommendRequest(query=None, history=histories[user], k=cfg.n_candidates, rank_mode=mode, with_reasons=False))
+            tally.candidate_counts.append(result.n_candidates)
+            if mode != "none":
+                tally.add_llm(result.llm_valid, result.fallback)
+            ranked = [r.item.id for r in result.items]
+            if mode != "none" and user in reference and set(ranked) != set(reference[user]):
+                mismatches.append(user)  # the shortcut below assumes the same candidates in every mode
+            return ranked
+
+        run_users = users if mode == "none" else llm_users
+        seconds[name] = _run_per_user(tally, run_users, call, desc=label, progress=cfg.progress)
+        extra: dict[str, Any] = {"rank_mode": mode, "prompt": prompt, "n_orders": cfg.n_orders if mode == "onepass" else None}
+        if mode != "none":
+            extra["llm_users"] = len(run_users)
+            extra["candidate_set_mismatches"] = len(mismatches)
+            if mismatches:
+                notes.append(f"{name}: {len(mismatches)} users got a different candidate set than with rank_mode none (e.g. {mismatches[:3]}); the skipped users' metrics may be understated")
+        if mode != "none" and reason_users and not reasons_done:
+            t_reasons = time.perf_counter()
+            extra["reasons_latency"] = _measure_reasons(recommender, reason_users, histories, mode, cfg, tally, label)
+            seconds[f"{name} (reasons)"] = time.perf_counter() - t_reasons
+            reasons_done = True
+        record(name, tally, label, "reference" if mode == "none" else "llm", f"{cfg.n_candidates} candidates", extra)
+        if name == "pipeline:none":
+            reference = dict(tally.rankings)
+            hit_users = [u for u in users if user_targets[u] in set(tally.rankings.get(u, ()))]
+            meta["candidate_recall"] = {"n_candidates": cfg.n_candidates, "hits": len(hit_users), "users": len(users), "ceiling": rate(len(hit_users), len(users))}
+            if not cfg.llm_all_users:
+                # Exact shortcut: the re-ranker only permutes the candidates, so a user whose held-out
+                # item is not a candidate scores 0 on every metric whatever the LLM says. Only the
+                # others are sent to the LLM; the rest count as misses, as they would anyway.
+                llm_users = hit_users
+    return meta
+
+
+def _measure_reasons(recommender: Any, users: Sequence[str], histories: dict[str, list[str]], mode: str, cfg: RankingConfig, tally: Tally, label: str) -> dict[str, Any]:
+    """The user-facing call (top reason_k with reasons) on a small subsample: the grounding rate
+    of reasons and the end-to-end latency a shopper would see. Separate from the ranking calls so
+    reason generation does not inflate their latency."""
+    from agent.recommend import RecommendRequest
+    from evals.metrics import latency_summary
+
+    lat: list[float] = []
+    for user in tqdm(users, desc=f"{label}: reasons", unit="user", disable=not cfg.progress, leave=False):
+        t0 = time.perf_counter()
+        try:
+            result = recommender.recommend(RecommendRequest(query=None, history=histories[user], k=cfg.reason_k, rank_mode=mode, with_reasons=True))
+        except Exception as exc:
+            tally.add_error(f"{user} (reasons)", exc)
+            continue
+        lat.append((time.perf_counter() - t0) * 1e3)
+        for r in result.items:
+            if r.reason_source:  # "" when no reason was asked for
+                tally.add_reason(bool(r.grounded), r.reason_source)
+            if r.item.id not in tally._catalog:
+                tally.out_of_catalog.append(r.item.id)
+    return latency_summary(lat)
+
+
+# --- outputs -------------------------------------------------------------------------------------
+
+
+def rerender(out: Path) -> None:
+    """Redraw report.md and the PNGs of a finished run from its results.json (after a report change)."""
+    result = rep.load_result(out)
+    latencies = {n: s.get("latency_samples_ms", []) for n, s in result["systems"].items()}
+    write_ranking_outputs(result, latencies, out)
+
+
+def write_ranking_outputs(result: dict[str, Any], latencies: dict[str, list[float]], out: Path) -> None:
+    """results.json + report.md + ndcg10.png + latency.png in `out` (the JSON is written first, so
+    a plotting failure never loses the measured figures)."""
+    out.mkdir(parents=True, exist_ok=True)
+    rep.write_json(result, out)
+    systems = result["systems"]
+    labels = {n: s["label"] for n, s in systems.items()}
+    cfg = result["config"]
+    plots = {
+        "ndcg10": lambda path: rep.plot_metric_bars(systems, "ndcg@10", path, title=f"NDCG@10 by system and prompt ({cfg['catalog']}, {cfg['users_evaluated']} users)"),
+        "latency": lambda path: rep.plot_latency(latencies, labels, path, title="Latency per recommendation request"),
+    }
+    result["figures"] = rep.draw_figures(plots, out, result.setdefault("notes", []), enabled={"ndcg10": bool(systems), "latency": any(latencies.values())})
+    rep.write_json(result, out)
+    (out / rep.REPORT_FILE).write_text(ranking_markdown(result), encoding="utf-8")
+
+
+def _label_for(systems: dict[str, Any], key: str) -> str:
+    """'pipeline:x (reasons)' -> 'Pipeline + LLM x (reasons)'."""
+    base, _, suffix = key.partition(" ")
+    return systems.get(base, {}).get("label", base) + (f" {suffix}" if suffix else "")
+
+
+def ranking_markdown(result: dict[str, Any]) -> str:
+    cfg = result["config"]
+    systems = result["systems"]
+    ceiling = result.get("candidate_recall")
+    lines = [
+        f"# Ranking eval — {cfg['catalog']}",
+        "",
+        f"Leave-one-out next-item prediction: each of **{cfg['users_evaluated']} sampled users** (seed {cfg['seed']}, "
+        f"sample hash `{cfg['sampled_users_sha256']}`) has their last item held out; the rest is the history. "
+        f"Metrics by ranx, mean ± standard error over users. Total run time {result.get('total_seconds')} s "
+        f"on {cfg.get('env_cpu_count')} CPU cores (load average at start {cfg.get('env_load_avg_at_start')}).",
+        "",
+        "**Scopes differ.** Baselines rank the *full catalog* (history items excluded). The pipeline rows rank only the "
+        f"*{cfg['n_candidates']} retrieved candidates*, so their recall can never exceed the candidate recall ceiling.",
+        "",
+    ]
+    if ceiling:
+        lines += [
+            f"**Candidate recall ceiling:** the held-out item is among the {ceiling['n_candidates']} candidates for "
+            f"{ceiling['hits']} of {ceiling['users']} users (**{rep.pct(ceiling['ceiling'])}**).",
+            "",
+        ]
+        if not cfg.get("llm_all_users"):
+            lines += [
+                f"The LLM re-rankers were run only for those {ceiling['hits']} users: the re-ranker only permutes the candidates, so for "
+                "every other user each metric is 0 whatever the LLM answers (they count as misses, exactly as in a full run). "
+                "LLM validity and latency are therefore measured over those users' calls.",
+                "",
+            ]
+    if any(s.get("rank_mode") == "onepass" for s in systems.values()):
+        lines += [f"One-pass re-ranking averaged over **{cfg.get('n_orders')} candidate order(s)** (the Recommender's default is 3).", ""]
+    metric_names = cfg["metrics"]
+    lines += ["## Ranking quality", ""]
+    lines.append(
+        rep.md_table(
+            ["system", "scope", *[m.upper() for m in metric_names]],
+            [[s["label"], s["scope"], *[rep.metric_cell(s["metrics"].get(m)) for m in metric_names]] for s in systems.values()],
+        )
+    )
+    if "ndcg10" in result.get("figures", {}):
+        lines += ["", "![NDCG@10 by system](ndcg10.png)", ""]
+    lines += ["## Validity, grounding, latency", ""]
+    lines.append(rep.md_table(rep.QUALITY_HEADER, rep.quality_rows(systems)))
+    lines.append("")
+    lines.append(
+        "LLM output valid = share of re-rank calls whose answer was used (`RecommendResult.llm_valid`); the rest fell back to retriever order. "
+        f"Reasons are generated for the first {cfg['reason_users']} users only, with the first prompt (top {cfg['reason_k']} items, a separate user-facing call), "
+        "and graded by the grounding check (`Recommendation.grounded`). Out-of-catalog ids must be 0."
+    )
+    reason_lat = [(s["label"], s["reasons_latency"]) for s in systems.values() if s.get("reasons_latency")]
+    if reason_lat:
+        lines += ["", rep.md_table(["system", f"top-{cfg['reason_k']} with reasons: p50", "p95", "calls"], [[l, rep.ms(x.get("p50_ms")), rep.ms(x.get("p95_ms")), x.get("n")] for l, x in reason_lat])]
+    fallbacks = [(s["label"], s["fallbacks"]) for s in systems.values() if s.get("fallbacks")]
+    if fallbacks:
+        lines += ["", "Fallback reasons:", ""] + [f"- {l}: " + ", ".join(f"{k} ×{v}" for k, v in fb.items()) for l, fb in fallbacks]
+    errors = [(s["label"], s["error_examples"]) for s in systems.values() if s.get("errors")]
+    if errors:
+        lines += ["", "Errors (first few):", ""] + [f"- {l}: {e}" for l, ex in errors for e in ex]
+    if "latency" in result.get("figures", {}):
+        lines += ["", "![Latency distribution](latency.png)", ""]
+    lines += ["", "## Time per system", "", rep.md_table(["system", "seconds"], [[_label_for(systems, k), v] for k, v in result.get("seconds", {}).items()])]
+    if result.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
+    lines += ["", "## Configuration", "", rep.md_table(["key", "value"], rep.config_rows(cfg)), ""]
+    return "\n".join(lines)
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+
+def ranking_command(
+    ctx: typer.Context,
+    catalog: Annotated[str, typer.Option("--catalog", "-c", help="Catalog with an interaction log (amazon-office-2014).")] = "amazon-office-2014",
+    users: Annotated[int, typer.Option("--users", "-n", min=1, help="Users sampled (seeded); 300 runs in minutes on CPU.")] = DEFAULT_USERS,
+    prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="Re-rank prompt variant, repeatable (e.g. rerank_onepass.v1 --prompt rerank_onepass.v2).")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine: transformers | vllm | openai (default: settings / AISLE_LLM).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the user sample.")] = 0,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default eval-out/ranking-<timestamp>, git-ignored).")] = None,
+    n_candidates: Annotated[int, typer.Option("--candidates", min=2, max=26, help="Candidates the pipeline retrieves and re-ranks.")] = 20,
+    n_orders: Annotated[int, typer.Option("--orders", min=1, max=6, help="Candidate orders the one-pass re-ranker averages (the Recommender's default is 3; each costs one forward pass).")] = 1,
+    llm_all_users: Annotated[bool, typer.Option("--llm-all-users", help="Also re-rank users whose held-out item is not a candidate (cannot change any metric; only adds LLM calls).")] = False,
+    reason_users: Annotated[int, typer.Option("--reason-users", min=0, help="Users whose top items also get reasons (grounding rate; first prompt only).")] = 5,
+    no_sasrec: Annotated[bool, typer.Option("--no-sasrec", help="Skip SASRec (it trains first if no cached model exists).")] = False,
+    no_pipeline: Annotated[bool, typer.Option("--no-pipeline", help="Only the non-LLM baselines.")] = False,
+    no_baselines: Annotated[bool, typer.Option("--no-baselines", help="Only the pipeline rows.")] = False,
+) -> None:
+    """Leave-one-out next-item eval: baselines vs the pipeline with each re-rank prompt."""
+    from agent.settings import Settings
+
+    settings = ctx.obj if isinstance(getattr(ctx, "obj", None), Settings) else Settings()
+    if engine:
+        if engine not in ("transformers", "vllm", "openai"):
+            raise typer.BadParameter(f"unknown engine {engine!r}; use transformers, vllm or openai", param_hint="--engine")
+        settings = settings.model_copy(update={"llm": engine})
+    prompts = tuple(prompt) if prompt else DEFAULT_PROMPTS
+    for p in prompts:
+        try:
+            rank_mode_of(p)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--prompt") from exc
+    out = out or Path("eval-out") / f"ranking-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg = RankingConfig(
+        catalog=catalog,
+        users=users,
+        prompts=prompts,
+        seed=seed,
+        n_candidates=n_candidates,
+        n_orders=n_orders,
+        llm_all_users=llm_all_users,
+        reason_users=reason_users,
+        sasrec=not no_sasrec,
+        baselines=not no_baselines,
+        pipeline=not no_pipeline,
+        out=out,
+    )
+    result = run_ranking_eval(settings, cfg)
+    typer.echo(summary_table(result))
+    typer.echo(f"\nwrote {out / rep.RESULTS_FILE}, {out / rep.REPORT_FILE} ({result['total_seconds']} s)")
+
+
+def summary_table(result: dict[str, Any]) -> str:
+    """The headline table printed at the end of a run."""
+    metric_names = result["config"]["metrics"]
+    rows = []
+    for s in result["systems"].values():
+        lat = s.get("latency", {})
+        rows.append(
+            [s["label"], s["scope"], *[f"{s['metrics'][m]['mean']:.4f}" for m in metric_names], rep.pct(s.get("llm_valid_rate")) if s.get("llm_asked") else "n/a", s.get("out_of_catalog", 0), rep.ms(lat.get("p50_ms")), rep.ms(lat.get("p95_ms"))]
+        )
+    text = rep.md_table(["system", "scope", *metric_names, "LLM valid", "OOC", "p50", "p95"], rows)
+    ceiling = result.get("candidate_recall")
+    if ceiling:
+        text += f"\n\ncandidate recall ceiling ({ceiling['n_candidates']} candidates): {ceiling['hits']}/{ceiling['users']} = {rep.pct(ceiling['ceiling'])}"
+    return text

@@ -1,0 +1,171 @@
+"""Generated product copy stored beside a catalog, never inside it.
+
+The shared data folder is read-only and is the source of truth, so generated descriptions live in
+an append-only JSONL overlay, `settings.overlays_dir / "<catalog>.describe.jsonl"`. Every record
+says it is generated (`generated: true`) and by what (model, prompt name/version/hash, time,
+grounding result). `apply_overlay` returns a new Catalog in which items whose source description
+is empty get the generated text, with a `generated_description` marker in `Item.source` so the UI
+and prompts can say the text is generated. Items that have a real description are never changed.
+
+Append-only: a re-run appends; when an item has several records the last one wins. A crash
+mid-write can leave one partial last line, which `read_overlay` skips (the item is then redone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent.settings import Settings
+from retrieval.catalog import Catalog, Item, load_catalog
+
+if TYPE_CHECKING:
+    from agent.copywriter import CopyResult
+
+log = logging.getLogger(__name__)
+
+OVERLAY_KIND = "describe"
+USABLE_STATUSES = frozenset({"ok", "regenerated"})
+MARKER = "generated_description"
+
+
+def overlay_path(settings: Settings, catalog: str) -> Path:
+    return settings.overlays_dir / f"{catalog}.{OVERLAY_KIND}.jsonl"
+
+
+def make_record(catalog: str, result: CopyResult, *, model: str, engine: str, prompt: dict[str, str]) -> dict[str, Any]:
+    """One overlay line for a copywriter result (ok, regenerated or dropped)."""
+    usable = result.usable and result.copy is not None
+    record: dict[str, Any] = {
+        "id": result.item_id,
+        "catalog": catalog,
+        "generated": True,
+        "status": result.status,
+        "description": result.copy.description if usable and result.copy else "",
+        "selling_point": result.copy.selling_point if usable and result.copy else "",
+        "model": model,
+        "engine": engine,
+        "prompt": dict(prompt),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "grounding": {
+            "ok": usable,
+            "unsupported": list(result.unsupported),
+            "first_draft_unsupported": list(result.first_unsupported),
+            "first_draft_format_error": result.first_format_error,
+            "regenerated": result.regenerated,
+            "checkers": list(result.checkers),
+        },
+    }
+    if not usable and result.copy is not None:
+        # Kept for review only; never applied to the catalog.
+        record["rejected_draft"] = {"description": result.copy.description, "selling_point": result.copy.selling_point}
+    return record
+
+
+def append_records(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Append records as JSON lines and fsync, so a finished batch survives a crash."""
+    if not records:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    needs_newline = False
+    if path.exists() and path.stat().st_size > 0:
+        with path.open("rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            needs_newline = fh.read(1) != b"\n"  # a partial line from a crash: do not glue onto it
+    with path.open("a", encoding="utf-8") as fh:
+        if needs_newline:
+            fh.write("\n")
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_overlay(path: Path) -> list[dict[str, Any]]:
+    """All well-formed records, in file order. Broken lines are skipped with a warning."""
+    if not path.is_file():
+        return []
+    records: list[dict[str, Any]] = []
+    bad = 0
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                log.warning("%s:%d: not a JSON record (partial write?); skipped, the item will be redone", path, lineno)
+                continue
+            if isinstance(record, dict) and isinstance(record.get("id"), str) and record.get("generated") is True:
+                records.append(record)
+            else:
+                bad += 1
+                log.warning("%s:%d: not a generated-copy record; skipped", path, lineno)
+    return records
+
+
+def latest_records(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Item id -> its last record (the file is append-only; later runs win)."""
+    out: dict[str, dict[str, Any]] = {}
+    for record in records:
+        out[record["id"]] = record
+    return out
+
+
+def done_ids(path: Path) -> set[str]:
+    """Items that already have a record (kept or dropped) and need no new generation."""
+    return {r["id"] for r in read_overlay(path) if r.get("status") in USABLE_STATUSES | {"dropped"}}
+
+
+def is_generated(item: Item) -> bool:
+    """True when the item's description came from the overlay, not from the catalog."""
+    return bool((item.source or {}).get(MARKER))
+
+
+def apply_overlay(catalog: Catalog, records: Iterable[dict[str, Any]]) -> Catalog:
+    """A new Catalog where items with an EMPTY description get their generated one.
+
+    The input catalog is not modified. Records for other catalogs, unknown ids, dropped copy, or
+    items that have a real description are ignored (counted in the log).
+    """
+    items = dict(catalog.items)
+    applied = ignored = 0
+    for item_id, record in latest_records(records).items():
+        item = items.get(item_id)
+        text = str(record.get("description") or "").strip()
+        if (
+            item is None
+            or record.get("catalog", catalog.name) != catalog.name
+            or record.get("status") not in USABLE_STATUSES
+            or not text
+            or item.description.strip()
+        ):
+            ignored += 1
+            continue
+        marker = {
+            "model": record.get("model", ""),
+            "prompt": record.get("prompt", {}),
+            "created_at": record.get("created_at", ""),
+            "selling_point": record.get("selling_point", ""),
+            "grounding_ok": bool((record.get("grounding") or {}).get("ok")),
+        }
+        items[item_id] = dataclasses.replace(item, description=text, source={**item.source, MARKER: marker})
+        applied += 1
+    log.info("overlay on %s: %d descriptions applied, %d records ignored", catalog.name, applied, ignored)
+    return Catalog(name=catalog.name, items=items, report=catalog.report)
+
+
+def load_catalog_with_overlay(settings: Settings, name: str) -> Catalog:
+    """`load_catalog` plus the generated copy of `aisle describe`, if any (what search should index)."""
+    catalog = load_catalog(name, settings.data_dir)
+    path = overlay_path(settings, name)
+    if not path.is_file():
+        return catalog
+    return apply_overlay(catalog, read_overlay(path))
