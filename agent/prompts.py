@@ -38,7 +38,7 @@ EXAMPLE_BLOCKS = ("example_user", "example_assistant")
 DEFAULT_PROMPTS: dict[str, str] = {
     "rerank_onepass": "rerank_onepass.v1",
     "rerank_listwise": "rerank_listwise.v1",
-    "reason": "reason.v1",
+    "reason": "reason.v2",  # v2 adds a worked example; compare with bench/rerank.py --reason-prompt
 }
 
 DATA_OPEN = "<<<"

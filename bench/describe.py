@@ -11,8 +11,8 @@ with the describe.v1 prompt (exactly what `aisle describe` sends) and generated 
 - vLLM (in-process VLLMEngine, CPU build): one `engine.batch` with all items (continuous batching)
   vs `engine.chat` one at a time. Runs in the interpreter that has vllm (this one, $AISLE_VLLM_PYTHON
   or .venv-vllm/bin/python) as a child process printing JSON.
-Both modes of an engine run in the same process, one after the other, so the ratio is measured
-in one run under the same load. Output tokens are counted so that a mode cannot look faster by
+Both modes of an engine run in the same process, interleaved chunk by chunk, so the ratio is
+measured in one run under the same load. Output tokens are counted so that a mode cannot look faster by
 writing less. On a shared CPU expect +-30 % between runs; compare ratios, not absolute figures.
 """
 
@@ -53,16 +53,22 @@ def _count_tokens(engine: Any, texts: list[str]) -> int:
 
 
 def run_modes(engine: Any, convs: list[Any], *, batch_size: int, max_tokens: int) -> dict[str, Any]:
-    """Batched then one-by-one over the same conversations; items/s, tokens/s and agreement."""
+    """Batched vs one-by-one over the same conversations; items/s, tokens/s and agreement.
+
+    Interleaved chunk by chunk (a chunk batched, then the same chunk one by one) so that both
+    modes see the same machine load: on a shared CPU the load drifts over minutes."""
     engine.chat(convs[0], max_tokens=4)  # warm-up: first call pays one-time costs
-    t = time.perf_counter()
     batched: list[str] = []
+    single: list[str] = []
+    batched_s = single_s = 0.0
     for start in range(0, len(convs), batch_size):
-        batched.extend(engine.batch(convs[start : start + batch_size], max_tokens=max_tokens))
-    batched_s = time.perf_counter() - t
-    t = time.perf_counter()
-    single = [engine.chat(c, max_tokens=max_tokens) for c in convs]
-    single_s = time.perf_counter() - t
+        chunk = convs[start : start + batch_size]
+        t = time.perf_counter()
+        batched.extend(engine.batch(chunk, max_tokens=max_tokens))
+        batched_s += time.perf_counter() - t
+        t = time.perf_counter()
+        single.extend(engine.chat(c, max_tokens=max_tokens) for c in chunk)
+        single_s += time.perf_counter() - t
     n = len(convs)
     b_tok, s_tok = _count_tokens(engine, batched), _count_tokens(engine, single)
     return {
@@ -76,8 +82,17 @@ def run_modes(engine: Any, convs: list[Any], *, batch_size: int, max_tokens: int
         "one_by_one_tok_s": s_tok / single_s,
         "ratio": single_s / batched_s,
         "output_tokens": {"batched": b_tok, "one_by_one": s_tok},
+        "prompt_tokens_per_item": _prompt_tokens(engine, convs[0]),
         "identical_outputs": sum(a.strip() == b.strip() for a, b in zip(batched, single)) / n,
     }
+
+
+def _prompt_tokens(engine: Any, conv: Any) -> int | None:
+    tok = getattr(engine, "tokenizer", None) or getattr(engine, "_tokenizer", None)
+    if tok is None:
+        return None
+    text = tok.apply_chat_template([dict(m) for m in conv], add_generation_prompt=True, tokenize=False)
+    return len(tok.encode(text, add_special_tokens=False))
 
 
 def _conversations(items: list[Any], engine: Any) -> list[Any]:
@@ -112,6 +127,7 @@ def bench_vllm_child(args: argparse.Namespace) -> dict[str, Any]:
     items = bench_items(args.items, args.seed)
     # vLLM schedules everything it is given: one call with all items is its natural batch.
     row = run_modes(engine, _conversations(items, engine), batch_size=len(items), max_tokens=args.max_tokens)
+    row["prefix_caching"] = bool(getattr(getattr(engine._llm.llm_engine, "cache_config", None), "enable_prefix_caching", False))
     engine.close()
     return {**row, "load_s": load_s, "engine": "vLLM in-process (CPU, eager)"}
 
@@ -135,7 +151,14 @@ def bench_vllm(args: argparse.Namespace) -> dict[str, Any] | str:
         return "skipped: no interpreter with vllm (scripts/install_vllm.sh, or set AISLE_VLLM_PYTHON)"
     from agent.engines.vllm_engine import serve_env
 
-    env = serve_env({**os.environ, "PYTHONPATH": str(REPO)})
+    from agent.engines.model_store import DEFAULT_FOLDER_NAME, ensure_llm_model, is_converted
+    from agent.settings import Settings
+
+    # The vllm interpreter may lack the packaged-model package: hand it the converted folder.
+    settings = Settings()
+    folder = settings.models_dir / DEFAULT_FOLDER_NAME
+    model = folder if is_converted(folder) else ensure_llm_model(settings)
+    env = serve_env({**os.environ, "PYTHONPATH": str(REPO), "AISLE_LLM_MODEL": str(model)})
     env.pop("VIRTUAL_ENV", None)
     cmd = [python, __file__, "--child-vllm", "--items", str(args.items), "--seed", str(args.seed), "--max-tokens", str(args.max_tokens)]
     try:
@@ -155,6 +178,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=120)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-vllm", action="store_true")
+    ap.add_argument("--no-transformers", action="store_true")
     ap.add_argument("--vllm-timeout", type=int, default=1800)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "describe.json")
     ap.add_argument("--child-vllm", action="store_true", help=argparse.SUPPRESS)
@@ -165,7 +189,7 @@ def main() -> None:
         return
 
     load = os.getloadavg()[0]
-    rows: dict[str, Any] = {"transformers": bench_transformers(args)}
+    rows: dict[str, Any] = {"transformers": "skipped (--no-transformers)" if args.no_transformers else bench_transformers(args)}
     rows["vllm"] = "skipped (--no-vllm)" if args.no_vllm else bench_vllm(args)
 
     print(f"\ncopy generation, {args.items} cold-start items of amazon-office-2014, prompt describe.v1, max_tokens={args.max_tokens}, "
@@ -180,7 +204,8 @@ def main() -> None:
         print(f"{r['engine']:34} {'batched (' + str(r['batch_size']) + ')':18} {r['batched_s']:8.1f} {r['batched_items_s']:8.3f} {r['batched_tok_s']:9.1f}")
         print(f"{'':34} {'one by one':18} {r['one_by_one_s']:8.1f} {r['one_by_one_items_s']:8.3f} {r['one_by_one_tok_s']:9.1f}")
         print(f"{'':34} {'ratio':18} {r['ratio']:8.2f}x   (identical outputs {r['identical_outputs']:.0%}, "
-              f"output tokens {r['output_tokens']['batched']} vs {r['output_tokens']['one_by_one']})")  # fmt: skip
+              f"output tokens {r['output_tokens']['batched']} vs {r['output_tokens']['one_by_one']}, "
+              f"prompt {r['prompt_tokens_per_item']} tokens/item)")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "load_avg": load, "rows": rows}, indent=2))
     print(f"wrote {args.out}")

@@ -166,6 +166,7 @@ def run_redial(settings: Settings, cfg: ConversationConfig, engine: Any, latenci
     reason_cases = sample[: cfg.reason_turns]
     llm_cases = list(sample)
     candidate_recall: dict[str, Any] | None = None
+    reference_rankings: dict[str, list[str]] = {}
     reasons_done = False
     for name, label, mode, prompt, weighted in variants:
         recommender = Recommender(
@@ -197,6 +198,9 @@ def run_redial(settings: Settings, cfg: ConversationConfig, engine: Any, latenci
         extra: dict[str, Any] = {"rank_mode": mode, "prompt": prompt, "n_orders": cfg.n_orders if mode == "onepass" else None}
         if mode != "none":
             extra["llm_turns"] = len(run_cases)
+            reference = reference_rankings
+            same = sum(1 for q, r in tally.rankings.items() if r == reference.get(q))
+            extra["unchanged_order_rate"] = same / len(tally.rankings) if tally.rankings else None
         if mode != "none" and reason_cases and not reasons_done:
             extra["reasons_latency"] = _reasons(recommender, reason_cases, mode, cfg, tally, label)
             reasons_done = True
@@ -212,6 +216,7 @@ def run_redial(settings: Settings, cfg: ConversationConfig, engine: Any, latenci
         }
         latencies[f"redial/{name}"] = tally.latency_ms
         if name == "pipeline:none":
+            reference_rankings = dict(tally.rankings)
             # Exact shortcut (as in the ranking eval): the LLM only reorders these 50 candidates, so a
             # turn with no target among them scores 0 on every metric whatever the LLM says.
             hit = [c for c in sample if set(c["targets"]) & set(tally.rankings.get(c["id"], ()))]
@@ -309,6 +314,7 @@ def run_shopdial(settings: Settings, cfg: ConversationConfig, engine: Any, laten
     reason_dialogues = {d["id"] for d in dialogues[: cfg.smoke_reasons]}
     failures: list[dict[str, Any]] = []
     per_dialogue: list[dict[str, Any]] = []
+    reason_ms: list[float] = []
     n_turns = sum(len(shopdial_turns(d)) for d in dialogues)
     bar = tqdm(total=n_turns, desc="MG-ShopDial smoke", unit="turn", disable=not cfg.progress, leave=False)
     t_all = time.perf_counter()
@@ -332,7 +338,10 @@ def run_shopdial(settings: Settings, cfg: ConversationConfig, engine: Any, laten
                 bar.update(1)
                 continue
             ids = [r.item.id for r in result.items]
-            tally.add(qid, ids, (time.perf_counter() - t0) * 1e3)
+            elapsed = (time.perf_counter() - t0) * 1e3
+            if with_reasons:  # kept apart: reasons cost 10x a ranking call and would skew p95
+                reason_ms.append(elapsed)
+            tally.add(qid, ids, None if with_reasons else elapsed)
             if mode != "none":
                 tally.add_llm(result.llm_valid, result.fallback)
             for r in result.items:
@@ -364,6 +373,7 @@ def run_shopdial(settings: Settings, cfg: ConversationConfig, engine: Any, laten
         "k": cfg.smoke_k,
         "failures": len(failures),
         "failure_kinds": kinds,
+        "reasons_latency": latency_summary(reason_ms),
         "failure_examples": failures[:20],
         "dialogues_with_failures": sum(1 for p in per_dialogue if p["failed_turns"]),
         "seconds": round(time.perf_counter() - t_all, 1),
@@ -508,6 +518,9 @@ def conversation_markdown(result: dict[str, Any]) -> str:
         if "redial_recall" in result.get("figures", {}):
             lines += ["", "![ReDial Recall@K](redial_recall.png)", ""]
         lines += ["### Validity, grounding, latency", "", rep.md_table(rep.QUALITY_HEADER, rep.quality_rows(systems)), ""]
+        unchanged = [(s["label"], s["unchanged_order_rate"]) for s in systems.values() if s.get("unchanged_order_rate") is not None]
+        if unchanged:
+            lines += ["Order left unchanged by the LLM (identical to the retrieval order): " + ", ".join(f"{l}: {rep.pct(v)}" for l, v in unchanged) + ".", ""]
         reason_lat = [(s["label"], s["reasons_latency"]) for s in systems.values() if s.get("reasons_latency")]
         if reason_lat:
             lines += [f"Reasons: first {cfg['reason_turns']} sampled turns, top {cfg['reason_k']} items.", "",
@@ -531,6 +544,9 @@ def conversation_markdown(result: dict[str, Any]) -> str:
             ),
             "",
         ]
+        if sd.get("reasons_latency", {}).get("n"):
+            rl = sd["reasons_latency"]
+            lines += [f"Latency above excludes the {rl['n']} turns with reasons; those took p50 {rep.ms(rl['p50_ms'])}, max {rep.ms(rl['max_ms'])}.", ""]
         if s.get("fallbacks"):
             lines += ["Re-rank fallbacks: " + ", ".join(f"{k} ×{v}" for k, v in s["fallbacks"].items()), ""]
         if sd["failure_examples"]:

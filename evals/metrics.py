@@ -120,11 +120,12 @@ class Tally:
         self.errors: list[str] = []
         self.candidate_counts: list[int] = []
 
-    def add(self, qid: str, ranked: Sequence[str], latency_ms: float) -> None:
-        """One answered query: its ranked ids (best first) and its wall time."""
+    def add(self, qid: str, ranked: Sequence[str], latency_ms: float | None) -> None:
+        """One answered query: its ranked ids (best first) and its wall time (None: not timed here)."""
         ranked = [str(i) for i in ranked]
         self.rankings[qid] = ranked
-        self.latency_ms.append(float(latency_ms))
+        if latency_ms is not None:
+            self.latency_ms.append(float(latency_ms))
         if not ranked:
             self.empty += 1
         self.out_of_catalog.extend(i for i in ranked if i not in self._catalog)

@@ -59,6 +59,8 @@ def test_copied_data_section_is_not_a_reason(scripted_engine, bic_pen, brands):
     [reason] = ReasonWriter(engine, catalog_brands=brands).write([bic_pen], CONTEXT)
     assert reason.source == "template" and "<<<" not in reason.text
     assert format_problems(clean_reason(echo))
+    loop = "The item is perfect for everyday use, perfect for everyday use, and perfect for everyday use."
+    assert format_problems(loop) == ["the answer repeats itself"]
 
 
 def test_engine_error_gives_template_reasons(scripted_engine, office_catalog, brands):
@@ -73,17 +75,21 @@ def test_clean_reason_drops_a_cut_off_sentence():
     assert clean_reason("They write well and") == "They write well and"
 
 
-def test_template_reason_is_always_grounded(office_catalog, brands):
+def test_template_reason_is_always_grounded(office_catalog, office_interactions, brands):
+    """Real users' histories (similar titles included: a user who bought the same binder in two
+    sizes once made a template look 'repetitive'), random catalog items, assorted queries."""
     writer = ReasonWriter(None, catalog_brands=brands)
     items = list(office_catalog.items.values())
+    users = sorted(office_interactions)
     rng = random.Random(0)
     for _ in range(300):
-        item = rng.choice(items)
-        history = [rng.choice(items).title for _ in range(rng.randint(0, 3))]
+        seq = office_interactions[rng.choice(users)]
+        item = office_catalog.items[seq[-1]] if rng.random() < 0.5 else rng.choice(items)
+        history = [office_catalog.items[i].title for i in seq[:-1]][-3:]
         query = rng.choice([None, "cheap black pens, 12 pack", "a stapler for 20 sheets", "ink for my HP printer"])
         context = ReasonContext(query=query, history_titles=history)
         text = template_reason(item, context)
-        assert writer.check(text, item, context).ok, (item.id, text)
+        assert writer.check(text, item, context, prose=False).ok, (item.id, text)
 
 
 @pytest.mark.slow
