@@ -76,13 +76,14 @@ def index(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Drop the collection and embed everything again.")] = False,
 ) -> None:
     """Embed a catalog into Chroma (incremental: only new or changed items are embedded)."""
-    from retrieval.catalog import CatalogError, load_catalog
+    from retrieval.catalog import CatalogError
     from retrieval.embed import Embedder
     from retrieval.index import CatalogIndex, VectorStoreError, make_chroma_client
+    from retrieval.overlay import load_catalog_with_overlay
 
     settings = settings_of(ctx)
     try:
-        cat = load_catalog(catalog or settings.catalog, settings.data_dir)
+        cat = load_catalog_with_overlay(settings, catalog or settings.catalog)
         typer.echo(cat.report.summary(), err=True)
         idx = CatalogIndex(make_chroma_client(settings), cat.name, Embedder(settings.embed_model, batch_size=settings.embed_batch_size))
         if rebuild:
@@ -323,6 +324,9 @@ def describe(
         engine.close()
     typer.echo(report.summary())
     if no_index:
+        return
+    if path.resolve() != overlay_path(settings, name).resolve():
+        typer.echo(f"not re-indexed: search reads the default overlay {overlay_path(settings, name)}, not {path}", err=True)
         return
     from retrieval.embed import Embedder
     from retrieval.index import CatalogIndex, VectorStoreError, make_chroma_client

@@ -5,9 +5,10 @@
   candidate in ONE forward pass, with no generation. LLMs favour some positions in a list, so
   the probabilities are averaged over a few candidate orders (original, reversed, seeded
   shuffles), in one padded batch when the engine has `score_choices_batch`.
-- "listwise": the model writes the labels best-first as JSON, constrained by a schema whose
-  items are an enum of the labels (`engine.chat_json`). Slower (one decoding step per token),
-  kept for comparison and for engines without logprobs.
+- "listwise": the model writes the candidates best-first as JSON, constrained by a schema whose
+  items are an enum of the candidates' labels and item ids (`engine.chat_json`); the template
+  says which to write (rerank_listwise.v1: labels, v2: item ids). Slower (one decoding step per
+  token), kept for comparison and for engines without logprobs.
 
 The LLM is untrusted: labels/ids it returns that are not candidates are dropped, duplicates are
 ignored, missing candidates keep retriever order after the ones it named; an engine error or a
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.engines.base import EngineError, LLMEngine, Message
-from agent.prompts import DEFAULT_PROMPTS, canonical_name, render_chat
+from agent.prompts import DEFAULT_PROMPTS, canonical_name, prompt_source, render_chat
 from retrieval.catalog import Item
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ class Reranker:
         rows = [
             {
                 "label": _label(i),
+                "id": c.item.id,
                 "title": c.item.title,
                 "brand": c.item.brand,
                 "category": c.item.category,
@@ -215,11 +217,13 @@ class Reranker:
         mean = [t / len(orders) for t in totals]
         return mean, answers, []
 
-    def listwise_schema(self, n: int) -> dict[str, Any]:
+    def listwise_schema(self, n: int, ids: Sequence[str] = ()) -> dict[str, Any]:
+        """Entries may be a label or a candidate's item id: whichever the template asks for."""
         labels = [_label(i) for i in range(n)]
+        allowed = labels + [i for i in dict.fromkeys(ids) if i not in labels]
         return {
             "type": "object",
-            "properties": {"ranking": {"type": "array", "items": {"type": "string", "enum": labels}, "minItems": 1, "maxItems": n}},
+            "properties": {"ranking": {"type": "array", "items": {"type": "string", "enum": allowed}, "minItems": 1, "maxItems": n}},
             "required": ["ranking"],
             "additionalProperties": False,
         }
@@ -227,7 +231,10 @@ class Reranker:
     def _listwise(self, cands: list[Candidate], context: RankContext) -> tuple[list[float], Any, list[str]]:
         n = len(cands)
         assert self.engine is not None
-        answer = self.engine.chat_json(self.messages(cands, context), self.listwise_schema(n), max_tokens=6 * n + 16)
+        ids = [c.item.id for c in cands]
+        # ~6 tokens per label entry, ~4 more per item id (an ASIN is 10 characters)
+        per_entry = 6 + (max(len(i) for i in ids) // 2 if self.prompt_answer_kind() == "ids" else 0)
+        answer = self.engine.chat_json(self.messages(cands, context), self.listwise_schema(n, ids), max_tokens=per_entry * n + 16)
         order, dropped = parse_listwise(answer, [c.item.id for c in cands])
         # Named candidates first (in the LLM's order), the rest in retriever order after them.
         rest = [i for i in range(n) if i not in set(order)]
@@ -236,6 +243,10 @@ class Reranker:
         for pos, idx in enumerate(full):
             llm[idx] = 1.0 - pos / max(n - 1, 1)
         return llm, answer, dropped
+
+    def prompt_answer_kind(self) -> str:
+        """'ids' when the listwise template asks for item ids, else 'labels' (sizes the token budget)."""
+        return "ids" if self.prompt and "{{ c.id" in prompt_source(self.prompt) else "labels"
 
     def _blend(self, cands: list[Candidate], llm: list[float] | None, *, llm_valid: bool, fallback: str | None) -> RankResult:
         retrieval = min_max([c.retrieval_score for c in cands])

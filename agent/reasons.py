@@ -87,6 +87,9 @@ def clean_reason(raw: str, max_sentences: int = 2) -> str:
 
 
 _DATA_ECHO = re.compile(r"<<<|>>>|‹|›|\b(?:Title|Brand|Category|Description)\s*:|\bSHOPPER (?:ASKED|BOUGHT)\b|\bITEM\b")
+# Talk about the prompt instead of to the shopper: "the shopper bought before", "the other items in
+# the list" (the reason is shown to the shopper, who sees no list of candidates and is "you").
+_PROMPT_TALK = re.compile(r"\bthe (?:shopper|customer)\b|\b(?:in|from|on) (?:the|this) list\b|\bother items\b|\bthe (?:data|item) section", re.I)
 
 
 def format_problems(text: str) -> list[str]:
@@ -96,6 +99,8 @@ def format_problems(text: str) -> list[str]:
         return ["the answer is not a sentence (too short)"]
     if _DATA_ECHO.search(text):
         return ["the answer copied the data sections instead of writing sentences to the shopper"]
+    if _PROMPT_TALK.search(text):
+        return ["the answer talks about the prompt (the shopper, the list) instead of to the shopper"]
     words = re.findall(r"[a-z0-9]+", text.lower())
     grams = Counter(" ".join(words[i : i + 4]) for i in range(len(words) - 3))
     # three times: twice is normal when the item and a bought item have similar titles

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from agent.settings import Settings
 from evals import report as rep
 from evals.metrics import CONVERSATION_METRICS, Tally, evaluate_rankings, latency_summary
-from evals.ranking import rank_mode_of
+from evals.ranking import eval_options, rank_mode_of
 
 log = logging.getLogger(__name__)
 
@@ -480,7 +480,7 @@ def plot_redial(redial: dict[str, Any], path: Path) -> Path:
 
 def conversation_markdown(result: dict[str, Any]) -> str:
     cfg = result["config"]
-    lines = [f"# Conversation eval", "", f"Total run time {result.get('total_seconds')} s on {cfg.get('env_cpu_count')} CPU cores "
+    lines = ["# Conversation eval", "", f"Total run time {result.get('total_seconds')} s on {cfg.get('env_cpu_count')} CPU cores "
              f"(load average at start {cfg.get('env_load_avg_at_start')}). Engine `{cfg.get('engine')}`, model `{cfg.get('model_id')}`, "
              f"prompts {', '.join(f'`{p}`' for p in cfg['prompts']) or '–'}.", ""]
     if "redial" in result:
@@ -583,19 +583,9 @@ def conversation_command(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default eval-out/conversation-<timestamp>, git-ignored).")] = None,
 ) -> None:
     """ReDial Recall@K vs the published figures, and MG-ShopDial multi-turn smoke conversations."""
-    settings = ctx.obj if isinstance(getattr(ctx, "obj", None), Settings) else Settings()
     if dataset not in ("redial", "mg-shopdial", "all"):
         raise typer.BadParameter("use redial, mg-shopdial or all", param_hint="--dataset")
-    if engine:
-        if engine not in ("transformers", "vllm", "openai"):
-            raise typer.BadParameter(f"unknown engine {engine!r}", param_hint="--engine")
-        settings = settings.model_copy(update={"llm": engine})
-    prompts = tuple(prompt) if prompt else DEFAULT_PROMPTS
-    for p in prompts:
-        try:
-            rank_mode_of(p)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--prompt") from exc
+    settings, prompts = eval_options(ctx, engine, prompt, DEFAULT_PROMPTS)
     out = out or Path("eval-out") / f"conversation-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = ConversationConfig(
         dataset=dataset, turns=turns, prompts=prompts, seed=seed, dialogues=dialogues, n_orders=n_orders, llm_all_turns=llm_all_turns,

@@ -64,6 +64,22 @@ class RankingConfig:
     progress: bool = True
 
 
+def eval_options(ctx: typer.Context, engine: str | None, prompt: Sequence[str] | None, default: tuple[str, ...]) -> tuple[Settings, tuple[str, ...]]:
+    """Settings (with --engine applied) and the checked --prompt list, shared by the eval commands."""
+    settings = ctx.obj if isinstance(getattr(ctx, "obj", None), Settings) else Settings()
+    if engine:
+        if engine not in ("transformers", "vllm", "openai"):
+            raise typer.BadParameter(f"unknown engine {engine!r}; use transformers, vllm or openai", param_hint="--engine")
+        settings = settings.model_copy(update={"llm": engine})
+    prompts = tuple(prompt) if prompt else default
+    for p in prompts:
+        try:
+            rank_mode_of(p)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--prompt") from exc
+    return settings, prompts
+
+
 def rank_mode_of(prompt: str) -> str:
     """'rerank_onepass.v2' -> 'onepass', 'rerank_listwise.v1' -> 'listwise'."""
     from agent.prompts import prompt_kind
@@ -103,12 +119,13 @@ def _run_per_user(
 
 def run_ranking_eval(settings: Settings, cfg: RankingConfig, *, engine: Any = None) -> dict[str, Any]:
     """Run every system on the same user sample; write results.json, report.md and PNGs to cfg.out."""
-    from retrieval.catalog import load_catalog, load_interactions
+    from retrieval.catalog import load_interactions
+    from retrieval.overlay import load_catalog_with_overlay
     from retrieval.collab import CooccurrenceRecommender, PopularityRecommender, id_sort_key, leave_one_out, sample_users
 
     t_start = time.perf_counter()
     env = rep.environment()
-    catalog = load_catalog(cfg.catalog, settings.data_dir)
+    catalog = load_catalog_with_overlay(settings, cfg.catalog)  # what users search: with generated copy
     interactions = load_interactions(cfg.catalog, settings.data_dir)
     histories, targets = leave_one_out(interactions)
     eligible = [u for u in targets if targets[u] in catalog.items and histories[u]]
@@ -453,19 +470,8 @@ def ranking_command(
     no_baselines: Annotated[bool, typer.Option("--no-baselines", help="Only the pipeline rows.")] = False,
 ) -> None:
     """Leave-one-out next-item eval: baselines vs the pipeline with each re-rank prompt."""
-    from agent.settings import Settings
 
-    settings = ctx.obj if isinstance(getattr(ctx, "obj", None), Settings) else Settings()
-    if engine:
-        if engine not in ("transformers", "vllm", "openai"):
-            raise typer.BadParameter(f"unknown engine {engine!r}; use transformers, vllm or openai", param_hint="--engine")
-        settings = settings.model_copy(update={"llm": engine})
-    prompts = tuple(prompt) if prompt else DEFAULT_PROMPTS
-    for p in prompts:
-        try:
-            rank_mode_of(p)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--prompt") from exc
+    settings, prompts = eval_options(ctx, engine, prompt, DEFAULT_PROMPTS)
     out = out or Path("eval-out") / f"ranking-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = RankingConfig(
         catalog=catalog,

@@ -203,5 +203,17 @@ class CatalogIndex:
         got = self.collection.get(ids=list(ids), include=["embeddings"])
         return {item_id: np.asarray(vec, dtype=np.float32) for item_id, vec in zip(got["ids"], got["embeddings"])}
 
+    def all_vectors(self, page: int = 5000) -> tuple[list[str], np.ndarray]:
+        """Every record's vector with the item id it belongs to (one item may have two records)."""
+        total = self.collection.count()
+        item_ids: list[str] = []
+        chunks: list[np.ndarray] = []
+        for offset in range(0, total, page):
+            got = self.collection.get(include=["embeddings"], limit=page, offset=offset)
+            item_ids.extend(record_id.removesuffix(DESC_SUFFIX) for record_id in got["ids"])
+            chunks.append(np.asarray(got["embeddings"], dtype=np.float32).reshape(len(got["ids"]), -1))
+        matrix = np.concatenate(chunks) if chunks else np.zeros((0, self.embedder.dim), dtype=np.float32)
+        return item_ids, matrix
+
     def drop(self) -> None:
         self.client.delete_collection(self.name)

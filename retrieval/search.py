@@ -1,7 +1,15 @@
 """Hybrid search: dense (Chroma) + lexical (BM25), fused by reciprocal rank fusion, with filters.
 
-Filters are applied inside both retrievers (Chroma `where` and a BM25 mask) rather than after
-fusion, so a filtered query still returns `k` items when `k` matching items exist.
+Filters are applied inside both retrievers rather than after fusion, so a filtered query still
+returns `k` items when `k` matching items exist. Both sides use one boolean mask over the catalog
+(numpy, built from column arrays). The dense side then picks its path by how much the filter lets
+through:
+- no filter, or a broad one (>= BROAD_FILTER_SHARE of the items): Chroma's HNSW query,
+  over-fetched and post-filtered by the mask;
+- a selective filter: exact cosine over just the allowed items' vectors (fetched from Chroma once,
+  on the first such query). Exact, and at 50k items far faster than Chroma's own `where`
+  pre-filter, which reads the metadata from SQLite on every query (bench/retrieval.py prints both).
+`SearchFilters.to_chroma_where` is kept as the reference the fast path is tested against.
 """
 
 from __future__ import annotations
@@ -12,12 +20,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.settings import Settings
-from retrieval.catalog import Catalog, Item, load_catalog
+from retrieval.catalog import Catalog, Item
 from retrieval.embed import Embedder
 from retrieval.index import CatalogIndex, VectorStoreError, make_chroma_client
 from retrieval.lexical import LexicalIndex
 
 RRF_K = 60  # the constant from Cormack et al. (2009); dampens the weight of top ranks
+# A filter that lets through at least this share of the catalog goes to HNSW + post-filtering;
+# a narrower one is scored exactly (at 50k items a quarter is ~25k vectors: a few ms).
+BROAD_FILTER_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -121,6 +132,8 @@ class HybridSearcher:
         self._position = {it.id: i for i, it in enumerate(items)}
         self._brand = np.array([it.brand.casefold() for it in items], dtype=object)
         self._price = np.array([np.nan if it.price is None else it.price for it in items], dtype=np.float64)
+        self._matrix: np.ndarray | None = None  # loaded on the first selective filter (`_vectors`)
+        self._record_item = np.zeros(0, dtype=np.int64)
         self._by_category: dict[str, list[int]] = {}
         for i, it in enumerate(items):
             for cat in {c.casefold() for c in it.categories}:
@@ -152,11 +165,60 @@ class HybridSearcher:
         return mask
 
     def dense(self, vector: np.ndarray, n: int, filters: SearchFilters | None = None, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
-        """Nearest items to an embedding. Over-fetches by the exclusion count, then drops excluded."""
+        """Nearest items to an embedding as (item id, cosine), best first, honouring filters."""
+        mask = self._mask(filters, set(exclude))
+        if mask is None:
+            return [(i, s) for i, s in self.index.query(vector, n) if i in self._position][:n]
+        allowed = int(mask.sum())
+        if allowed == 0:
+            return []
+        share = allowed / len(mask)
+        if share >= BROAD_FILTER_SHARE:
+            # HNSW returns the nearest items whatever the filter; fetch enough that about twice n
+            # survive it, and fall back to the exact path in the rare case too few did.
+            fetch = min(len(mask), int(np.ceil(2 * n / share)) + 1)
+            hits = [(i, s) for i, s in self.index.query(vector, fetch) if i in self._position and mask[self._position[i]]]
+            if len(hits) >= min(n, allowed):
+                return hits[:n]
+        return self._exact(vector, n, mask)
+
+    def dense_chroma_where(self, vector: np.ndarray, n: int, filters: SearchFilters | None = None, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
+        """The same answer through Chroma's own metadata filter (reference for tests and bench)."""
         exclude = set(exclude)
         where = filters.to_chroma_where() if filters else None
         hits = self.index.query(vector, n + len(exclude), where=where)
-        return [(i, s) for i, s in hits if i not in exclude and i in self.catalog.items][:n]
+        return [(i, s) for i, s in hits if i not in exclude and i in self._position][:n]
+
+    def _vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every stored vector (title and description records) with its item's catalog position."""
+        if self._matrix is None:
+            record_items, matrix = self.index.all_vectors()
+            keep = [row for row, item_id in enumerate(record_items) if item_id in self._position]
+            self._record_item = np.array([self._position[record_items[row]] for row in keep], dtype=np.int64)
+            matrix = matrix[keep]
+            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+            self._matrix = matrix / np.where(norms == 0, 1.0, norms)
+        return self._matrix, self._record_item
+
+    def _exact(self, vector: np.ndarray, n: int, mask: np.ndarray) -> list[tuple[str, float]]:
+        """Exact top-n over the allowed items, an item scoring its best record."""
+        matrix, record_item = self._vectors()
+        rows = np.flatnonzero(mask[record_item])
+        if rows.size == 0:
+            return []
+        scores = matrix[rows] @ np.asarray(vector, dtype=np.float32)
+        # An item has at most two records, so the best 2n records hold the best n items.
+        top = min(rows.size, 2 * n)
+        best = np.argpartition(-scores, top - 1)[:top] if top < rows.size else np.arange(rows.size)
+        best = best[np.argsort(-scores[best], kind="stable")]
+        out: dict[str, float] = {}
+        for j in best:
+            item_id = self.lexical.ids[record_item[rows[j]]]
+            if item_id not in out:
+                out[item_id] = float(scores[j])
+                if len(out) == n:
+                    break
+        return list(out.items())
 
     def search(
         self,
@@ -203,8 +265,11 @@ class HybridSearcher:
 
 
 def open_searcher(settings: Settings, catalog_name: str | None = None, *, build: bool = True, progress: bool = True, catalog: Catalog | None = None) -> HybridSearcher:
-    """Load a catalog and its Chroma index, building or completing the index when `build`."""
-    catalog = catalog or load_catalog(catalog_name or settings.catalog, settings.data_dir)
+    """Load a catalog (with its generated-copy overlay, see retrieval/overlay.py) and its Chroma
+    index, building or completing the index when `build`."""
+    from retrieval.overlay import load_catalog_with_overlay
+
+    catalog = catalog or load_catalog_with_overlay(settings, catalog_name or settings.catalog)
     embedder = Embedder(settings.embed_model, batch_size=settings.embed_batch_size)
     index = CatalogIndex(make_chroma_client(settings), catalog.name, embedder)
     if build:

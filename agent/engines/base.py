@@ -40,6 +40,27 @@ class InvalidOutput(EngineError):
         self.raw = raw
 
 
+def parse_json_answer(raw: str, schema: dict[str, Any], *, source: str, cut_off: bool) -> Any:
+    """Parse and validate an engine's JSON answer; InvalidOutput (with the raw text) otherwise.
+
+    Constrained decoding is not trusted alone: a budget can cut the JSON short, and a server may
+    ignore the constraint. `cut_off`: the engine stopped at max_tokens (said in the error)."""
+    import json
+
+    import jsonschema
+
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        hint = " (cut off by max_tokens; raise max_tokens or simplify the schema)" if cut_off else ""
+        raise InvalidOutput(f"{source} is not valid JSON{hint}: {exc.msg} at char {exc.pos}", raw) from exc
+    try:
+        jsonschema.validate(value, schema)
+    except jsonschema.ValidationError as exc:
+        raise InvalidOutput(f"{source} does not match the schema: {exc.message}", raw) from exc
+    return value
+
+
 class ContextOverflow(EngineError):
     """The prompt (plus the tokens asked for) does not fit the model's context window."""
 

@@ -23,15 +23,12 @@ Behaviour worth knowing:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
-
-import jsonschema
 
 from agent.engines.base import (
     ContextOverflow,
@@ -41,6 +38,7 @@ from agent.engines.base import (
     InvalidOutput,
     LLMEngine,
     Message,
+    parse_json_answer,
 )
 from agent.settings import Settings
 
@@ -131,17 +129,7 @@ class OpenAIEngine(LLMEngine):
             )
         )
         choice = resp.choices[0]
-        raw = choice.message.content or ""
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            hint = " (cut off by max_tokens; raise max_tokens)" if choice.finish_reason == "length" else ""
-            raise InvalidOutput(f"server reply is not valid JSON{hint}: {exc}", raw=raw) from exc
-        try:
-            jsonschema.validate(value, schema)
-        except jsonschema.ValidationError as exc:
-            raise InvalidOutput(f"server reply does not match the schema: {exc.message}", raw=raw) from exc
-        return value
+        return parse_json_answer(choice.message.content or "", schema, source="server reply", cut_off=choice.finish_reason == "length")
 
     def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]:
         if not conversations:

@@ -16,7 +16,6 @@ generations at once only makes both slower.
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -33,6 +32,7 @@ from agent.engines.base import (
     InvalidOutput,
     LLMEngine,
     Message,
+    parse_json_answer,
 )
 from agent.engines.model_store import ensure_llm_model
 from agent.settings import Settings
@@ -295,21 +295,6 @@ class TransformersEngine(LLMEngine):
         # the model's preferred "[\n    " and made SmolLM2 close every array empty.
         return _EnforcerLogitsProcessor(TokenEnforcer(self._json_tokenizer(), JsonSchemaParser(schema)))
 
-    def _parse_json(self, raw: str, schema: dict[str, Any], max_tokens: int) -> Any:
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InvalidOutput(
-                f"model output is not complete JSON ({exc.msg} at char {exc.pos}); it was probably cut by "
-                f"max_tokens={max_tokens} — raise max_tokens or simplify the schema",
-                raw,
-            ) from exc
-        try:
-            jsonschema.validate(value, schema)
-        except jsonschema.ValidationError as exc:
-            raise InvalidOutput(f"model JSON does not match the schema: {exc.message}", raw) from exc
-        return value
-
     def chat_json(self, messages: Sequence[Message], schema: dict[str, Any], *, max_tokens: int = 256) -> Any:
         """A JSON value valid against `schema`, decoded under lm-format-enforcer's constraint.
 
@@ -329,7 +314,7 @@ class TransformersEngine(LLMEngine):
                 **self._gen_kwargs(max_tokens, 0.0),
             )
         raw = self._decode(out[0, len(ids):].tolist())
-        return self._parse_json(raw, schema, max_tokens)
+        return parse_json_answer(raw, schema, source=f"model output (max_tokens={max_tokens})", cut_off=True)
 
     def chat_json_batch(
         self, conversations: Sequence[Sequence[Message]], schema: dict[str, Any], *, max_tokens: int = 256
@@ -361,7 +346,7 @@ class TransformersEngine(LLMEngine):
             for row in out:
                 raw = self._decode(row[width:].tolist())
                 try:
-                    results.append(self._parse_json(raw, schema, max_tokens))
+                    results.append(parse_json_answer(raw, schema, source=f"model output (max_tokens={max_tokens})", cut_off=True))
                 except InvalidOutput as exc:
                     results.append(exc)
         return results

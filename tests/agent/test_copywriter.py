@@ -274,6 +274,31 @@ def test_overlay_never_touches_source_and_generated_text_is_retrievable(settings
     assert hits[0].item.id == cold.id and is_generated(hits[0].item)
 
 
+def test_search_opens_the_catalog_with_its_overlay(settings, office_searcher, cold_items, tmp_path):
+    """`open_searcher` (what search, recommend, chat and the evals use) applies the overlay, so a
+    later search neither loses the generated copy nor re-embeds the item back to its bare title.
+    Works on a copy of the session's real index: only the overlaid item is re-embedded."""
+    import shutil
+
+    from retrieval.index import DESC_SUFFIX
+    from retrieval.search import open_searcher
+
+    tmp_settings = settings.model_copy(update={"home": tmp_path / "home"})
+    shutil.copytree(settings.chroma_path, tmp_settings.chroma_path)
+    cold = cold_items[3]
+    text = "The Zephyrine edition comes in lilac, a colour no other item in this catalog names."
+    append_records(overlay_path(tmp_settings, "amazon-office-2014"), [
+        {"id": cold.id, "catalog": "amazon-office-2014", "generated": True, "status": "ok", "description": text, "selling_point": "",
+         "model": "test", "prompt": {"name": "describe", "version": "v1"}, "grounding": {"ok": True, "unsupported": []}}])
+    searcher = open_searcher(tmp_settings, "amazon-office-2014", progress=False)
+    assert searcher.catalog.items[cold.id].description == text and is_generated(searcher.catalog.items[cold.id])
+    hits = searcher.search("zephyrine", k=5)
+    assert hits[0].item.id == cold.id and hits[0].lexical_rank == 1  # BM25 sees the copy
+    assert searcher.index.collection.get(ids=[cold.id + DESC_SUFFIX])["ids"]  # and so does Chroma
+    again = open_searcher(tmp_settings, "amazon-office-2014", progress=False)  # nothing left to embed
+    assert again.index.sync(again.catalog, progress=False).unchanged == len(again.catalog)
+
+
 def test_truncated_overlay_line_is_skipped_and_appending_continues(tmp_path):
     path = tmp_path / "o.jsonl"
     append_records(path, [{"id": "1", "generated": True, "status": "ok", "description": "x"}])

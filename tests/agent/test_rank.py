@@ -69,7 +69,7 @@ def test_prompt_injection_stays_inside_a_data_section(office_catalog, pens, prom
         messages = render_chat(prompt, item=item, query=user_text, history=[], conversation=[], problems=[])
     else:
         cands = [pens[0].item, hostile, pens[2].item]
-        rows = [{"label": "ABC"[i], "title": it.title, "brand": it.brand, "category": it.category, "description": it.description} for i, it in enumerate(cands)]
+        rows = [{"label": "ABC"[i], "id": it.id, "title": it.title, "brand": it.brand, "category": it.category, "description": it.description} for i, it in enumerate(cands)]
         messages = render_chat(prompt, query=user_text, history=[], conversation=[{"role": "user", "content": INJECTION}], candidates=rows)
     system, user = messages[0]["content"], messages[-1]["content"]
     assert messages[0]["role"] == "system" and "Ignore previous" not in system
@@ -161,6 +161,21 @@ def test_malformed_answer_falls_back_to_retriever_order(scripted_engine, pens, c
     assert result.llm_valid is False
     assert result.fallback and result.fallback.startswith(code)
     assert all(r.llm_score is None for r in result.items)
+
+
+def test_listwise_v2_asks_for_item_ids(scripted_engine, pens, context):
+    """v2 shows each candidate's id inside its data section; the schema admits exactly the
+    candidates' labels and ids, and an answer in ids sets the order."""
+    seen = {}
+
+    def answer(messages, schema):
+        seen["prompt"], seen["enum"] = messages[-1]["content"], schema["properties"]["ranking"]["items"]["enum"]
+        return {"ranking": [c.item.id for c in reversed(pens)]}
+
+    result = Reranker(scripted_engine(json_answer=answer), mode="listwise", prompt="rerank_listwise.v2", llm_weight=1.0).rank(pens, context)
+    assert result.llm_valid and ids(result) == [c.item.id for c in reversed(pens)]
+    assert all(f"<<<ITEM id={c.item.id}:" in seen["prompt"] for c in pens)
+    assert set(seen["enum"]) == {c.item.id for c in pens} | {chr(ord("A") + i) for i in range(len(pens))}
 
 
 def test_parse_listwise_accepts_bare_lists_and_ids():

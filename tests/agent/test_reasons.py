@@ -61,6 +61,9 @@ def test_copied_data_section_is_not_a_reason(scripted_engine, bic_pen, brands):
     assert format_problems(clean_reason(echo))
     loop = "The item is perfect for everyday use, perfect for everyday use, and perfect for everyday use."
     assert format_problems(loop) == ["the answer repeats itself"]
+    # seen from SmolLM2 on a real user: prose, grounded, and useless to the person reading it
+    meta = "You asked for gel pens, and this is the same as the other items in the list. The shopper bought before."
+    assert format_problems(meta) and "prompt" in format_problems(meta)[0]
 
 
 def test_engine_error_gives_template_reasons(scripted_engine, office_catalog, brands):

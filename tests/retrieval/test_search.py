@@ -40,6 +40,26 @@ def test_price_range_on_a_priced_catalog(shopdial_searcher):
     assert len(hits) == len(expected)  # every matching item is reachable through the filter
 
 
+@pytest.mark.parametrize(
+    "filters",
+    [
+        SearchFilters(brands=("bic", "pilot")),  # selective: exact scoring over the allowed items
+        SearchFilters(categories=("Writing & Correction Supplies",)),
+        SearchFilters(exclude_brands=("HP",)),  # broad: HNSW + post-filter
+    ],
+    ids=["brands", "category", "exclude-brand"],
+)
+def test_dense_filter_paths_agree_with_chroma_where(office_searcher, filters):
+    """The fast filtered dense side returns what Chroma's own metadata filter returns."""
+    for query in ("blue gel pens", "ink cartridge", "stapler for the office"):
+        vec = office_searcher.embedder.encode_one(query)
+        ours = office_searcher.dense(vec, 20, filters)
+        ref = office_searcher.dense_chroma_where(vec, 20, filters)
+        assert ours and all(filters.matches(office_searcher.catalog.items[i]) for i, _ in ours)
+        assert [i for i, _ in ours[:10]] == [i for i, _ in ref[:10]], query
+        assert ours[0][1] == pytest.approx(ref[0][1], abs=1e-4)
+
+
 def test_price_filter_drops_items_with_unknown_price(office_searcher):
     assert office_searcher.search("pens", 10, filters=SearchFilters(price_max=100)) == []
 
