@@ -16,7 +16,14 @@ Part 2, reasons: for `--users` users (history only, no query), the top-k items o
 list get reasons from the LLM, batched across users; prints the share that passed the grounding
 check on the first try, after the retry, and the template share.
 
-Uses the real index under the normal AISLE_HOME (built by `aisle index` if missing).
+Uses the real index under the normal AISLE_HOME (built by `aisle index` if missing), and the
+engine the settings choose: the default transformers engine, or a vLLM server with
+    AISLE_LLM=openai AISLE_LLM_URL=http://127.0.0.1:8011/v1 AISLE_LLM_SERVED_MODEL=smollm2 \
+        python bench/rerank.py --users 0
+(start the server as in the README's vLLM section). With transformers on a CPU the one-pass
+forward over the whole prompt costs about as much as decoding ~30 tokens (measured: 2.0 s vs
+~70 ms per generated token), so one-pass's lead over generation is much smaller there than on
+vLLM, where prefill is cheap relative to decoding.
 """
 
 from __future__ import annotations

@@ -73,3 +73,15 @@ def test_collection_is_per_embedding_model(tmp_path, embedder):
     from retrieval.index import collection_name
 
     assert collection_name("amazon-office-2014", embedder.model_id) != collection_name("amazon-office-2014", "other-model")
+
+
+def test_query_embedding_equals_the_batch_path(embedder):
+    """`encode_one` (the fast single-query path) gives the vector `encode` gives."""
+    import numpy as np
+
+    texts = ["blue gel pens, 12 pack", "HP 61 black ink cartridge", "a stapler that takes 20 sheets"]
+    batch = embedder.encode(texts)
+    for text, expected in zip(texts, batch):
+        one = embedder.encode_one(text)
+        assert one.dtype == np.float32 and one.shape == expected.shape
+        assert np.allclose(one, expected, atol=1e-5) and abs(float(np.linalg.norm(one)) - 1.0) < 1e-5
