@@ -20,7 +20,9 @@ Uses the real index under the normal AISLE_HOME (built by `aisle index` if missi
 engine the settings choose: the default transformers engine, or a vLLM server with
     AISLE_LLM=openai AISLE_LLM_URL=http://127.0.0.1:8011/v1 AISLE_LLM_SERVED_MODEL=smollm2 \
         python bench/rerank.py --users 0
-(start the server as in the README's vLLM section). With transformers on a CPU the one-pass
+(start the server as in the README's vLLM section, plus --no-enable-prefix-caching: the modes
+share prompts, e.g. one order's prompt is the first of three orders' prompts, and a prefix-cache
+hit would time a cached prompt against an uncached one). With transformers on a CPU the one-pass
 forward over the whole prompt costs about as much as decoding ~30 tokens (measured: 2.0 s vs
 ~70 ms per generated token), so one-pass's lead over generation is much smaller there than on
 vLLM, where prefill is cheap relative to decoding.
