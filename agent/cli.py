@@ -237,7 +237,7 @@ def recommend(
     """Recommend items for a user (history + optional query): candidates, LLM re-ranking, grounded reasons."""
     import os
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: shared CPUs otherwise crawl
+    os.environ.setdefault("GOMP_SPINCOUNT", "3000")  # before torch loads; why: agent/settings.py OFFLINE_ENV
     from agent.engines.base import EngineError
     from agent.rank import MODES
     from agent.recommend import RecommendRequest, Recommender
@@ -297,7 +297,7 @@ def describe(
     Resumable: finished batches are in the overlay file and are skipped on the next run."""
     import os
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: shared CPUs otherwise crawl
+    os.environ.setdefault("GOMP_SPINCOUNT", "3000")  # before torch loads; why: agent/settings.py OFFLINE_ENV
     from agent.copywriter import Copywriter, describe_catalog
     from agent.engines import make_engine
     from agent.engines.base import EngineError

@@ -24,9 +24,12 @@ OFFLINE_ENV = {
     "GRADIO_ANALYTICS_ENABLED": "False",
     "ANONYMIZED_TELEMETRY": "False",
     "TOKENIZERS_PARALLELISM": "false",
-    # OpenMP threads sleep instead of spin-waiting between ops: on a 2-core box shared with a
-    # server or a second model, spinning made generation 10-20x slower (measured, bench/engines.py).
-    "OMP_WAIT_POLICY": "PASSIVE",
+    # OpenMP (libgomp, torch's CPU threads) waits between ops by spinning 3,000 rounds, then sleeps.
+    # Measured on the 2-core box (SmolLM2 decode tok/s; MiniLM query embedding p50), quiet / beside
+    # another torch process:  default spin: 44 / 7.3 tok/s, 4.5 ms;  OMP_WAIT_POLICY=PASSIVE:
+    # 26 / 26 tok/s, 11.6 ms;  GOMP_SPINCOUNT=3000: 37 / 20 tok/s, 5.0 ms. Long spinning collapses
+    # on a shared CPU; never spinning doubles the cost of small ops (a search query).
+    "GOMP_SPINCOUNT": "3000",
 }
 
 

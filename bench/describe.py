@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: shared CPUs otherwise crawl
+os.environ.setdefault("GOMP_SPINCOUNT", "3000")  # before torch loads; why: agent/settings.py OFFLINE_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(
         f"# engine={args.engine} load average={os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}"
+        f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', '(unset)')}"
     )
 
     # --- load: cold (GGUF conversion into an empty home) and warm (cached folder) ---

@@ -346,7 +346,7 @@ def copy_command(
     """Hide human descriptions, generate copy, and measure grounding, similarity and retrieval."""
     import os
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: shared CPUs otherwise crawl
+    os.environ.setdefault("GOMP_SPINCOUNT", "3000")  # before torch loads; why: agent/settings.py OFFLINE_ENV
     from agent.engines.base import EngineError
     from agent.prompts import PromptError
     from retrieval.catalog import CatalogError

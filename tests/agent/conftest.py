@@ -7,7 +7,7 @@ import os
 # On a shared, oversubscribed machine (more runnable processes than cores) OpenMP's default
 # busy-waiting makes torch 10-20x slower with 2 threads; sleeping waiters avoid that. Only
 # effective if torch is not imported yet, hence before any import that may pull it in.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "3000")  # before torch loads; why: agent/settings.py OFFLINE_ENV
 
 import pytest  # noqa: E402
 

@@ -21,7 +21,7 @@ from evals.conversation import (
 )
 from retrieval.movies import load_redial_catalog, title_from_uri
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "3000")  # before torch loads; why: agent/settings.py OFFLINE_ENV
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: shared CPUs otherwise crawl
+os.environ.setdefault("GOMP_SPINCOUNT", "3000")  # before torch loads; why: agent/settings.py OFFLINE_ENV
 
 from evals.copy_eval import RESULT_KEYS, description_query, format_report, run_copy_eval, select_eval_items  # noqa: E402
 

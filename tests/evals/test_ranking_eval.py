@@ -15,7 +15,7 @@ from evals.metrics import RANKING_METRICS
 from evals.ranking import RankingConfig, rank_mode_of, run_ranking_eval
 
 # On an oversubscribed machine OpenMP busy-waiting makes torch far slower (see tests/agent/conftest.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "3000")  # before torch loads; why: agent/settings.py OFFLINE_ENV
 
 TOP_KEYS = {"kind", "config", "systems", "candidate_recall", "seconds", "total_seconds", "notes", "figures"}
 CONFIG_KEYS = {"catalog", "users_evaluated", "sampled_users_sha256", "seed", "prompts", "prompt_fingerprints", "engine", "model_id", "n_candidates", "n_orders", "git", "metrics"}
