@@ -37,6 +37,7 @@ from agent.dialogue import (
     money,
     stems,
 )
+from agent.engines import LazyEngine
 from agent.engines.base import EngineError, LLMEngine, Message
 from agent.recommend import Recommendation, RecommendRequest, Recommender, UnknownItemError
 from agent.sessions import ConcurrentUpdate, SessionStore, UnknownSession
@@ -184,8 +185,7 @@ class Agent:
         self.llm_extract = llm_extract if llm_extract is not None else (settings.llm != "transformers" or settings.llm_model is not None)
         self.llm_intro = llm_intro
         self.build_index = build_index
-        self._engine = engine
-        self._engine_error: str | None = None
+        self._engine = LazyEngine(settings, engine)
         self._searchers = dict(searchers or {})
         self._parts: dict[str, _CatalogParts] = {}
         self._lock = threading.RLock()
@@ -199,16 +199,7 @@ class Agent:
 
     def engine(self) -> LLMEngine | None:
         """The shared LLM engine (built once); None when it cannot load (the agent then ranks by retrieval)."""
-        with self._lock:
-            if self._engine is None and self._engine_error is None:
-                from agent.engines import make_engine
-
-                try:
-                    self._engine = make_engine(self.settings)
-                except EngineError as exc:
-                    self._engine_error = f"{type(exc).__name__}: {exc}"
-                    log.error("LLM engine unavailable; continuing with retrieval order and template reasons: %s", exc)
-            return self._engine
+        return self._engine.get()
 
     def parts(self, catalog: str) -> _CatalogParts:
         if catalog not in LOADERS:

@@ -118,6 +118,8 @@ class Reranker:
         self.mode = mode
         kind = "rerank_onepass" if mode == "onepass" else "rerank_listwise"
         self.prompt = canonical_name(prompt) if prompt else (DEFAULT_PROMPTS[kind] if mode != "none" else None)
+        # Whether the listwise template asks for item ids rather than letters (sizes the token budget).
+        self.answers_with_ids = mode == "listwise" and "{{ c.id" in prompt_source(self.prompt)
         self.llm_weight = llm_weight
         self.n_orders = n_orders
         self.seed = seed
@@ -233,7 +235,7 @@ class Reranker:
         assert self.engine is not None
         ids = [c.item.id for c in cands]
         # ~6 tokens per label entry, ~4 more per item id (an ASIN is 10 characters)
-        per_entry = 6 + (max(len(i) for i in ids) // 2 if self.prompt_answer_kind() == "ids" else 0)
+        per_entry = 6 + (max(len(i) for i in ids) // 2 if self.answers_with_ids else 0)
         answer = self.engine.chat_json(self.messages(cands, context), self.listwise_schema(n, ids), max_tokens=per_entry * n + 16)
         order, dropped = parse_listwise(answer, [c.item.id for c in cands])
         # Named candidates first (in the LLM's order), the rest in retriever order after them.
@@ -243,10 +245,6 @@ class Reranker:
         for pos, idx in enumerate(full):
             llm[idx] = 1.0 - pos / max(n - 1, 1)
         return llm, answer, dropped
-
-    def prompt_answer_kind(self) -> str:
-        """'ids' when the listwise template asks for item ids, else 'labels' (sizes the token budget)."""
-        return "ids" if self.prompt and "{{ c.id" in prompt_source(self.prompt) else "labels"
 
     def _blend(self, cands: list[Candidate], llm: list[float] | None, *, llm_valid: bool, fallback: str | None) -> RankResult:
         retrieval = min_max([c.retrieval_score for c in cands])

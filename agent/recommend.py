@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.engines.base import EngineError, LLMEngine, Message
+from agent.engines import LazyEngine
+from agent.engines.base import LLMEngine, Message
 from agent.prompts import resolve_prompt
 from agent.rank import MODES, Candidate, RankContext, Reranker
 from agent.reasons import ReasonContext, ReasonWriter
@@ -141,8 +142,7 @@ class Recommender:
         self.n_orders = n_orders
         self.source_weights = source_weights
         self._searcher = searcher
-        self._engine = engine
-        self._engine_error: str | None = None
+        self._engine = LazyEngine(settings, engine)
         self._collab: Any = None
         self._collab_loaded = False
         self._collab_name: str | None = None
@@ -172,16 +172,7 @@ class Recommender:
 
     def engine(self) -> LLMEngine | None:
         """The LLM engine, built on first use; None (with the reason kept) when it cannot load."""
-        with self._lock:
-            if self._engine is None and self._engine_error is None:
-                from agent.engines import make_engine
-
-                try:
-                    self._engine = make_engine(self.settings)
-                except EngineError as exc:
-                    self._engine_error = f"{type(exc).__name__}: {exc}"
-                    log.error("LLM engine unavailable, recommending without it: %s", self._engine_error)
-            return self._engine
+        return self._engine.get()
 
     @property
     def collab_name(self) -> str | None:
@@ -283,7 +274,7 @@ class Recommender:
         engine = self.engine() if (mode != "none" or req.with_reasons) and cands else None
         fallback: str | None = None
         if mode != "none" and engine is None and cands:
-            fallback = f"engine_unavailable ({self._engine_error})"
+            fallback = f"engine_unavailable ({self._engine.error})"
         if mode == "none" or engine is None:
             ranker = Reranker(None, mode="none", llm_weight=self.llm_weight)
         else:

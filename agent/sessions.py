@@ -174,16 +174,22 @@ class SessionStore:
             return False
         return True
 
+    @staticmethod
+    def _current_version(db: sqlite3.Connection, session_id: str, expected_version: int | None) -> int:
+        """The session's version inside a transaction; with `expected_version`, it must match
+        (optimistic concurrency: nobody saved since the caller read the state)."""
+        row = db.execute("SELECT version FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        if row is None:
+            raise UnknownSession(session_id)
+        if expected_version is not None and row["version"] != expected_version:
+            raise ConcurrentUpdate(f"session {session_id} was updated by another request; retry the turn")
+        return int(row["version"])
+
     def save_state(self, session_id: str, state: dict[str, Any], *, expected_version: int | None = None, catalog: str | None = None) -> int:
         """Replace the state; with `expected_version`, only if nobody saved in between. Returns the new version."""
         self.check_id(session_id)
         with self._tx() as db:
-            row = db.execute("SELECT version FROM sessions WHERE id = ?", (session_id,)).fetchone()
-            if row is None:
-                raise UnknownSession(session_id)
-            if expected_version is not None and row["version"] != expected_version:
-                raise ConcurrentUpdate(f"session {session_id} was updated by another request; retry the turn")
-            version = row["version"] + 1
+            version = self._current_version(db, session_id, expected_version) + 1
             if catalog is None:
                 db.execute("UPDATE sessions SET state = ?, version = ?, updated_at = ? WHERE id = ?", (json.dumps(state), version, time.time(), session_id))
             else:
@@ -220,11 +226,7 @@ class SessionStore:
         self.check_id(session_id)
         now = time.time()
         with self._tx() as db:
-            row = db.execute("SELECT version FROM sessions WHERE id = ?", (session_id,)).fetchone()
-            if row is None:
-                raise UnknownSession(session_id)
-            if expected_version is not None and row["version"] != expected_version:
-                raise ConcurrentUpdate(f"session {session_id} was updated by another request; retry the turn")
+            self._current_version(db, session_id, expected_version)
             turn_no = db.execute("SELECT COALESCE(MAX(turn_no), 0) + 1 FROM turns WHERE session_id = ?", (session_id,)).fetchone()[0]
             db.execute(
                 "INSERT INTO turns (session_id, turn_no, created_at, message, reply, payload) VALUES (?, ?, ?, ?, ?, ?)",

@@ -6,6 +6,9 @@ Importing this package is cheap: torch / transformers / vllm / openai are import
 
 from __future__ import annotations
 
+import logging
+import threading
+
 from agent.engines.base import (
     ContextOverflow,
     EngineError,
@@ -24,9 +27,12 @@ __all__ = [
     "EngineUnavailable",
     "InvalidOutput",
     "LLMEngine",
+    "LazyEngine",
     "Message",
     "make_engine",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def make_engine(settings: Settings) -> LLMEngine:
@@ -53,3 +59,25 @@ def make_engine(settings: Settings) -> LLMEngine:
             raise EngineUnavailable(f"AISLE_LLM=openai but the OpenAI client cannot be imported ({exc}).") from exc
         return OpenAIEngine(settings)
     raise ValueError(f"unknown LLM backend {kind!r}; set AISLE_LLM to 'transformers', 'vllm' or 'openai'")
+
+
+class LazyEngine:
+    """The engine of `settings`, built on first use (thread-safe). When it cannot load, `get`
+    returns None and `error` says why, so callers degrade to retrieval order and template
+    reasons instead of failing a request; the attempt is not repeated."""
+
+    def __init__(self, settings: Settings, engine: LLMEngine | None = None) -> None:
+        self.settings = settings
+        self._engine = engine
+        self.error: str | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> LLMEngine | None:
+        with self._lock:
+            if self._engine is None and self.error is None:
+                try:
+                    self._engine = make_engine(self.settings)
+                except EngineError as exc:
+                    self.error = f"{type(exc).__name__}: {exc}"
+                    log.error("LLM engine unavailable; continuing with retrieval order and template reasons: %s", self.error)
+            return self._engine
