@@ -2,9 +2,13 @@
 
 - "onepass" (LlamaRec, Yue et al. 2023): candidates are listed under letters A, B, C, ...; the
   model's next-token probabilities over those letters (`engine.score_choices`) rank every
-  candidate in ONE forward pass, with no generation. LLMs favour some positions in a list, so
-  the probabilities are averaged over a few candidate orders (original, reversed, seeded
-  shuffles), in one padded batch when the engine has `score_choices_batch`.
+  candidate in ONE forward pass, with no generation. LLMs favour some positions in a list
+  (SmolLM2-135M puts ~40 % of its mass on "A" whatever the items are), so each label's
+  probability is divided by the model's probability of that label for a content-free prompt
+  (same template, every candidate "N/A", no query or history; Zhao et al. 2021, "Calibrate before
+  use"). That prior costs one forward pass per (template, number of candidates) and is cached.
+  The probabilities can also be averaged over a few candidate orders (original, reversed, seeded
+  shuffles; `n_orders`), at one forward pass per order. `bench/position_bias.py` measures both.
 - "listwise": the model writes the candidates best-first as JSON, constrained by a schema whose
   items are an enum of the candidates' labels and item ids (`engine.chat_json`); the template
   says which to write (rerank_listwise.v1: labels, v2: item ids). Slower (one decoding step per
@@ -76,6 +80,19 @@ class RankContext:
     conversation: Sequence[Message] = ()
 
 
+PRIOR_FLOOR = 1e-4  # smallest label prior used for calibration (caps the boost of a rare label at 10^4)
+
+
+def _probability(probs: Any, label: str) -> float:
+    """An engine's probability for `label`, checked (engines are backends we do not control)."""
+    if not isinstance(probs, dict):
+        raise TypeError(f"expected a label -> probability map, got {type(probs).__name__}")
+    p = probs.get(label)
+    if not isinstance(p, (int, float)) or not math.isfinite(p) or p < 0:
+        raise ValueError(f"probability for label {label!r} is {p!r}")
+    return float(p)
+
+
 def _label(i: int) -> str:
     return chr(ord("A") + i)
 
@@ -102,7 +119,8 @@ class Reranker:
         mode: str = "onepass",
         prompt: str | None = None,
         llm_weight: float = 0.5,
-        n_orders: int = 3,
+        n_orders: int = 1,
+        calibrate: bool = True,
         seed: int = 0,
         history_items: int = 5,
     ) -> None:
@@ -122,8 +140,10 @@ class Reranker:
         self.answers_with_ids = mode == "listwise" and "{{ c.id" in prompt_source(self.prompt)
         self.llm_weight = llm_weight
         self.n_orders = n_orders
+        self.calibrate = calibrate
         self.seed = seed
         self.history_items = history_items
+        self._priors: dict[int, list[float]] = {}  # number of candidates -> content-free label prior
 
     # --- prompt ------------------------------------------------------------------------------------
 
@@ -194,6 +214,20 @@ class Reranker:
         result.elapsed_ms = (time.perf_counter() - start) * 1e3
         return result
 
+    def label_prior(self, n: int) -> list[float]:
+        """P(label) for a content-free prompt with `n` "N/A" candidates (cached): the position bias
+        that calibration divides out."""
+        prior = self._priors.get(n)
+        if prior is None:
+            assert self.engine is not None
+            blank = [Candidate(Item(id=f"n/a-{i}", title="N/A"), 0.0) for i in range(n)]
+            labels = [_label(i) for i in range(n)]
+            probs = self.engine.score_choices(self.messages(blank, RankContext()), labels)
+            # Floor: an engine that reports only its top tokens may give a label 0.
+            prior = [max(_probability(probs, label), PRIOR_FLOOR) for label in labels]
+            self._priors[n] = prior
+        return prior
+
     def _onepass(self, cands: list[Candidate], context: RankContext) -> tuple[list[float], Any, list[str]]:
         n = len(cands)
         labels = [_label(i) for i in range(n)]
@@ -207,17 +241,17 @@ class Reranker:
             answers = [self.engine.score_choices(p, labels) for p in prompts]
         if not isinstance(answers, list) or len(answers) != len(orders):
             raise ValueError(f"expected {len(orders)} probability maps, got {type(answers).__name__}")
+        raw_probs = [[_probability(probs, label) for label in labels] for probs in answers]  # checked first
+        prior = self.label_prior(n) if self.calibrate else [1.0] * n
         totals = [0.0] * n
-        for order, probs in zip(orders, answers):
-            if not isinstance(probs, dict):
-                raise ValueError(f"expected a label -> probability map, got {type(probs).__name__}")
+        for order, row in zip(orders, raw_probs):
+            weighted = [row[pos] / prior[pos] for pos in range(n)]
+            norm = sum(weighted) or 1.0
             for pos, cand_index in enumerate(order):
-                p = probs.get(labels[pos])
-                if not isinstance(p, (int, float)) or not math.isfinite(p) or p < 0:
-                    raise ValueError(f"probability for label {labels[pos]!r} is {p!r}")
-                totals[cand_index] += float(p)
+                totals[cand_index] += weighted[pos] / norm
         mean = [t / len(orders) for t in totals]
-        return mean, answers, []
+        raw = {"orders": answers, "prior": prior} if self.calibrate else answers
+        return mean, raw, []
 
     def listwise_schema(self, n: int, ids: Sequence[str] = ()) -> dict[str, Any]:
         """Entries may be a label or a candidate's item id: whichever the template asks for."""

@@ -120,7 +120,8 @@ class Recommender:
         llm_weight: float = 0.5,
         n_candidates: int = 20,
         collab: str = "auto",
-        n_orders: int = 3,
+        n_orders: int = 1,
+        calibrate: bool = True,
         source_weights: dict[str, float] | None = None,
     ) -> None:
         if searcher is not None and catalog is not None and searcher.catalog.name != catalog:
@@ -140,7 +141,9 @@ class Recommender:
         self.n_candidates = n_candidates
         self.collab_mode = collab
         self.n_orders = n_orders
+        self.calibrate = calibrate
         self.source_weights = source_weights
+        self._rerankers: dict[tuple[int, str], Reranker] = {}
         self._searcher = searcher
         self._engine = LazyEngine(settings, engine)
         self._collab: Any = None
@@ -173,6 +176,20 @@ class Recommender:
     def engine(self) -> LLMEngine | None:
         """The LLM engine, built on first use; None (with the reason kept) when it cannot load."""
         return self._engine.get()
+
+    def reranker(self, engine: LLMEngine, mode: str) -> Reranker:
+        """One Reranker per (engine, mode), kept: it caches the content-free label prior."""
+        key = (id(engine), mode)
+        with self._lock:
+            ranker = self._rerankers.get(key)
+            if ranker is None or ranker.engine is not engine:
+                kind = "rerank_onepass" if mode == "onepass" else "rerank_listwise"
+                ranker = Reranker(
+                    engine, mode=mode, prompt=resolve_prompt(kind, self.prompts), llm_weight=self.llm_weight,
+                    n_orders=self.n_orders, calibrate=self.calibrate, seed=self.settings.seed,
+                )
+                self._rerankers[key] = ranker
+            return ranker
 
     @property
     def collab_name(self) -> str | None:
@@ -278,8 +295,7 @@ class Recommender:
         if mode == "none" or engine is None:
             ranker = Reranker(None, mode="none", llm_weight=self.llm_weight)
         else:
-            kind = "rerank_onepass" if mode == "onepass" else "rerank_listwise"
-            ranker = Reranker(engine, mode=mode, prompt=resolve_prompt(kind, self.prompts), llm_weight=self.llm_weight, n_orders=self.n_orders, seed=self.settings.seed)
+            ranker = self.reranker(engine, mode)
         ranked = ranker.rank(cands, rank_ctx)
         llm_valid = ranked.llm_valid and fallback is None
         fallback = fallback or ranked.fallback

@@ -3,14 +3,18 @@
     python bench/rerank.py [--queries 20] [--users 100] [--candidates 20] [--k 1]
 
 Part 1, speed: the SAME 20 fused candidates per query are re-ranked by
-  - one-pass label scoring averaged over 3 candidate orders (the default),
-  - one-pass with a single order,
+  - one-pass label scoring, one candidate order, calibrated (the default),
+  - one-pass averaged over `--orders` candidate orders (3),
   - generative listwise JSON (schema-constrained), writing one-letter labels (rerank_listwise.v1)
     and writing the candidates' item ids (rerank_listwise.v2),
 interleaved per query so that load drift on a shared machine hits every mode alike. Prints time
 per query and the listwise / one-pass ratio (LlamaRec's claim: one-pass >= 10x faster), plus
 hit@5 of the held-out item as a rough quality sign (20 queries: noisy).
 Queries are the held-out item's category name ("Rollerball Pens"), with the user's history.
+The transformers engine's dtypes come from the settings: by default generation runs in float32
+and one-pass scoring in bfloat16 where the CPU has native bf16 (agent/engines/transformers_engine.py
+says why); AISLE_LLM_DTYPE / AISLE_LLM_SCORE_DTYPE set them, e.g. both bfloat16 or both float32
+for a same-dtype comparison.
 
 Part 2, reasons: for `--users` users (history only, no query), the top-k items of the candidate
 list get reasons from the LLM, batched across users; prints the share that passed the grounding
@@ -23,9 +27,9 @@ engine the settings choose: the default transformers engine, or a vLLM server wi
 (start the server as in the README's vLLM section, plus --no-enable-prefix-caching: the modes
 share prompts, e.g. one order's prompt is the first of three orders' prompts, and a prefix-cache
 hit would time a cached prompt against an uncached one). With transformers on a CPU the one-pass
-forward over the whole prompt costs about as much as decoding ~25 tokens (measured on the quiet
-2-core box: 1.0 s vs ~45 ms per generated token), so one-pass's lead over generation is smaller
-there (7.3x vs listwise ids) than with the vLLM server (10.9x).
+forward over the whole prompt costs about as much as decoding ~25 tokens in float32 (measured on
+the quiet 2-core box: 1.0 s vs ~45 ms per generated token); bfloat16 on AMX makes that forward
+2.5x faster while single-stream decoding stays as fast as it was, hence the scoring dtype.
 """
 
 from __future__ import annotations
@@ -70,8 +74,8 @@ def bench_speed(rec: Recommender, engine, histories: dict[str, list[str]], targe
     catalog = rec.catalog
     onepass = resolve_prompt("rerank_onepass", rec.prompts)
     modes = {
+        "onepass x1 (default)": Reranker(engine, mode="onepass", prompt=onepass, n_orders=1, seed=seed),
         f"onepass x{n_orders} orders": Reranker(engine, mode="onepass", prompt=onepass, n_orders=n_orders, seed=seed),
-        "onepass x1 order": Reranker(engine, mode="onepass", prompt=onepass, n_orders=1, seed=seed),
         "listwise labels (v1)": Reranker(engine, mode="listwise", prompt="rerank_listwise.v1", seed=seed),
         "listwise ids (v2)": Reranker(engine, mode="listwise", prompt="rerank_listwise.v2", seed=seed),
     }
@@ -82,7 +86,7 @@ def bench_speed(rec: Recommender, engine, histories: dict[str, list[str]], targe
     n_cands: list[int] = []
     done = 0
     # Warm-up: each mode once on the first query, untimed (first calls pay one-time costs: a
-    # server's first request, the JSON-schema tokenizer tables, lazy kernels).
+    # server's first request, the JSON-schema tokenizer tables, lazy kernels, the calibration prior).
     first = catalog.items[targets[users[0]]]
     warm, _ = rec.candidates(RecommendRequest(query=first.category or "office supplies", history=histories[users[0]]))
     for mode in modes.values():
@@ -156,7 +160,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=100, help="users for the reason grounding rate (0 = skip)")
     ap.add_argument("--candidates", type=int, default=20)
     ap.add_argument("--k", type=int, default=1, help="reasons per user (top-k candidates)")
-    ap.add_argument("--orders", type=int, default=3, help="candidate orders averaged by the default one-pass ranker")
+    ap.add_argument("--orders", type=int, default=3, help="candidate orders averaged by the second one-pass mode")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reason-prompt", default=None, help="reason template name (default: agent.prompts.DEFAULT_PROMPTS)")
     ap.add_argument("--onepass-prompt", default=None, help="one-pass template name, e.g. rerank_onepass.v2")
@@ -173,6 +177,8 @@ def main() -> None:
     out: dict = {"cpu_count": os.cpu_count(), "load_avg_start": os.getloadavg(), "model": engine.model_id}
 
     print(f"# bench/rerank.py — {engine.name} engine, {engine.model_id}, {os.cpu_count()} CPU cores (load average at start {os.getloadavg()[0]:.1f})")
+    if hasattr(engine, "score_dtype"):
+        print(f"dtypes: generation {engine.dtype}, one-pass scoring {engine.score_dtype}")
     print(f"prompts: one-pass {resolve_prompt('rerank_onepass', prompts)}, listwise {resolve_prompt('rerank_listwise', prompts)}, reason {resolve_prompt('reason', prompts)}")
     if args.queries:
         users = sample_users(histories, args.queries, seed=args.seed)

@@ -71,7 +71,7 @@ class ConversationConfig:
     turns: int = DEFAULT_TURNS
     prompts: tuple[str, ...] = DEFAULT_PROMPTS
     seed: int = 0
-    n_orders: int = 1  # candidate orders the one-pass re-ranker averages (Recommender default: 3)
+    n_orders: int = 1  # candidate orders the one-pass re-ranker averages (Recommender default: 1)
     llm_all_turns: bool = False  # also re-rank turns with no target among the candidates
     reason_turns: int = 5  # ReDial turns whose top items also get reasons (grounding rate)
     reason_k: int = 3
@@ -576,7 +576,7 @@ def conversation_command(
     engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine: transformers | vllm | openai.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     dialogues: Annotated[int, typer.Option("--dialogues", min=1, help="MG-ShopDial dialogues, spread over the 4 domains (64 = all; ~10 turns each).")] = 8,
-    n_orders: Annotated[int, typer.Option("--orders", min=1, max=6, help="Candidate orders the one-pass re-ranker averages (Recommender default 3).")] = 1,
+    n_orders: Annotated[int, typer.Option("--orders", min=1, max=6, help="Candidate orders the one-pass re-ranker averages (Recommender default 1).")] = 1,
     llm_all_turns: Annotated[bool, typer.Option("--llm-all-turns", help="Also re-rank ReDial turns with no target among the candidates (cannot change metrics).")] = False,
     reason_turns: Annotated[int, typer.Option("--reason-turns", min=0, help="ReDial turns whose top items also get reasons.")] = 5,
     smoke_reasons: Annotated[int, typer.Option("--smoke-reasons", min=0, help="MG-ShopDial dialogues whose last turn also gets reasons.")] = 4,

@@ -18,8 +18,8 @@ CPU budget (SmolLM2-135M on 2 shared cores: one ~1,000-token forward pass takes 
 - the LLM is only called for users whose held-out item is among the candidates; for any other
   user every metric is 0 whatever the LLM answers, so this is exact (checked: identical metrics
   with `--llm-all-users`), and it cuts LLM calls by the miss rate (~85 % on amazon-office-2014);
-- one-pass re-ranking averages 1 candidate order by default (`--orders 3` = the Recommender's
-  default, 3x the cost);
+- one-pass re-ranking scores 1 candidate order, calibrated, as the Recommender does (`--orders 3`
+  averages three, at 3x the cost; `--no-calibrate` turns the position-bias calibration off);
 - reasons (grounding rate) are generated for a few users only (`--reason-users`).
 """
 
@@ -53,7 +53,8 @@ class RankingConfig:
     prompts: tuple[str, ...] = DEFAULT_PROMPTS
     seed: int = 0
     n_candidates: int = 20
-    n_orders: int = 1  # candidate orders the one-pass re-ranker averages over (Recommender default: 3)
+    n_orders: int = 1  # candidate orders the one-pass re-ranker averages over (Recommender default: 1)
+    calibrate: bool = True  # divide label probabilities by the content-free prior (Recommender default)
     llm_all_users: bool = False  # also re-rank users whose target is not a candidate (cannot change metrics)
     reason_users: int = 5  # users whose top-k also get reasons (grounding rate), first LLM variant only
     reason_k: int = 3
@@ -220,6 +221,7 @@ def run_ranking_eval(settings: Settings, cfg: RankingConfig, *, engine: Any = No
             "embed_model": searcher.embedder.model_id if searcher is not None else None,
             "n_candidates": cfg.n_candidates,
             "n_orders": cfg.n_orders,
+            "calibrate": cfg.calibrate,
             "llm_all_users": cfg.llm_all_users,
             "depth": DEPTH,
             "reason_users": cfg.reason_users,
@@ -274,7 +276,9 @@ def _run_pipeline(
     reference: dict[str, list[str]] = {}
     for name, label, mode, prompt in variants:
         prompts = {f"rerank_{mode}": prompt} if prompt else {}
-        recommender = Recommender(settings, engine=engine, searcher=searcher, prompts=prompts, n_candidates=cfg.n_candidates, n_orders=cfg.n_orders)
+        recommender = Recommender(
+            settings, engine=engine, searcher=searcher, prompts=prompts, n_candidates=cfg.n_candidates, n_orders=cfg.n_orders, calibrate=cfg.calibrate
+        )
         tally = Tally(name, catalog.items)
         mismatches: list[str] = []
 
@@ -405,7 +409,8 @@ def ranking_markdown(result: dict[str, Any]) -> str:
                 "",
             ]
     if any(s.get("rank_mode") == "onepass" for s in systems.values()):
-        lines += [f"One-pass re-ranking averaged over **{cfg.get('n_orders')} candidate order(s)** (the Recommender's default is 3).", ""]
+        calibrated = "calibrated for position bias" if cfg.get("calibrate", True) else "**not** calibrated"
+        lines += [f"One-pass re-ranking averaged over **{cfg.get('n_orders')} candidate order(s)**, {calibrated} (the Recommender's default: 1 order, calibrated).", ""]
     metric_names = cfg["metrics"]
     lines += ["## Ranking quality", ""]
     lines.append(
@@ -462,7 +467,8 @@ def ranking_command(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the user sample.")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default eval-out/ranking-<timestamp>, git-ignored).")] = None,
     n_candidates: Annotated[int, typer.Option("--candidates", min=2, max=26, help="Candidates the pipeline retrieves and re-ranks.")] = 20,
-    n_orders: Annotated[int, typer.Option("--orders", min=1, max=6, help="Candidate orders the one-pass re-ranker averages (the Recommender's default is 3; each costs one forward pass).")] = 1,
+    n_orders: Annotated[int, typer.Option("--orders", min=1, max=6, help="Candidate orders the one-pass re-ranker averages (the Recommender's default is 1; each costs one forward pass).")] = 1,
+    calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Divide one-pass label probabilities by the content-free prior (position-bias calibration; the default).")] = True,
     llm_all_users: Annotated[bool, typer.Option("--llm-all-users", help="Also re-rank users whose held-out item is not a candidate (cannot change any metric; only adds LLM calls).")] = False,
     reason_users: Annotated[int, typer.Option("--reason-users", min=0, help="Users whose top items also get reasons (grounding rate; first prompt only).")] = 5,
     no_sasrec: Annotated[bool, typer.Option("--no-sasrec", help="Skip SASRec (it trains first if no cached model exists).")] = False,
@@ -480,6 +486,7 @@ def ranking_command(
         seed=seed,
         n_candidates=n_candidates,
         n_orders=n_orders,
+        calibrate=calibrate,
         llm_all_users=llm_all_users,
         reason_users=reason_users,
         sasrec=not no_sasrec,

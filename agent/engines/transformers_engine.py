@@ -16,6 +16,7 @@ generations at once only makes both slower.
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -42,13 +43,15 @@ if TYPE_CHECKING:
 
 
 # Weights dtype at run time (the cached folder is float32: the exact de-quantized GGUF values).
-# Measured on our 2-core Xeon with AMX (same process, interleaved, busy machine): bfloat16 gives
-# ~2.5x prefill on a 600-token prompt and ~1.7x batched decode; single-stream decode is about equal.
-# But in bf16 the result depends on the batch it was computed in: padded `batch` replies differed
-# from one-by-one `chat` on 5 of 12 prompts, and `score_choices_batch` moved probabilities by up to
-# 0.06 vs `score_choices` (float32: identical text, < 1e-6). Reproducible evals and the re-ranker's
-# order-averaging need batch-invariant numbers, so the default is float32. "auto" = bfloat16 where
-# the CPU has native bf16 (AMX-BF16 / AVX512-BF16; elsewhere bf16 is emulated and slower).
+# Measured on our 2-core Xeon with AMX: bfloat16 gives ~2.5x prefill (one-pass scoring of a
+# 20-candidate prompt: 0.41 s vs 1.04 s, quiet) and ~1.7x batched decode; single-stream decode is
+# about equal (listwise JSON 7.2 s vs 7.6 s). But in bf16 the result depends on the batch it was
+# computed in: padded `batch` replies differed from one-by-one `chat` on 5 of 12 prompts. Hence two
+# settings: generation (`llm_dtype`) defaults to float32, so batched copy/reasons equal one-by-one
+# output; one-pass scoring (`llm_score_dtype`) defaults to "auto", i.e. bf16 where the CPU has it:
+# scoring runs one unpadded prompt per forward pass, so it is batch-invariant in any dtype.
+# "auto" = bfloat16 on CPUs with native bf16 (AMX-BF16 / AVX512-BF16; elsewhere it is emulated
+# and slower), else float32.
 RUN_DTYPE = "float32"
 
 
@@ -78,15 +81,20 @@ class TransformersEngine(LLMEngine):
 
     name = "transformers"
 
-    def __init__(self, settings: Settings | None = None, *, dtype: torch.dtype | str | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, dtype: torch.dtype | str | None = None, score_dtype: torch.dtype | str | None = None
+    ) -> None:
         """Load tokenizer + model (converting the packaged GGUF on first use).
 
-        `dtype` overrides the automatic choice (see RUN_DTYPE): "float32" / "bfloat16" / "auto".
+        `dtype` / `score_dtype` override settings.llm_dtype / llm_score_dtype (see RUN_DTYPE):
+        "float32" / "bfloat16" / "auto". When they differ, scoring uses a cast copy of the model
+        (+2 bytes per parameter: 270 MB for SmolLM2-135M).
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.settings = settings or Settings()
-        self.dtype: torch.dtype = pick_dtype(dtype)
+        self.dtype: torch.dtype = pick_dtype(dtype or self.settings.llm_dtype)
+        self.score_dtype: torch.dtype = pick_dtype(score_dtype or self.settings.llm_score_dtype)
         if self.settings.llm_threads:
             torch.set_num_threads(self.settings.llm_threads)  # process-wide: torch has one pool
         self.model_dir: Path = ensure_llm_model(self.settings)
@@ -100,6 +108,7 @@ class TransformersEngine(LLMEngine):
                 "complete Hugging Face causal-LM folder, or delete the folder to reconvert the packaged model."
             ) from exc
         self.model.eval()
+        self.score_model = self.model if self.score_dtype == self.dtype else copy.deepcopy(self.model).to(self.score_dtype).eval()
         if not self.tokenizer.chat_template:
             raise EngineUnavailable(f"{self.model_dir} has no chat template; use an instruct/chat model.")
         if self.tokenizer.pad_token_id is None:
@@ -404,24 +413,21 @@ class TransformersEngine(LLMEngine):
         return self.score_choices_batch([messages], choices)[0]
 
     def score_choices_batch(self, conversations: Sequence[Sequence[Message]], choices: Sequence[str]) -> list[dict[str, float]]:
-        """`score_choices` for several prompts in ONE left-padded forward pass.
+        """`score_choices` for several prompts (the re-ranker's candidate orders), one at a time.
 
-        Used by the re-ranker to average over several candidate orders (position-bias reduction).
+        Not one padded batch: on this CPU prefill is compute-bound, so padding bought nothing
+        (3 orders: 3.36 s padded vs 3.13 s one by one, float32), and unpadded rows give the same
+        numbers whatever else is scored with them, in bfloat16 too.
         """
-        if not conversations:
-            return []
         texts = [self._prompt_text(c) for c in conversations]
-        rows = [self._prompt_ids(c, 0) for c in conversations]
+        rows = [self._prompt_ids(c, 0) for c in conversations]  # all validated before any compute
         label_tokens = [self._label_tokens(t, choices) for t in texts]
-        input_ids, mask = self._left_pad(rows)
-        # Left padding: real positions count from each row's first real token (as generate does).
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        with self._lock, torch.inference_mode():
-            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=1, use_cache=False)
-        probs = torch.softmax(out.logits[:, -1, :].float(), dim=-1)
         results: list[dict[str, float]] = []
-        for row, tokens in zip(probs, label_tokens):
-            picked = row[torch.tensor(tokens)].double()
+        for row, tokens in zip(rows, label_tokens):
+            with self._lock, torch.inference_mode():
+                out = self.score_model(input_ids=torch.tensor([row], dtype=torch.long), logits_to_keep=1, use_cache=False)
+            probs = torch.softmax(out.logits[0, -1, :].float(), dim=-1)
+            picked = probs[torch.tensor(tokens)].double()
             total = float(picked.sum())
             if not total > 0.0:  # all underflowed: no information, say so with a uniform answer
                 results.append({c: 1.0 / len(choices) for c in choices})
@@ -433,6 +439,7 @@ class TransformersEngine(LLMEngine):
         """Drop the model and tokenizer so their memory can be freed."""
         with self._lock:
             self.model = None  # type: ignore[assignment]
+            self.score_model = None  # type: ignore[assignment]
             self.tokenizer = None  # type: ignore[assignment]
             self._json_tokenizer_data = None
 

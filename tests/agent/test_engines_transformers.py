@@ -10,9 +10,11 @@ import json
 import math
 
 import pytest
+import torch
 
 from agent.engines import ContextOverflow, EngineUnavailable, InvalidOutput, make_engine
 from agent.engines.model_store import default_gguf_path, ensure_llm_model, is_converted
+from agent.engines.transformers_engine import pick_dtype
 from agent.settings import Settings
 
 CAPITAL = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
@@ -131,17 +133,33 @@ def test_score_choices_is_a_distribution_over_labels(transformers_engine):
     assert all(p >= 0.0 for p in scores.values())
     assert math.isclose(sum(scores.values()), 1.0, abs_tol=1e-6)
 
-    # One padded forward pass over two prompts of different lengths gives the same numbers as
-    # scoring each alone, up to float rounding: row 0 (shorter titles) is the left-padded one.
+    # Scoring several prompts gives each the numbers it gets alone (no padding: batch-invariant,
+    # in bfloat16 too).
     shorter = rerank_prompt([t.split(",")[0] for t in TITLES])
     batched = transformers_engine.score_choices_batch([shorter, messages], LABELS)
     alone = transformers_engine.score_choices(shorter, LABELS)
-    assert all(abs(batched[0][k] - alone[k]) < 1e-4 for k in LABELS)
-    assert all(abs(batched[1][k] - scores[k]) < 1e-4 for k in LABELS)
+    assert batched == [alone, scores]
 
     # SmolLM2 splits numbers into digits: "10" and "11" both start with the token "1".
     with pytest.raises(ValueError, match="same token"):
         transformers_engine.score_choices(messages, ["10", "11"])
+
+
+def test_scoring_dtype_follows_the_settings(transformers_engine):
+    """Generation keeps float32 weights; scoring runs in llm_score_dtype ("auto": bf16 where the CPU
+    has native bf16) and ranks like float32: same top label, probabilities within 0.05."""
+    engine = transformers_engine
+    assert engine.model.dtype == torch.float32
+    assert engine.score_model.dtype == pick_dtype(engine.settings.llm_score_dtype)
+    messages = rerank_prompt(TITLES)
+    fast = engine.score_choices(messages, LABELS)
+    saved, engine.score_model = engine.score_model, engine.model
+    try:
+        exact = engine.score_choices(messages, LABELS)
+    finally:
+        engine.score_model = saved
+    assert max(fast, key=fast.get) == max(exact, key=exact.get)
+    assert max(abs(fast[k] - exact[k]) for k in LABELS) < 0.05
 
 
 def test_batch_equals_one_by_one_greedy(transformers_engine):

@@ -97,8 +97,27 @@ def test_onepass_real_model_is_deterministic(transformers_engine, pens):
     assert sorted(ids(first)) == sorted(c.item.id for c in pens)
     llm = [r.llm_score for r in first.items]
     assert all(s is not None and 0.0 <= s <= 1.0 for s in llm) and max(llm) == 1.0
-    # three orders were scored (original, reversed, one seeded shuffle), in one padded pass
-    assert len(first.raw) == 3 and all(abs(sum(p.values()) - 1.0) < 1e-6 for p in first.raw)
+    # three orders were scored (original, reversed, one seeded shuffle), each a distribution
+    orders = first.raw["orders"]
+    assert len(orders) == 3 and all(abs(sum(p.values()) - 1.0) < 1e-6 for p in orders)
+    # the content-free prior was scored once, with the real model, and is kept for the next call
+    prior = first.raw["prior"]
+    assert len(prior) == 4 and abs(sum(prior) - 1.0) < 1e-3 and ranker.label_prior(4) is prior
+
+
+def test_calibration_removes_a_pure_position_preference(scripted_engine, pens, context):
+    """A model that only looks at positions (70 % on the last label, whatever the items) decides
+    the order when uncalibrated; calibrated, its answer is the content-free prior itself, so every
+    candidate gets the same LLM score and the retriever order stands."""
+    def last_label_please(messages, choices):
+        return {c: (0.7 if i == len(choices) - 1 else 0.3 / (len(choices) - 1)) for i, c in enumerate(choices)}
+
+    engine = scripted_engine(score_answer=last_label_please)
+    raw = Reranker(engine, mode="onepass", llm_weight=1.0, calibrate=False).rank(pens, context)
+    assert ids(raw)[0] == pens[-1].item.id
+    calibrated = Reranker(engine, mode="onepass", llm_weight=1.0, calibrate=True).rank(pens, context)
+    assert calibrated.llm_valid and ids(calibrated) == [c.item.id for c in pens]
+    assert len({round(r.llm_score, 9) for r in calibrated.items}) == 1
 
 
 def test_orders_are_seeded():
@@ -114,8 +133,10 @@ def test_llm_weight_blends_normalised_scores(scripted_engine, pens, context):
     def favour_last_item(messages, choices):
         # which label does the last retriever candidate carry in this order?
         user = messages[-1]["content"]
-        label = re.search(r"ITEM ([A-Z]): " + re.escape(pens[-1].item.title[:30]), user).group(1)
-        return {c: (1.0 if c == label else 0.0) for c in choices}
+        found = re.search(r"ITEM ([A-Z]): " + re.escape(pens[-1].item.title[:30]), user)
+        if found is None:  # the content-free calibration prompt ("N/A" items): no preference
+            return {c: 1.0 / len(choices) for c in choices}
+        return {c: (1.0 if c == found.group(1) else 0.0) for c in choices}
 
     engine = scripted_engine(score_answer=favour_last_item)
     top = Reranker(engine, mode="onepass", llm_weight=1.0).rank(pens, context)

@@ -107,6 +107,20 @@ def test_cli_unknown_user_exits_2(settings):
     assert "unknown user" in (result.output + (result.stderr if hasattr(result, "stderr") else ""))
 
 
+def test_calibration_prior_is_computed_once_per_recommender(scripted_engine, make_recommender, user_history):
+    """The content-free prior costs a forward pass: the Recommender keeps its Reranker so that
+    only the first request pays it (the second request makes one scoring call, not two)."""
+    engine = scripted_engine()
+    rec = make_recommender(engine)
+    req = RecommendRequest(query="gel pens", history=user_history, k=2, rank_mode="onepass", with_reasons=False)
+    rec.recommend(req)
+    first = sum(kind == "score_choices" for kind, _ in engine.calls)
+    rec.recommend(req)
+    second = sum(kind == "score_choices" for kind, _ in engine.calls) - first
+    assert (first, second) == (2, 1)
+    assert rec.reranker(engine, "onepass") is rec.reranker(engine, "onepass")
+
+
 @pytest.mark.slow
 def test_full_pipeline_real_model(make_recommender, transformers_engine, office_catalog, user_history):
     rec = make_recommender(transformers_engine)
