@@ -235,12 +235,9 @@ def recommend(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Recommend items for a user (history + optional query): candidates, LLM re-ranking, grounded reasons."""
-    import os
-
-    os.environ.setdefault("GOMP_SPINCOUNT", "3000")  # before torch loads; why: agent/settings.py OFFLINE_ENV
     from agent.engines.base import EngineError
     from agent.rank import MODES
-    from agent.recommend import RecommendRequest, Recommender
+    from agent.recommend import Recommender, RecommendRequest
     from retrieval.catalog import CatalogError, load_interactions
     from retrieval.index import VectorStoreError
 
@@ -295,9 +292,6 @@ def describe(
     """Write grounded product copy (description + selling point) into an overlay, then re-index.
 
     Resumable: finished batches are in the overlay file and are skipped on the next run."""
-    import os
-
-    os.environ.setdefault("GOMP_SPINCOUNT", "3000")  # before torch loads; why: agent/settings.py OFFLINE_ENV
     from agent.copywriter import Copywriter, describe_catalog
     from agent.engines import make_engine
     from agent.engines.base import EngineError

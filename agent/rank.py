@@ -271,9 +271,10 @@ class Reranker:
         # ~6 tokens per label entry, ~4 more per item id (an ASIN is 10 characters)
         per_entry = 6 + (max(len(i) for i in ids) // 2 if self.answers_with_ids else 0)
         answer = self.engine.chat_json(self.messages(cands, context), self.listwise_schema(n, ids), max_tokens=per_entry * n + 16)
-        order, dropped = parse_listwise(answer, [c.item.id for c in cands])
+        order, dropped = parse_listwise(answer, ids)
         # Named candidates first (in the LLM's order), the rest in retriever order after them.
-        rest = [i for i in range(n) if i not in set(order)]
+        named = set(order)
+        rest = [i for i in range(n) if i not in named]
         full = order + rest
         llm = [0.0] * n
         for pos, idx in enumerate(full):

@@ -143,7 +143,7 @@ class Recommender:
         self.n_orders = n_orders
         self.calibrate = calibrate
         self.source_weights = source_weights
-        self._rerankers: dict[tuple[int, str], Reranker] = {}
+        self._rerankers: dict[str, Reranker] = {}  # by rank mode
         self._searcher = searcher
         self._engine = LazyEngine(settings, engine)
         self._collab: Any = None
@@ -178,17 +178,16 @@ class Recommender:
         return self._engine.get()
 
     def reranker(self, engine: LLMEngine, mode: str) -> Reranker:
-        """One Reranker per (engine, mode), kept: it caches the content-free label prior."""
-        key = (id(engine), mode)
+        """One Reranker per mode, kept: it caches the content-free label prior of its engine."""
         with self._lock:
-            ranker = self._rerankers.get(key)
+            ranker = self._rerankers.get(mode)
             if ranker is None or ranker.engine is not engine:
                 kind = "rerank_onepass" if mode == "onepass" else "rerank_listwise"
                 ranker = Reranker(
                     engine, mode=mode, prompt=resolve_prompt(kind, self.prompts), llm_weight=self.llm_weight,
                     n_orders=self.n_orders, calibrate=self.calibrate, seed=self.settings.seed,
                 )
-                self._rerankers[key] = ranker
+                self._rerankers[mode] = ranker
             return ranker
 
     @property

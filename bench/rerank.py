@@ -34,16 +34,13 @@ the quiet 2-core box: 1.0 s vs ~45 ms per generated token); bfloat16 on AMX make
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
-
-os.environ.setdefault("GOMP_SPINCOUNT", "3000")  # before torch loads; why: agent/settings.py OFFLINE_ENV
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import statistics
+import sys
+import time
+from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from agent.settings import Settings
 from evals import report as rep
-from evals.metrics import CONVERSATION_METRICS, Tally, evaluate_rankings, latency_summary
+from evals.metrics import CONVERSATION_METRICS, Tally, evaluate_rankings, latency_summary, unchanged_order_rate
 from evals.ranking import eval_options, rank_mode_of
 
 log = logging.getLogger(__name__)
@@ -198,9 +198,7 @@ def run_redial(settings: Settings, cfg: ConversationConfig, engine: Any, latenci
         extra: dict[str, Any] = {"rank_mode": mode, "prompt": prompt, "n_orders": cfg.n_orders if mode == "onepass" else None}
         if mode != "none":
             extra["llm_turns"] = len(run_cases)
-            reference = reference_rankings
-            same = sum(1 for q, r in tally.rankings.items() if r == reference.get(q))
-            extra["unchanged_order_rate"] = same / len(tally.rankings) if tally.rankings else None
+            extra["unchanged_order_rate"] = unchanged_order_rate(tally.rankings, reference_rankings)
         if mode != "none" and reason_cases and not reasons_done:
             extra["reasons_latency"] = _reasons(recommender, reason_cases, mode, cfg, tally, label)
             reasons_done = True
@@ -518,9 +516,7 @@ def conversation_markdown(result: dict[str, Any]) -> str:
         if "redial_recall" in result.get("figures", {}):
             lines += ["", "![ReDial Recall@K](redial_recall.png)", ""]
         lines += ["### Validity, grounding, latency", "", rep.md_table(rep.QUALITY_HEADER, rep.quality_rows(systems)), ""]
-        unchanged = [(s["label"], s["unchanged_order_rate"]) for s in systems.values() if s.get("unchanged_order_rate") is not None]
-        if unchanged:
-            lines += ["Order left unchanged by the LLM (identical to the retrieval order): " + ", ".join(f"{l}: {rep.pct(v)}" for l, v in unchanged) + ".", ""]
+        lines += rep.unchanged_order_line(systems, "identical to the retrieval order")
         reason_lat = [(s["label"], s["reasons_latency"]) for s in systems.values() if s.get("reasons_latency")]
         if reason_lat:
             lines += [f"Reasons: first {cfg['reason_turns']} sampled turns, top {cfg['reason_k']} items.", "",

@@ -344,9 +344,6 @@ def copy_command(
     work_dir: Annotated[Optional[Path], typer.Option("--work-dir", help="Keep the eval's index here (re-runs re-embed only the eval items); default: a temporary folder.")] = None,
 ) -> None:
     """Hide human descriptions, generate copy, and measure grounding, similarity and retrieval."""
-    import os
-
-    os.environ.setdefault("GOMP_SPINCOUNT", "3000")  # before torch loads; why: agent/settings.py OFFLINE_ENV
     from agent.engines.base import EngineError
     from agent.prompts import PromptError
     from retrieval.catalog import CatalogError

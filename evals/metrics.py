@@ -99,6 +99,13 @@ def rate(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
+def unchanged_order_rate(rankings: Mapping[str, Sequence[str]], reference: Mapping[str, Sequence[str]]) -> float | None:
+    """Share of queries ranked exactly as in `reference` (the retriever's order). A "valid" LLM
+    answer that leaves the order untouched (e.g. a model echoing A, B, C, ...) shows up here, not
+    in the validity rate."""
+    return rate(sum(1 for q, r in rankings.items() if r == reference.get(q)), len(rankings))
+
+
 class Tally:
     """Everything measured about one system over one eval: rankings, latencies, LLM validity,
     grounding of reasons, ids outside the catalog, errors. One object per system, filled query by

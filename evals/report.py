@@ -96,6 +96,14 @@ def pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f} %"
 
 
+def unchanged_order_line(systems: Mapping[str, Mapping[str, Any]], what: str, tail: str = "") -> list[str]:
+    """The report line for `unchanged_order_rate` (see evals.metrics); none when no system has it."""
+    unchanged = [(s["label"], s["unchanged_order_rate"]) for s in systems.values() if s.get("unchanged_order_rate") is not None]
+    if not unchanged:
+        return []
+    return [f"Order left unchanged by the LLM ({what}): " + ", ".join(f"{label}: {pct(v)}" for label, v in unchanged) + "." + tail, ""]
+
+
 def ms(value: float | None) -> str:
     if value is None:
         return "–"

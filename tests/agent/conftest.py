@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import os
+import pytest
 
-# On a shared, oversubscribed machine (more runnable processes than cores) OpenMP's default
-# busy-waiting makes torch 10-20x slower with 2 threads; sleeping waiters avoid that. Only
-# effective if torch is not imported yet, hence before any import that may pull it in.
-os.environ.setdefault("GOMP_SPINCOUNT", "3000")  # before torch loads; why: agent/settings.py OFFLINE_ENV
-
-import pytest  # noqa: E402
-
-from agent.settings import Settings  # noqa: E402
+from agent.settings import Settings
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ and (slow) the whole eval end to end with the real LLM."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -20,8 +19,6 @@ from evals.conversation import (
     stratified_dialogues,
 )
 from retrieval.movies import load_redial_catalog, title_from_uri
-
-os.environ.setdefault("GOMP_SPINCOUNT", "3000")  # before torch loads; why: agent/settings.py OFFLINE_ENV
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,10 @@ budget; the real 200-item run is `aisle eval copy --items 200` (see the README).
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-os.environ.setdefault("GOMP_SPINCOUNT", "3000")  # before torch loads; why: agent/settings.py OFFLINE_ENV
-
-from evals.copy_eval import RESULT_KEYS, description_query, format_report, run_copy_eval, select_eval_items  # noqa: E402
+from evals.copy_eval import RESULT_KEYS, description_query, format_report, run_copy_eval, select_eval_items
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,6 @@ import pytest
 from evals.compare import compare_text
 from evals.metrics import RANKING_METRICS
 from evals.ranking import RankingConfig, rank_mode_of, run_ranking_eval
-
-# On an oversubscribed machine OpenMP busy-waiting makes torch far slower (see tests/agent/conftest.py).
-os.environ.setdefault("GOMP_SPINCOUNT", "3000")  # before torch loads; why: agent/settings.py OFFLINE_ENV
 
 TOP_KEYS = {"kind", "config", "systems", "candidate_recall", "seconds", "total_seconds", "notes", "figures"}
 CONFIG_KEYS = {"catalog", "users_evaluated", "sampled_users_sha256", "seed", "prompts", "prompt_fingerprints", "engine", "model_id", "n_candidates", "n_orders", "git", "metrics"}
