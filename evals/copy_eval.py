@@ -143,7 +143,7 @@ def run_copy_eval(
     The overlay in it is always started afresh."""
     from rouge_score import rouge_scorer
 
-    from agent.copywriter import DEFAULT_MAX_TOKENS, DEFAULT_PROMPT, Copywriter, describe_catalog
+    from agent.copy.writer import DEFAULT_MAX_TOKENS, DEFAULT_PROMPT, Copywriter, describe_catalog
     from agent.engines import make_engine
     from evals.report import environment, git_state
     from retrieval.catalog import load_catalog

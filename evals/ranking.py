@@ -256,7 +256,7 @@ def _run_pipeline(
 ) -> dict[str, Any]:
     """The Recommender with rank_mode "none" (reference) and the LLM re-rank per prompt."""
     from agent.prompts import prompt_fingerprint
-    from agent.recommend import RecommendRequest, Recommender
+    from agent.recommend.pipeline import RecommendRequest, Recommender
 
     modes = {p: rank_mode_of(p) for p in cfg.prompts}
     if engine is None and modes:
@@ -323,7 +323,7 @@ def _measure_reasons(recommender: Any, users: Sequence[str], histories: dict[str
     """The user-facing call (top reason_k with reasons) on a small subsample: the grounding rate
     of reasons and the end-to-end latency a shopper would see. Separate from the ranking calls so
     reason generation does not inflate their latency."""
-    from agent.recommend import RecommendRequest
+    from agent.recommend.pipeline import RecommendRequest
     from evals.metrics import latency_summary
 
     lat: list[float] = []

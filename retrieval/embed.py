@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.settings import package_dir
+from retrieval.config import package_dir
 
 
 def default_embed_model_path() -> Path:

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import numpy as np
 from tqdm import tqdm
 
-from agent.settings import Settings
+from retrieval.config import StoreConfig
 from retrieval.catalog import Catalog, Item
 from retrieval.embed import Embedder
 
@@ -28,7 +28,7 @@ class VectorStoreError(RuntimeError):
     """The vector store cannot be used (server unreachable, index missing)."""
 
 
-def make_chroma_client(settings: Settings):
+def make_chroma_client(settings: StoreConfig):
     """PersistentClient under `home/chroma`, or HttpClient when `chroma_url` is set."""
     import chromadb
     from chromadb.config import Settings as ChromaSettings

@@ -18,15 +18,11 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from agent.settings import Settings
+from retrieval.config import StoreConfig
 from retrieval.catalog import Catalog, Item, load_catalog
-
-if TYPE_CHECKING:
-    from agent.copywriter import CopyResult
 
 log = logging.getLogger(__name__)
 
@@ -35,37 +31,8 @@ USABLE_STATUSES = frozenset({"ok", "regenerated"})
 MARKER = "generated_description"
 
 
-def overlay_path(settings: Settings, catalog: str) -> Path:
+def overlay_path(settings: StoreConfig, catalog: str) -> Path:
     return settings.overlays_dir / f"{catalog}.{OVERLAY_KIND}.jsonl"
-
-
-def make_record(catalog: str, result: CopyResult, *, model: str, engine: str, prompt: dict[str, str]) -> dict[str, Any]:
-    """One overlay line for a copywriter result (ok, regenerated or dropped)."""
-    usable = result.usable and result.copy is not None
-    record: dict[str, Any] = {
-        "id": result.item_id,
-        "catalog": catalog,
-        "generated": True,
-        "status": result.status,
-        "description": result.copy.description if usable and result.copy else "",
-        "selling_point": result.copy.selling_point if usable and result.copy else "",
-        "model": model,
-        "engine": engine,
-        "prompt": dict(prompt),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "grounding": {
-            "ok": usable,
-            "unsupported": list(result.unsupported),
-            "first_draft_unsupported": list(result.first_unsupported),
-            "first_draft_format_error": result.first_format_error,
-            "regenerated": result.regenerated,
-            "checkers": list(result.checkers),
-        },
-    }
-    if not usable and result.copy is not None:
-        # Kept for review only; never applied to the catalog.
-        record["rejected_draft"] = {"description": result.copy.description, "selling_point": result.copy.selling_point}
-    return record
 
 
 def append_records(path: Path, records: Sequence[dict[str, Any]]) -> None:
@@ -162,7 +129,7 @@ def apply_overlay(catalog: Catalog, records: Iterable[dict[str, Any]]) -> Catalo
     return Catalog(name=catalog.name, items=items, report=catalog.report)
 
 
-def load_catalog_with_overlay(settings: Settings, name: str) -> Catalog:
+def load_catalog_with_overlay(settings: StoreConfig, name: str) -> Catalog:
     """`load_catalog` plus the generated copy of `aisle describe`, if any (what search should index)."""
     catalog = load_catalog(name, settings.data_dir)
     path = overlay_path(settings, name)

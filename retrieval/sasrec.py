@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from retrieval.collab import ScoringRecommender, id_sort_key, leave_one_out
 
 if TYPE_CHECKING:
-    from agent.settings import Settings
+    from retrieval.config import StoreConfig
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +359,7 @@ class SASRecRecommender(ScoringRecommender):
 # --- cache -----------------------------------------------------------------------------------
 
 
-def sasrec_path(settings: Settings, catalog: str) -> Path:
+def sasrec_path(settings: StoreConfig, catalog: str) -> Path:
     return settings.models_dir / f"sasrec-{catalog}.pt"
 
 
@@ -370,7 +370,7 @@ def _fingerprint(item_ids: Sequence[str], histories: Mapping[str, Sequence[str]]
 
 
 def load_or_train_sasrec(
-    settings: Settings,
+    settings: StoreConfig,
     catalog: str,
     *,
     config: SASRecConfig | None = None,

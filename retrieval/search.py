@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agent.settings import Settings
+from retrieval.config import StoreConfig
 from retrieval.catalog import Catalog, Item
 from retrieval.embed import Embedder
 from retrieval.index import CatalogIndex, VectorStoreError, make_chroma_client
@@ -268,7 +268,7 @@ class HybridSearcher:
         return ranked[:k]
 
 
-def open_searcher(settings: Settings, catalog_name: str | None = None, *, build: bool = True, progress: bool = True, catalog: Catalog | None = None) -> HybridSearcher:
+def open_searcher(settings: StoreConfig, catalog_name: str | None = None, *, build: bool = True, progress: bool = True, catalog: Catalog | None = None) -> HybridSearcher:
     """Load a catalog (with its generated-copy overlay, see retrieval/overlay.py) and its Chroma
     index, building or completing the index when `build`."""
     from retrieval.overlay import load_catalog_with_overlay

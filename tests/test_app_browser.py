@@ -30,8 +30,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def app(settings, shopdial_searcher, tmp_path_factory):
     import app as aisle_app
-    from agent.conversation import Agent
-    from agent.sessions import SessionStore
+    from agent.chat.agent import Agent
+    from agent.chat.store import SessionStore
 
     db = tmp_path_factory.mktemp("ui") / "sessions.sqlite"
     agent = Agent(settings, store=SessionStore(db), searchers={"mg-shopdial": shopdial_searcher}, default_catalog="mg-shopdial")

@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any, TypedDict
 
+from agent.errors import Unavailable
+
 
 class Message(TypedDict):
     role: str  # "system" | "user" | "assistant"
@@ -20,20 +22,28 @@ class Message(TypedDict):
 # --- typed failures: callers catch these and fall back -------------------------------------
 
 
-class EngineError(RuntimeError):
+class EngineError(Unavailable):
     """Base class for every failure an engine reports."""
+
+    code = "llm_error"
 
 
 class EngineUnavailable(EngineError):
     """The backend cannot be reached or loaded (server down, model folder missing)."""
 
+    code = "llm_unavailable"
+
 
 class EngineTimeout(EngineError):
     """The backend did not answer in the configured time."""
 
+    code = "llm_timeout"
+
 
 class InvalidOutput(EngineError):
     """Output that does not parse / validate even after constrained decoding."""
+
+    code = "llm_invalid_output"
 
     def __init__(self, message: str, raw: str = "") -> None:
         super().__init__(message)
@@ -63,6 +73,8 @@ def parse_json_answer(raw: str, schema: dict[str, Any], *, source: str, cut_off:
 
 class ContextOverflow(EngineError):
     """The prompt (plus the tokens asked for) does not fit the model's context window."""
+
+    code = "llm_context_overflow"
 
 
 # --- the interface ------------------------------------------------------------------------------
@@ -98,6 +110,10 @@ class LLMEngine(ABC):
         """Probabilities of each choice label (e.g. "A".."T") as the assistant's next token.
 
         Renormalised over `choices` so they sum to 1; one forward pass (LlamaRec-style ranking)."""
+
+    def score_choices_batch(self, conversations: Sequence[Sequence[Message]], choices: Sequence[str]) -> list[dict[str, float]]:
+        """`score_choices` for several prompts; backends that can score them together override it."""
+        return [self.score_choices(messages, choices) for messages in conversations]
 
     def close(self) -> None:
         """Release model memory / connections."""

@@ -11,9 +11,9 @@ import time
 import httpx
 import pytest
 
-from agent.api import create_app
-from agent.conversation import MAX_MESSAGE_CHARS, Agent
-from agent.sessions import SessionStore
+from agent.entrypoints.api import create_app
+from agent.chat.agent import MAX_MESSAGE_CHARS, Agent
+from agent.chat.store import SessionStore
 
 API_KEY = "test-key-123"
 
@@ -168,7 +168,7 @@ def test_sse_wire_format(http):
 
 
 def test_langchain_chat_model_against_the_server(base_url, http):
-    from agent.langchain_tool import aisle_chat_model
+    from agent.entrypoints.langchain_tool import aisle_chat_model
 
     sid = http.post("/v1/sessions", json={"catalog": "mg-shopdial"}).json()["session_id"]
     llm = aisle_chat_model(f"{base_url}/v1", session_id=sid, api_key=API_KEY)

@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
-from agent.conversation import MAX_MESSAGE_CHARS, Agent, BadMessage, TurnResult
-from agent.sessions import SessionStore, UnknownSession
+from agent.chat.agent import MAX_MESSAGE_CHARS, Agent, TurnResult
+from agent.errors import BadRequest
+from agent.chat.store import SessionStore, UnknownSession
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def test_small_talk_and_bad_messages(agent):
     sid, (hello,) = talk(agent, "amazon-office-2014", "hello!")
     assert hello.action == "small_talk" and hello.items == [] and "amazon-office-2014" in hello.reply
     for bad in ("", "   \n\t", "x" * (MAX_MESSAGE_CHARS + 1)):
-        with pytest.raises(BadMessage):
+        with pytest.raises(BadRequest):
             agent.turn(sid, bad)
     with pytest.raises(UnknownSession):
         agent.turn("no-such-session-000000", "pens")
@@ -189,7 +190,7 @@ def test_llm_extraction_is_validated(agent, settings, office_searcher):
 
 
 def test_langchain_runnable_and_tool(agent):
-    from agent.langchain_tool import make_runnable, make_tool
+    from agent.entrypoints.langchain_tool import make_runnable, make_tool
 
     shop = make_runnable(agent, catalog="mg-shopdial")
     out = shop.invoke({"message": "a USB microphone"})

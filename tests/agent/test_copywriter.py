@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from agent.copy_check import check_copy, distinctive_brands
-from agent.copywriter import (
+from agent.copy.check import check_copy, distinctive_brands
+from agent.copy.writer import (
     CopyFormatError,
     Copywriter,
     describe_catalog,
@@ -317,7 +317,7 @@ def test_describe_command_writes_overlay_and_resumes(settings, transformers_engi
     """`aisle describe` twice on 2 cold items: the second run finds them done (minutes on a busy CPU)."""
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from agent.entrypoints.cli import app
 
     home = tmp_path / "home"
     model = str(transformers_engine.model_dir)  # the already converted model, not a new conversion in the temp home

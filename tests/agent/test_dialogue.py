@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.dialogue import CatalogVocab, DialogueState, Understander, apply, merge_llm_extraction
+from agent.dialogue.rules import CatalogVocab, DialogueState, Understander, apply, merge_llm_extraction
 
 
 @pytest.fixture(scope="module")

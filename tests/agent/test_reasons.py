@@ -9,7 +9,7 @@ import random
 import pytest
 
 from agent.engines.base import EngineTimeout
-from agent.reasons import ReasonContext, ReasonWriter, clean_reason, format_problems, template_reason
+from agent.recommend.reasons import ReasonContext, ReasonWriter, clean_reason, format_problems, template_reason
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ import json
 import pytest
 
 from agent.engines.base import InvalidOutput
-from agent.recommend import Recommender, RecommendRequest, RecommendResult, UnknownItemError
+from agent.errors import UnknownItem
+from agent.recommend.pipeline import Recommender, RecommendRequest, RecommendResult
 from retrieval.search import SearchFilters
 
 PENS = "Pens & Refills"
@@ -85,7 +86,7 @@ def test_explain(scripted_engine, make_recommender, office_catalog):
     rec = make_recommender(engine)
     text, grounded = rec.explain("277", RecommendRequest(query="a stapler"))
     assert grounded and text == "This Swingline stapler handles 20 sheets, as you asked."
-    with pytest.raises(UnknownItemError):
+    with pytest.raises(UnknownItem):
         rec.explain("no-such-item", RecommendRequest(query="a stapler"))
 
 
@@ -100,7 +101,7 @@ def test_bad_requests_are_rejected_clearly(make_recommender):
 def test_cli_unknown_user_exits_2(settings):
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from agent.entrypoints.cli import app
 
     result = CliRunner().invoke(app, ["--home", str(settings.home), "recommend", "--user", "no-such-user", "--catalog", "amazon-office-2014"])
     assert result.exit_code == 2
@@ -137,7 +138,7 @@ def test_full_pipeline_real_model(make_recommender, transformers_engine, office_
 def test_cli_json(settings, office_interactions, office_searcher):
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from agent.entrypoints.cli import app
 
     user = sorted(office_interactions)[0]
     result = CliRunner().invoke(app, ["--home", str(settings.home), "recommend", "--user", user, "--k", "2", "--json", "--query", "pens"])

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from agent.sessions import ConcurrentUpdate, SessionStore, UnknownSession
+from agent.chat.store import ConcurrentUpdate, SessionStore, UnknownSession
 
 
 @pytest.fixture

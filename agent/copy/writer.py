@@ -26,10 +26,11 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from agent.copy_check import CopyCheckReport, check_copy, distinctive_brands
+from agent.copy.check import CopyCheckReport, check_copy, distinctive_brands
 from agent.engines.base import LLMEngine, Message
 from retrieval.catalog import Catalog, Item
 
@@ -435,6 +436,36 @@ class Copywriter:
 # --- whole-catalog runs ----------------------------------------------------------------------------
 
 
+def make_record(catalog: str, result: CopyResult, *, model: str, engine: str, prompt: dict[str, str]) -> dict[str, Any]:
+    """One overlay line for a copywriter result (ok, regenerated or dropped)."""
+    usable = result.usable and result.copy is not None
+    record: dict[str, Any] = {
+        "id": result.item_id,
+        "catalog": catalog,
+        "generated": True,
+        "status": result.status,
+        "description": result.copy.description if usable and result.copy else "",
+        "selling_point": result.copy.selling_point if usable and result.copy else "",
+        "model": model,
+        "engine": engine,
+        "prompt": dict(prompt),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "grounding": {
+            "ok": usable,
+            "unsupported": list(result.unsupported),
+            "first_draft_unsupported": list(result.first_unsupported),
+            "first_draft_format_error": result.first_format_error,
+            "regenerated": result.regenerated,
+            "checkers": list(result.checkers),
+        },
+    }
+    if not usable and result.copy is not None:
+        # Kept for review only; never applied to the catalog.
+        record["rejected_draft"] = {"description": result.copy.description, "selling_point": result.copy.selling_point}
+    return record
+
+
+
 @dataclass
 class DescribeReport:
     """Counts for one `describe` run; `skipped` lists (item id, reason) for bad items and errors."""
@@ -520,7 +551,7 @@ def describe_catalog(
     """
     from tqdm import tqdm
 
-    from retrieval.overlay import append_records, done_ids, make_record
+    from retrieval.overlay import append_records, done_ids
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

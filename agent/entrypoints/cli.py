@@ -142,8 +142,9 @@ def chat(
     llm_reasons: Annotated[bool, typer.Option("--llm-reasons", help="LLM-written reasons (grounding-checked; slower on CPU).")] = False,
 ) -> None:
     """Talk to the recommender: a terminal chat, or one turn with --message (add --json for scripts)."""
-    from agent.conversation import Agent, AgentError, TurnResult
-    from agent.sessions import ConcurrentUpdate, UnknownSession
+    from agent.chat.agent import Agent, TurnResult
+    from agent.errors import AisleError
+    from agent.chat.store import ConcurrentUpdate, UnknownSession
     from retrieval.catalog import CatalogError
     from retrieval.index import VectorStoreError
 
@@ -154,7 +155,7 @@ def chat(
             session = agent.new_session(catalog)
         elif catalog is not None and agent.store.get(session).catalog != catalog:
             fail(f"session {session} uses catalog {agent.store.get(session).catalog!r}; drop --catalog or start a new session")
-    except (AgentError, UnknownSession, CatalogError, VectorStoreError) as exc:
+    except (AisleError, UnknownSession, CatalogError, VectorStoreError) as exc:
         fail(str(exc))
 
     def one_turn(text: str, *, stream: bool) -> TurnResult | None:
@@ -171,7 +172,7 @@ def chat(
     if message is not None:
         try:
             result = one_turn(message, stream=not as_json)
-        except (AgentError, UnknownSession, ConcurrentUpdate, CatalogError, VectorStoreError) as exc:
+        except (AisleError, UnknownSession, ConcurrentUpdate, CatalogError, VectorStoreError) as exc:
             fail(str(exc))
         if as_json and result is not None:
             json.dump(result.to_dict(), sys.stdout, indent=2, ensure_ascii=False)
@@ -194,7 +195,7 @@ def chat(
         typer.echo("aisle> ", nl=False)
         try:
             one_turn(text, stream=True)
-        except (AgentError, ConcurrentUpdate) as exc:
+        except (AisleError, ConcurrentUpdate) as exc:
             typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
     typer.echo(f"session {session} saved; continue with: aisle chat --session {session}", err=True)
 
@@ -208,7 +209,7 @@ def serve(
     catalog: CatalogOpt = None,
 ) -> None:
     """HTTP API for bots: /v1/turn, /v1/sessions, /v1/feedback and OpenAI-compatible /v1/chat/completions."""
-    from agent.api import serve as run_server
+    from agent.entrypoints.api import serve as run_server
     from retrieval.catalog import CatalogError
     from retrieval.index import VectorStoreError
 
@@ -236,8 +237,8 @@ def recommend(
 ) -> None:
     """Recommend items for a user (history + optional query): candidates, LLM re-ranking, grounded reasons."""
     from agent.engines.base import EngineError
-    from agent.rank import MODES
-    from agent.recommend import Recommender, RecommendRequest
+    from agent.recommend.rank import MODES
+    from agent.recommend.pipeline import Recommender, RecommendRequest
     from retrieval.catalog import CatalogError, load_interactions
     from retrieval.index import VectorStoreError
 
@@ -292,7 +293,7 @@ def describe(
     """Write grounded product copy (description + selling point) into an overlay, then re-index.
 
     Resumable: finished batches are in the overlay file and are skipped on the next run."""
-    from agent.copywriter import Copywriter, describe_catalog
+    from agent.copy.writer import Copywriter, describe_catalog
     from agent.engines import make_engine
     from agent.engines.base import EngineError
     from agent.prompts import PromptError

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.errors import Conflict, NotFound, Unavailable
+
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 _SCHEMA = """
@@ -53,24 +55,27 @@ CREATE TABLE IF NOT EXISTS feedback (
 """
 
 
-class SessionError(RuntimeError):
-    """Base class for session store failures."""
+class SessionError(Unavailable):
+    """The session store cannot be read or written."""
+
+    code = "session_store_error"
 
 
-class UnknownSession(SessionError, KeyError):
+class UnknownSession(NotFound):
     """No session with this id (never created, deleted, or a mistyped id)."""
+
+    code = "unknown_session"
 
     def __init__(self, session_id: str) -> None:
         shown = session_id if len(session_id) <= 64 else session_id[:64] + "…"
         super().__init__(f"unknown session id {shown!r}; create one with POST /v1/sessions (or omit session_id to start a new one)")
         self.session_id = session_id
 
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return self.args[0]
 
-
-class ConcurrentUpdate(SessionError):
+class ConcurrentUpdate(Conflict):
     """The session changed between reading and writing its state (another turn ran at the same time)."""
+
+    code = "concurrent_update"
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """aisle inside a LangChain bot: in process (a Runnable and a StructuredTool around `Agent`), or
 over HTTP (a `ChatOpenAI` pointed at `aisle serve`).
 
-    from agent.conversation import Agent
-    from agent.langchain_tool import make_runnable, make_tool
+    from agent.chat.agent import Agent
+    from agent.entrypoints.langchain_tool import make_runnable, make_tool
 
     agent = Agent(Settings())
     shop = make_runnable(agent)
@@ -25,7 +25,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field
 
-from agent.conversation import Agent, TurnResult
+from agent.chat.agent import Agent, TurnResult
 
 TOOL_DESCRIPTION = (
     "Recommend products from the shop's catalog. Pass the shopper's words as `message` (what they want, "
@@ -44,7 +44,7 @@ def turn_output(result: TurnResult) -> dict[str, Any]:
     return {
         "session_id": result.session_id,
         "reply": result.reply,
-        "items": [{"id": i.id, "title": i.title, "reason": i.reason, "score": i.score} for i in result.items],
+        "items": [i.to_dict() for i in result.items],
     }
 
 

@@ -3,7 +3,7 @@
 One `Agent` serves many sessions (UI, HTTP API, CLI, LangChain) and catalogs. Per turn:
 
 1. check the message (non-empty, at most MAX_MESSAGE_CHARS), load the session's state;
-2. understand it (`agent.dialogue`: rules, optionally a validated LLM extraction) and update the state;
+2. understand it (`agent.dialogue.rules`: rules, optionally a validated LLM extraction) and update the state;
 3. act: recommend (retrieval with the state's filters, excluding rejected and already-shown items,
    re-ranking, reasons), explain an item (`Recommender.explain`, no retrieval), answer a question
    about a shown item from catalog fields only, record a like, small talk, reset;
@@ -34,13 +34,14 @@ from agent.dialogue import (
     Understanding,
     apply,
     content_stems,
-    money,
-    stems,
 )
+from agent.text import money, short, stems, whole_sentences
 from agent.engines import LazyEngine
 from agent.engines.base import EngineError, LLMEngine, Message
-from agent.recommend import Recommendation, RecommendRequest, Recommender, UnknownItemError
-from agent.sessions import ConcurrentUpdate, SessionStore, UnknownSession
+from agent.errors import BadRequest, CatalogMismatch, EmptyMessage, MessageTooLong, UnknownCatalog, UnknownItem
+from agent.recommend.pipeline import Recommendation, RecommendRequest, Recommender
+from agent.recommend.shown import ShownItem
+from agent.chat.store import ConcurrentUpdate, SessionStore, UnknownSession
 from agent.settings import Settings
 from retrieval.catalog import LOADERS, Item
 from retrieval.search import HybridSearcher, SearchFilters
@@ -61,23 +62,8 @@ EXAMPLES: dict[str, list[str]] = {
 HINT = "You can say “cheaper”, “not that brand”, “more like the second one”, “why the first?” or “start over”."
 
 
-class AgentError(ValueError):
-    """A request the agent cannot serve as given; the message says what to change."""
-
-
-class BadMessage(AgentError):
-    """Empty or oversized user message."""
-
-
-class CatalogMismatch(AgentError):
-    """The session was started on another catalog."""
-
-
 __all__ = [
     "Agent",
-    "AgentError",
-    "BadMessage",
-    "CatalogMismatch",
     "ConcurrentUpdate",
     "ShownItem",
     "TurnResult",
@@ -87,33 +73,15 @@ __all__ = [
 
 
 def check_message(message: object) -> str:
-    """The message, trimmed and without control characters; BadMessage when empty or too long."""
+    """The message, trimmed and without control characters; EmptyMessage / MessageTooLong otherwise."""
     if not isinstance(message, str):
-        raise BadMessage(f"message must be text, got {type(message).__name__}")
+        raise BadRequest(f"message must be text, got {type(message).__name__}")
     text = _CONTROL.sub(" ", message).strip()
     if not text:
-        raise BadMessage("message is empty; say what you are looking for, e.g. 'a quiet stapler'")
+        raise EmptyMessage("message is empty; say what you are looking for, e.g. 'a quiet stapler'")
     if len(text) > MAX_MESSAGE_CHARS:
-        raise BadMessage(f"message is {len(text)} characters; the limit is {MAX_MESSAGE_CHARS}. Send a shorter message.")
+        raise MessageTooLong(f"message is {len(text)} characters; the limit is {MAX_MESSAGE_CHARS}. Send a shorter message.")
     return text
-
-
-@dataclass
-class ShownItem:
-    """One recommended item as the UI/API shows it: catalog fields + the reason + the score."""
-
-    id: str
-    title: str
-    brand: str
-    category: str
-    price: float | None
-    reason: str
-    grounded: bool
-    reason_source: str
-    score: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -133,6 +101,18 @@ class TurnResult:
         d = asdict(self)
         d["timings_ms"] = {k: round(v, 1) for k, v in self.timings_ms.items()}
         return d
+
+    def public(self) -> dict[str, Any]:
+        """What a shopper-facing client receives (API, LangChain): no timings or debug data."""
+        return {
+            "session_id": self.session_id,
+            "reply": self.reply,
+            "items": [i.to_dict() for i in self.items],
+            "action": self.action,
+            "turn_no": self.turn_no,
+            "catalog": self.catalog,
+            "constraints": self.constraints,
+        }
 
 
 @dataclass
@@ -163,27 +143,30 @@ class Agent:
         engine: LLMEngine | None = None,
         searchers: dict[str, HybridSearcher] | None = None,
         default_catalog: str | None = None,
-        k: int = 5,
-        rank_mode: str = "onepass",
-        n_candidates: int = 10,
-        n_orders: int = 1,
-        llm_reasons: bool = False,
+        k: int | None = None,
+        rank_mode: str | None = None,
+        n_candidates: int | None = None,
+        n_orders: int | None = None,
+        llm_reasons: bool | None = None,
         llm_extract: bool | None = None,
-        llm_intro: bool = False,
+        llm_intro: bool | None = None,
         build_index: bool = True,
     ) -> None:
         self.settings = settings
         self.store = store or SessionStore(settings.sessions_db)
         self.default_catalog = default_catalog or settings.catalog
-        self.k = k
-        self.rank_mode = rank_mode
-        self.n_candidates = n_candidates
-        self.n_orders = n_orders
-        self.llm_reasons = llm_reasons
+        # Keyword arguments override the settings' knobs for this agent (tests, benchmarks).
+        self.k = k if k is not None else settings.k
+        self.rank_mode = rank_mode if rank_mode is not None else settings.rank_mode
+        self.n_candidates = n_candidates if n_candidates is not None else settings.chat_candidates
+        self.n_orders = n_orders if n_orders is not None else settings.n_orders
+        self.llm_reasons = llm_reasons if llm_reasons is not None else settings.llm_reasons
         # The packaged 135M model extracts wrong values slowly (measured ~8 s, invented brands):
         # LLM extraction is on by default only for a model the user chose.
+        if llm_extract is None:
+            llm_extract = settings.llm_extract
         self.llm_extract = llm_extract if llm_extract is not None else (settings.llm != "transformers" or settings.llm_model is not None)
-        self.llm_intro = llm_intro
+        self.llm_intro = llm_intro if llm_intro is not None else settings.llm_intro
         self.build_index = build_index
         self._engine = LazyEngine(settings, engine)
         self._searchers = dict(searchers or {})
@@ -193,17 +176,17 @@ class Agent:
 
     # --- shared parts ----------------------------------------------------------------------------------
 
-    @staticmethod
-    def catalogs() -> list[str]:
-        return list(LOADERS)
+    def catalogs(self) -> list[str]:
+        """The built-in catalogs and any catalog this agent was given a searcher for."""
+        return list(dict.fromkeys([*LOADERS, *self._searchers]))
 
     def engine(self) -> LLMEngine | None:
         """The shared LLM engine (built once); None when it cannot load (the agent then ranks by retrieval)."""
         return self._engine.get()
 
     def parts(self, catalog: str) -> _CatalogParts:
-        if catalog not in LOADERS:
-            raise AgentError(f"unknown catalog {catalog!r}; choose one of: {', '.join(LOADERS)}")
+        if catalog not in self.catalogs():
+            raise UnknownCatalog(f"unknown catalog {catalog!r}; choose one of: {', '.join(self.catalogs())}")
         with self._lock:
             parts = self._parts.get(catalog)
             if parts is None:
@@ -241,8 +224,8 @@ class Agent:
 
     def new_session(self, catalog: str | None = None) -> str:
         catalog = catalog or self.default_catalog
-        if catalog not in LOADERS:
-            raise AgentError(f"unknown catalog {catalog!r}; choose one of: {', '.join(LOADERS)}")
+        if catalog not in self.catalogs():
+            raise UnknownCatalog(f"unknown catalog {catalog!r}; choose one of: {', '.join(self.catalogs())}")
         return self.store.create(catalog, DialogueState(catalog=catalog).model_dump())
 
     def session_info(self, session_id: str) -> dict[str, Any]:
@@ -260,11 +243,11 @@ class Agent:
     def feedback(self, session_id: str, item_id: str, value: int) -> dict[str, Any]:
         """Thumbs up (+1) / down (-1): stored, and folded into the state (a rejected item never returns)."""
         if value not in (1, -1):
-            raise AgentError("value must be 1 (thumbs up) or -1 (thumbs down)")
+            raise BadRequest("value must be 1 (thumbs up) or -1 (thumbs down)")
         rec = self.store.get(session_id)
         parts = self.parts(rec.catalog)
         if item_id not in parts.items:
-            raise AgentError(f"item {item_id!r} is not in catalog {rec.catalog!r}")
+            raise UnknownItem(f"item {item_id!r} is not in catalog {rec.catalog!r}")
         with self._session_lock(session_id):
             rec = self.store.get(session_id)
             state = DialogueState.model_validate(rec.state)
@@ -468,7 +451,7 @@ class Agent:
             reason, grounded, source = rec.reason, rec.grounded, rec.reason_source
             if not reason:
                 reason, grounded, source = match_reason(rec.item, state), True, "template"
-            shown.append(ShownItem(rec.item.id, rec.item.title, rec.item.brand, rec.item.category, rec.item.price, reason, grounded, source, round(rec.score, 4)))
+            shown.append(ShownItem.of(rec.item, reason=reason, grounded=grounded, reason_source=source, score=round(rec.score, 4)))
             yield item_line(n, rec.item, reason)
         if not self.llm_reasons:
             timings["reasons"] = timings.get("reasons", 0.0) + (time.perf_counter() - t) * 1e3
@@ -561,7 +544,7 @@ class Agent:
         t = time.perf_counter()
         try:
             reason, grounded = parts.recommender.explain(item_id, req)
-        except UnknownItemError:
+        except UnknownItem:
             reason, grounded = "", False
         timings["reasons"] = (time.perf_counter() - t) * 1e3
         if not reason or not grounded:
@@ -645,23 +628,6 @@ class Agent:
 
 
 # --- text helpers (catalog fields only) ----------------------------------------------------------------------
-
-
-def short(text: str, limit: int) -> str:
-    text = " ".join((text or "").split())
-    if len(text) <= limit:
-        return text
-    cut = text[:limit]
-    return (cut[: cut.rfind(" ")] if " " in cut[limit // 2 :] else cut).rstrip(" ,;:-") + "…"
-
-
-def whole_sentences(text: str) -> str:
-    """Drop a trailing half sentence (an LLM answer cut by its token limit)."""
-    text = text.strip()
-    if not text or text[-1] in ".!?…”\"":
-        return text
-    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
-    return text[: ends[-1]] if ends else text + "…"
 
 
 def catalog_facts(item: Item) -> str:

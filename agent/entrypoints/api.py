@@ -33,8 +33,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agent.conversation import MAX_MESSAGE_CHARS, Agent, AgentError, BadMessage, CatalogMismatch, TurnResult, check_message
-from agent.sessions import ConcurrentUpdate, UnknownSession
+from agent.chat.agent import MAX_MESSAGE_CHARS, Agent, TurnResult, check_message
+from agent.recommend.shown import ShownItem
+from agent.errors import AisleError, BadRequest, CatalogMismatch, NotFound, PayloadTooLarge, Unauthorized
 from agent.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,6 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 256 * 1024  # a chat.completions body carries the whole conversation
 SESSION_HEADER = "X-Aisle-Session"
 MODEL_PREFIX = "aisle"
-
-
-class APIError(Exception):
-    def __init__(self, status: int, code: str, message: str, type_: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.type = status, code, message, type_
 
 
 def _error(status: int, code: str, message: str, type_: str = "invalid_request_error", headers: dict[str, str] | None = None) -> JSONResponse:
@@ -64,21 +59,10 @@ class TurnIn(BaseModel):
     catalog: str | None = Field(None, description="Catalog for a new session (default: the server's); must match an existing session's.")
 
 
-class ItemOut(BaseModel):
-    id: str
-    title: str
-    brand: str
-    category: str
-    price: float | None
-    reason: str
-    grounded: bool
-    score: float
-
-
 class TurnOut(BaseModel):
     session_id: str
     reply: str
-    items: list[ItemOut]
+    items: list[ShownItem]
     action: str
     turn_no: int
     catalog: str
@@ -113,21 +97,6 @@ class ChatCompletionIn(BaseModel):
     user: str | None = None
 
 
-def turn_out(result: TurnResult) -> dict[str, Any]:
-    return {
-        "session_id": result.session_id,
-        "reply": result.reply,
-        "items": [
-            {"id": i.id, "title": i.title, "brand": i.brand, "category": i.category, "price": i.price, "reason": i.reason, "grounded": i.grounded, "score": i.score}
-            for i in result.items
-        ],
-        "action": result.action,
-        "turn_no": result.turn_no,
-        "catalog": result.catalog,
-        "constraints": result.constraints,
-    }
-
-
 # --- the app -----------------------------------------------------------------------------------------------
 
 
@@ -139,8 +108,9 @@ def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str |
 
     # --- errors ---
 
-    @app.exception_handler(APIError)
-    def _api_error(request: Request, exc: APIError) -> JSONResponse:
+    @app.exception_handler(AisleError)
+    def _aisle_error(request: Request, exc: AisleError) -> JSONResponse:
+        """Every error aisle raises: the status and code come from its type, never its text."""
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return _error(exc.status, exc.code, exc.message, exc.type, headers)
 
@@ -160,32 +130,12 @@ def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str |
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, str(exc.detail))
 
-    @app.exception_handler(UnknownSession)
-    def _unknown_session(request: Request, exc: UnknownSession) -> JSONResponse:
-        return _error(404, "unknown_session", str(exc))
-
-    @app.exception_handler(BadMessage)
-    def _bad_message(request: Request, exc: BadMessage) -> JSONResponse:
-        too_long = "limit" in str(exc)
-        return _error(413 if too_long else 400, "message_too_long" if too_long else "empty_message", str(exc))
-
-    @app.exception_handler(CatalogMismatch)
-    def _mismatch(request: Request, exc: CatalogMismatch) -> JSONResponse:
-        return _error(409, "catalog_mismatch", str(exc))
-
-    @app.exception_handler(ConcurrentUpdate)
-    def _concurrent(request: Request, exc: ConcurrentUpdate) -> JSONResponse:
-        return _error(409, "concurrent_update", str(exc))
-
-    @app.exception_handler(AgentError)
-    def _agent_error(request: Request, exc: AgentError) -> JSONResponse:
-        return _error(400, "bad_request", str(exc))
-
     @app.middleware("http")
     async def _limit_body(request: Request, call_next: Any) -> Any:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return _error(413, "body_too_large", f"request body is {length} bytes; the limit is {MAX_BODY_BYTES}")
+            too_large = PayloadTooLarge(f"request body is {length} bytes; the limit is {MAX_BODY_BYTES}", code="body_too_large")
+            return _error(too_large.status, too_large.code, too_large.message, too_large.type)
         return await call_next(request)
 
     # --- auth ---
@@ -194,9 +144,9 @@ def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str |
         if not api_key:
             return
         if not authorization or not authorization.lower().startswith("bearer "):
-            raise APIError(401, "missing_api_key", "missing API key: send the header 'Authorization: Bearer <key>'", "authentication_error")
+            raise Unauthorized("missing API key: send the header 'Authorization: Bearer <key>'", code="missing_api_key")
         if not secrets.compare_digest(authorization[7:].strip().encode(), api_key.encode()):
-            raise APIError(401, "invalid_api_key", "wrong API key", "authentication_error")
+            raise Unauthorized("wrong API key")
 
     auth = [Depends(require_key)]
 
@@ -220,7 +170,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str |
         check_message(body.message)
         if body.session_id is not None:
             agent.store.get(body.session_id)  # 404 before any work
-        return turn_out(agent.turn(body.session_id, body.message, catalog=body.catalog))
+        return agent.turn(body.session_id, body.message, catalog=body.catalog).public()
 
     @app.post("/v1/feedback", dependencies=auth)
     def feedback(body: FeedbackIn) -> dict[str, Any]:
@@ -237,7 +187,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str |
             return None
         if model.startswith(MODEL_PREFIX + "-") and model[len(MODEL_PREFIX) + 1 :] in agent.catalogs():
             return model[len(MODEL_PREFIX) + 1 :]
-        raise APIError(404, "model_not_found", f"model {model!r} does not exist; GET /v1/models lists: {', '.join(model_ids())}")
+        raise NotFound(code="model_not_found", message=f"model {model!r} does not exist; GET /v1/models lists: {', '.join(model_ids())}")
 
     @app.get("/v1/models", dependencies=auth)
     def models() -> dict[str, Any]:
@@ -248,7 +198,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str |
     def chat_completions(body: ChatCompletionIn, x_aisle_session: str | None = Header(None)) -> Any:
         user_messages = [m for m in body.messages if m.role == "user"]
         if not user_messages:
-            raise APIError(400, "no_user_message", "messages has no message with role 'user'; the last user message is the shopper's turn")
+            raise BadRequest(code="no_user_message", message="messages has no message with role 'user'; the last user message is the shopper's turn")
         text = message_text(user_messages[-1].content)
         check_message(text)
         catalog = catalog_of(body.model)
@@ -280,7 +230,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str |
             "choices": [{"index": 0, "message": {"role": "assistant", "content": result.reply}, "finish_reason": "stop", "logprobs": None}],
             # Word counts: aisle's reply is mostly a template, not model tokens.
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
-            "aisle": turn_out(result),
+            "aisle": result.public(),
         }
         return JSONResponse(payload, headers=headers)
 
@@ -316,7 +266,7 @@ def _sse(agent: Agent, session_id: str, text: str, completion_id: str, created: 
     try:
         for piece in agent.turn_stream(session_id, text):
             if isinstance(piece, TurnResult):
-                yield chunk({}, "stop", {"aisle": turn_out(piece)})
+                yield chunk({}, "stop", {"aisle": piece.public()})
             elif piece:
                 yield chunk({"content": piece})
     except Exception as exc:  # headers are sent: report in-band, like OpenAI does

@@ -5,8 +5,8 @@
    when a trained model is cached, else co-occurrence; only catalogs with interactions), fused by
    weighted reciprocal rank fusion. Filters and exclusions apply to both sources; the history
    is always excluded.
-2. Re-ranking (`agent.rank`): one-pass label scoring, generative listwise, or none.
-3. Reasons (`agent.reasons`): LLM sentences checked by `agent.grounding`, retried once, else a
+2. Re-ranking (`agent.recommend.rank`): one-pass label scoring, generative listwise, or none.
+3. Reasons (`agent.recommend.reasons`): LLM sentences checked by `agent.grounding`, retried once, else a
    template reason.
 
 Hard rule: every item shown is the catalog's own `Item` object, looked up by id; no title,
@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.engines import LazyEngine
+from agent.errors import UnknownItem
+from agent.recommend.shown import ShownItem
 from agent.engines.base import LLMEngine, Message
 from agent.prompts import resolve_prompt
-from agent.rank import MODES, Candidate, RankContext, Reranker
-from agent.reasons import ReasonContext, ReasonWriter
+from agent.recommend.rank import MODES, Candidate, RankContext, Reranker
+from agent.recommend.reasons import ReasonContext, ReasonWriter
 from agent.settings import Settings
 from retrieval.catalog import Catalog, CatalogError, Item
 from retrieval.search import HybridSearcher, SearchFilters
@@ -37,10 +39,6 @@ from retrieval.search import HybridSearcher, SearchFilters
 log = logging.getLogger(__name__)
 
 COLLAB_MODES = ("auto", "sasrec", "cooc", "none")
-
-
-class UnknownItemError(ValueError):
-    """An item id that is not in the catalog (it is never shown or explained)."""
 
 
 @dataclass
@@ -65,20 +63,15 @@ class Recommendation:
     grounded: bool
     reason_source: str  # "llm" | "llm-retry" | "template" ("" when reasons were not asked for)
 
+    def shown(self) -> ShownItem:
+        return ShownItem.of(self.item, reason=self.reason, grounded=self.grounded, reason_source=self.reason_source, score=round(self.score, 6))
+
     def to_dict(self) -> dict[str, Any]:
-        it = self.item
+        """The shown item plus the two scores it was blended from."""
         return {
-            "id": it.id,
-            "title": it.title,
-            "brand": it.brand,
-            "category": it.category,
-            "price": it.price,
-            "score": round(self.score, 6),
+            **self.shown().to_dict(),
             "retrieval_score": round(self.retrieval_score, 6),
             "llm_score": None if self.llm_score is None else round(self.llm_score, 6),
-            "reason": self.reason,
-            "grounded": self.grounded,
-            "reason_source": self.reason_source,
         }
 
 
@@ -117,13 +110,19 @@ class Recommender:
         engine: LLMEngine | None = None,
         searcher: HybridSearcher | None = None,
         prompts: dict[str, str] | None = None,
-        llm_weight: float = 0.5,
-        n_candidates: int = 20,
-        collab: str = "auto",
-        n_orders: int = 1,
-        calibrate: bool = True,
+        llm_weight: float | None = None,
+        n_candidates: int | None = None,
+        collab: str | None = None,
+        n_orders: int | None = None,
+        calibrate: bool | None = None,
         source_weights: dict[str, float] | None = None,
     ) -> None:
+        # Keyword arguments override the settings' knobs (evals compare variants this way).
+        llm_weight = settings.llm_weight if llm_weight is None else llm_weight
+        n_candidates = settings.n_candidates if n_candidates is None else n_candidates
+        collab = settings.collab if collab is None else collab
+        n_orders = settings.n_orders if n_orders is None else n_orders
+        calibrate = settings.calibrate if calibrate is None else calibrate
         if searcher is not None and catalog is not None and searcher.catalog.name != catalog:
             raise ValueError(f"searcher is for catalog {searcher.catalog.name!r}, not {catalog!r}")
         if not 1 <= n_candidates <= 100:
@@ -327,11 +326,11 @@ class Recommender:
         return RecommendResult(out, timings, llm_valid, fallback, len(cands), sources, ranked.dropped)
 
     def explain(self, item_id: str, req: RecommendRequest) -> tuple[str, bool]:
-        """A reason for one item ("why that one?"): (text, grounded). Raises UnknownItemError for
+        """A reason for one item ("why that one?"): (text, grounded). Raises UnknownItem for
         an id that is not in the catalog."""
         item = self.catalog.items.get(str(item_id))
         if item is None:
-            raise UnknownItemError(f"item {item_id!r} is not in catalog {self.catalog_name!r}")
+            raise UnknownItem(f"item {item_id!r} is not in catalog {self.catalog_name!r}")
         _, reason_ctx = self._contexts(req)
         reason = self.reason_writer(self.engine()).write([item], reason_ctx)[0]
         return reason.text, reason.grounded

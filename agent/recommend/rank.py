@@ -234,11 +234,7 @@ class Reranker:
         orders = self.orders(n)
         prompts = [self.messages([cands[i] for i in order], context) for order in orders]
         assert self.engine is not None
-        batch = getattr(self.engine, "score_choices_batch", None)
-        if callable(batch):
-            answers = batch(prompts, labels)
-        else:
-            answers = [self.engine.score_choices(p, labels) for p in prompts]
+        answers = self.engine.score_choices_batch(prompts, labels)
         if not isinstance(answers, list) or len(answers) != len(orders):
             raise ValueError(f"expected {len(orders)} probability maps, got {type(answers).__name__}")
         raw_probs = [[_probability(probs, label) for label in labels] for probs in answers]  # checked first

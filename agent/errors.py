@@ -1,0 +1,80 @@
+"""One error model: every failure aisle reports is an `AisleError` subclass that carries its HTTP
+status and a stable machine code, so the API, the CLI and the UI turn any of them into the same
+answer without reading the message text.
+
+The message always says what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class AisleError(Exception):
+    """Base of every error aisle raises on purpose."""
+
+    status: int = 500
+    code: str = "internal_error"
+    type: str = "server_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        """The documented error body (OpenAI's shape)."""
+        return {"error": {"message": self.message, "type": self.type, "code": self.code}}
+
+
+class BadRequest(AisleError, ValueError):
+    """The request cannot be served as given."""
+
+    status, code, type = 400, "bad_request", "invalid_request_error"
+
+
+class Unauthorized(AisleError):
+    status, code, type = 401, "invalid_api_key", "authentication_error"
+
+
+class NotFound(AisleError, LookupError):
+    status, code, type = 404, "not_found", "invalid_request_error"
+
+
+class Conflict(AisleError):
+    status, code, type = 409, "conflict", "invalid_request_error"
+
+
+class PayloadTooLarge(BadRequest):
+    status, code = 413, "payload_too_large"
+
+
+class Unavailable(AisleError):
+    """A dependency (LLM server, vector store, session store) cannot serve now."""
+
+    status, code, type = 503, "unavailable", "server_error"
+
+
+# --- the concrete errors of the chat layer -------------------------------------------------------
+
+
+class EmptyMessage(BadRequest):
+    code = "empty_message"
+
+
+class MessageTooLong(PayloadTooLarge):
+    code = "message_too_long"
+
+
+class UnknownCatalog(BadRequest):
+    code = "unknown_catalog"
+
+
+class UnknownItem(BadRequest):
+    code = "unknown_item"
+
+
+class CatalogMismatch(Conflict):
+    code = "catalog_mismatch"

@@ -1,0 +1,126 @@
+"""The one word list of the program: colours, materials, features, product types, units, and the
+brand names that are not brands or are also everyday words.
+
+Dialogue rules read features from it, the grounding and copy checkers decide what counts as a
+claim with it, and the catalog vocabulary uses it to tell "Universal folders" (a brand) from "a
+universal adapter" (a word). Entries are plain lower-case words or phrases; compare them through
+`agent.text.stem` on both sides.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+
+COLOURS = frozenset(
+    """black white red blue green yellow orange purple violet pink brown grey gray silver gold golden
+    beige ivory navy teal turquoise maroon burgundy tan cream bronze copper clear transparent
+    translucent neon pastel multicolor multicolored color colored magenta cyan lavender khaki charcoal""".split()
+) | {"rose gold", "multi-color", "assorted colors"}
+
+MATERIALS = frozenset(
+    """plastic metal metallic steel stainless aluminum aluminium wood wooden bamboo leather
+    faux vinyl rubber silicone glass acrylic cardboard fabric nylon polyester cotton canvas
+    cork foam mesh chrome brass zinc titanium magnetic ceramic iron tin polypropylene polycarbonate
+    polyethylene pvc abs linen wool felt suede oak walnut maple pine mdf porcelain marble granite stone
+    cardstock kraft velvet microfiber fiberglass""".split()
+) | {"stainless steel", "faux leather", "pu leather", "tempered glass", "card stock", "carbon fiber", "gold", "silver", "platinum"}
+
+# Features and compatibility a shopper may ask for and a text may claim.
+COMPATIBILITY = frozenset(
+    """wireless bluetooth usb wifi wi-fi cordless corded rechargeable battery batteries solar
+    waterproof water-resistant refillable recycled recyclable acid-free archival ergonomic adjustable
+    portable foldable laser inkjet thermal digital electric electronic manual automatic
+    compatible mac windows android iphone ipad dect hdmi ethernet""".split()
+)
+
+# Feature words a shopper uses that are not colours, materials or compatibilities.
+SHOPPING_FEATURES = frozenset(
+    """quiet silent heavy-duty compact small large lightweight durable fine medium bold erasable
+    washable retractable refill refills duplex color colour fast cheap wide""".split()
+)
+FEATURE_PHRASES = (
+    "heavy duty", "heavy-duty", "long battery", "long lasting", "fine point", "fine tip", "extra fine",
+    "water resistant", "acid free", "high yield", "noise cancel",
+)
+
+PRODUCT_TYPES = frozenset(
+    """pen pencil marker highlighter crayon stapler staple printer scanner copier shredder laminator
+    calculator phone telephone handset headset envelope label sticker binder folder notebook notepad
+    planner calendar tape glue scissors chair lamp ink toner cartridge eraser sharpener clipboard
+    whiteboard keyboard mouse cable charger paperclip organizer mailer backpack notecard postcard
+    ruler cutter puncher speaker camera projector""".split()
+)
+
+# Price / value claims: catalogs rarely state a price, so only the shopper's words or the item's
+# own text can support them.
+PRICE_WORDS = frozenset(
+    """price priced pricing cheap cheaper inexpensive affordable value bargain budget competitive
+    discount discounted expensive luxury sale""".split()
+)
+
+# Number words a text may use instead of digits ("one" is left out: "this one", "one of").
+NUMBER_WORDS = {
+    "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
+    "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "dozen": "12", "twenty": "20",
+    "hundred": "100", "thousand": "1000", "single": "1", "double": "2", "triple": "3",
+}
+
+# Letters after a number that are units or quantities, not a model number ("0.8mm", "12pk", "3rd").
+UNIT_WORDS = frozenset(
+    """mm cm m in inch inches ft feet yd oz lb lbs g kg ml l pk pack packs ct count pc pcs pieces
+    sheet sheets gb mb tb kb ppm dpi ipm x mah v w hz khz ghz mil pt gsm st nd rd th s d k p""".split()
+)
+
+# Catalog "brands" that name nobody.
+NON_BRANDS = frozenset(
+    {
+        "", "generic", "unknown", "various", "compatible", "non-oem", "generic labels", "n a", "n/a", "na",
+        "none", "other", "unbranded", "no brand", "compatible/remanufactured ink", "number 1 in service",
+    }
+)
+
+# Brands that are also everyday words: a brand only when written as a name ("Universal folders",
+# not "a universal adapter"). Catalog text adds more (`ordinary_word_brands`).
+COMMON_WORD_BRANDS = frozenset(
+    {
+        "academie", "adams", "altra", "apache", "array", "arrow", "aurora", "beacon", "cambridge",
+        "cardinal", "clarity", "clover", "command", "cross", "double a", "duck", "eldon", "estes",
+        "fisher", "integra", "max", "national", "oxford", "platinum", "premier", "royal",
+        "sharp", "spectrum", "stanley", "tartan", "the classics", "tops", "trimmer", "uni",
+        "universal", "welcom", "wellspring", "winsome", "wolverine", "compatible", "various", "smart",
+        "simple", "basic", "classic", "elite", "ideal", "genuine", "original", "deluxe", "advantage",
+        "staples", "office", "school",
+    }
+)
+
+# Words a shopper and a catalog use for the same thing (applied after stemming).
+SYNONYMS = {
+    "telephone": "phone", "cellphone": "phone", "smartphone": "phone", "sneaker": "shoe",
+    "racket": "racquet", "notepad": "pad", "grey": "gray", "aluminium": "aluminum",
+    "multicolored": "multicolor", "wifi": "wi-fi", "colour": "color", "coloured": "color", "colored": "color",
+}
+
+
+def is_non_brand(brand: str) -> bool:
+    return brand.strip().casefold() in NON_BRANDS
+
+
+def ordinary_word_brands(brands: Iterable[str], texts: Iterable[str]) -> set[str]:
+    """The brands that are also ordinary words of this catalog: one-word brands written mostly in
+    lower case inside its texts ("a universal adapter", "cross-cut"), plus COMMON_WORD_BRANDS.
+    Names (Canon, Epson) are written capitalised and stay brands."""
+    lower: Counter[str] = Counter()
+    cap: Counter[str] = Counter()
+    for text in texts:
+        for w in set(re.findall(r"(?<![A-Za-z'])[A-Za-z]+(?![A-Za-z])", text)):
+            (lower if w.islower() else cap)[w.casefold()] += 1
+    out: set[str] = set()
+    for brand in brands:
+        key = brand.strip().casefold()
+        if key in COMMON_WORD_BRANDS:
+            out.add(brand)
+        elif key.isalpha() and lower[key] >= 3 and lower[key] > cap[key]:
+            out.add(brand)
+    return out

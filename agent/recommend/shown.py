@@ -1,0 +1,32 @@
+"""The one view of a recommended item that leaves aisle (chat reply, API, CLI, UI, LangChain).
+
+Every field comes from the catalog record looked up by id, except the reason and the scores;
+`to_dict` is the only place the item is serialised, so every entry point shows the same fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from retrieval.catalog import Item
+
+
+@dataclass
+class ShownItem:
+    id: str
+    title: str
+    brand: str
+    category: str
+    price: float | None
+    reason: str
+    grounded: bool
+    reason_source: str  # "llm" | "llm-retry" | "template" ("" when no reason was asked for)
+    score: float
+
+    @classmethod
+    def of(cls, item: Item, *, reason: str, grounded: bool, reason_source: str, score: float) -> ShownItem:
+        return cls(item.id, item.title, item.brand, item.category, item.price, reason, grounded, reason_source, score)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
