@@ -35,6 +35,21 @@ from agent.dialogue import (
     apply,
     content_stems,
 )
+from agent.chat.replies import (
+    EXAMPLES,
+    HINT,
+    catalog_facts,
+    clarify,
+    constraints_of,
+    description_facts,
+    item_line,
+    liked_reply,
+    match_reason,
+    mentions_any,
+    nothing_found,
+    quote_around,
+    small_talk,
+)
 from agent.text import money, short, stems, whole_sentences
 from agent.engines import LazyEngine
 from agent.engines.base import EngineError, LLMEngine, Message
@@ -52,16 +67,6 @@ MAX_MESSAGE_CHARS = 2000
 MAX_SEARCHES_PER_TURN = 3  # a turn's first search is re-ranked; widening searches (retrieval only) stop after this
 MIN_ITEMS = 3  # widen the search (another re-ranking pass) only when fewer items than this were found
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-ORDINAL_WORDS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"]
-
-EXAMPLES: dict[str, list[str]] = {
-    "amazon-office-2014": ["I need a heavy duty stapler, not Swingline", "black gel pens for school", "a label maker by Brother"],
-    "amazon-office-2018": ["a wireless mouse for my laptop", "sticky notes in bright colours", "a desk organizer"],
-    "mg-shopdial": ["running shoes under $70", "a USB microphone for podcasts", "a mystery novel under $20"],
-}
-HINT = "You can say “cheaper”, “not that brand”, “more like the second one”, “why the first?” or “start over”."
-
-
 __all__ = [
     "Agent",
     "ConcurrentUpdate",
@@ -320,13 +325,13 @@ class Agent:
             yield emit(self._answer(plan.item_ids[0], u.question, state, items))
         elif plan.action == "feedback":
             feedback_votes = [(i, 1) for i in plan.item_ids]
-            yield emit(self._liked_reply(plan.item_ids, state, items))
+            yield emit(liked_reply(plan.item_ids, state, items))
         elif plan.action == "small_talk":
-            yield emit(self._small_talk(u.small_talk, state.catalog, bool(state.last_shown)))
+            yield emit(small_talk(u.small_talk, state.catalog, bool(state.last_shown)))
         elif plan.action == "reset":
             yield emit("OK, starting over. What are you looking for? For example: " + "; ".join(f"“{e}”" for e in EXAMPLES.get(state.catalog, [])[:2]) + ".")
         else:  # clarify
-            yield emit(" ".join(notes) if notes else self._clarify(state.catalog))
+            yield emit(" ".join(notes) if notes else clarify(state.catalog))
             notes = []
         if notes:
             yield emit(("\n" if pieces else "") + " ".join(notes))
@@ -416,7 +421,7 @@ class Agent:
         notes: list[str],
     ) -> Iterator[str | list[ShownItem]]:
         if not state.has_constraints() and not state.avoid_brands and state.price_max is None and state.price_min is None:
-            yield self._clarify(state.catalog)
+            yield clarify(state.catalog)
             return
         described = state.describe()
         yield f"Looking for {described}.\n" if described else "Looking…\n"
@@ -442,7 +447,7 @@ class Agent:
             yield f"Nothing cheaper than {money(plan.cheaper_than)} matches “{' '.join(state.need[-2:]) or 'this'}” in the {state.catalog} catalog; what I showed is the cheapest I have."
             return
         if not found:
-            yield self._nothing_found(state, plan)
+            yield nothing_found(state, plan)
             return
 
         t = time.perf_counter()
@@ -477,10 +482,11 @@ class Agent:
     ) -> tuple[list[Recommendation], list[Recommendation]]:
         """Run the attempts until k relevant items are found.
 
-        Returns (relevant items, the first attempt's items when none was relevant). "Relevant" =
-        the item's text mentions the product noun ("shoes"); without that gate a small catalog
-        fills the list with whatever is left (printer paper for "running shoes"). Items whose
-        title names an avoided brand are dropped even when their brand field is empty."""
+        Returns (relevant items, the first attempt's closest items when none was relevant).
+        "Relevant" = the item's text mentions the product noun ("shoes"); without that gate a small
+        catalog fills the list with whatever is left (printer paper for "running shoes"). Items whose
+        title names an avoided brand are dropped even when their brand field is empty. The gate runs
+        inside the recommender, before ranking, so the ranker orders only showable items."""
         head = stems(state.head)[:1] if state.head else []
         avoid = [tuple(stems(f)) for b in state.avoid_brands for f in parts.vocab.brand_family(b)]
 
@@ -501,6 +507,7 @@ class Agent:
             # another re-ranking pass would double the turn's latency on a CPU.
             first = budget[0] == MAX_SEARCHES_PER_TURN
             req = self._request(state, parts.vocab, include_shown=include_shown, categories=categories, exclude=seen, rank_mode=None if first else "none")
+            req.relevant = ok
             if req.query is None and not req.history:
                 break
             result = parts.recommender.recommend(req)
@@ -509,11 +516,9 @@ class Agent:
             for key in ("retrieval", "rank", "reasons"):
                 timings[key] = timings.get(key, 0.0) + result.timings_ms.get(key, 0.0)
             debug.update(llm_valid=result.llm_valid, fallback=result.fallback, n_candidates=result.n_candidates)
-            new = [r for r in result.items if r.item.id not in seen]
             if not closest and not found:
-                closest = new
-            new = [r for r in new if ok(r.item)]
-            new = new[: self.k - len(found)]
+                closest = [r for r in result.closest if r.item.id not in seen]
+            new = [r for r in result.items if r.item.id not in seen][: self.k - len(found)]
             if new and note and found:
                 notes.append(note)
             elif new and note:
@@ -521,19 +526,6 @@ class Agent:
             found.extend(new)
             seen.update(r.item.id for r in new)
         return found, ([] if found else closest)
-
-    def _nothing_found(self, state: DialogueState, plan: Plan) -> str:
-        if plan.more:
-            return f"That's everything I have for {state.describe() or 'that'}. Try different words, another brand or a wider budget, or “start over”."
-        tips = []
-        if state.brands:
-            tips.append("another brand")
-        if state.avoid_brands:
-            tips.append(f"allowing {', '.join(state.avoid_brands)} again (“any brand is fine”)")
-        if state.price_max is not None or state.price_min is not None:
-            tips.append("a wider budget")
-        tips.append("“start over”")
-        return f"Nothing in the {state.catalog} catalog matches {state.describe() or 'that'}. Try " + ", or ".join(tips) + "."
 
     def _explain(self, item_id: str, state: DialogueState, parts: _CatalogParts, timings: dict[str, float]) -> Iterator[str]:
         """Catalog facts first (instant), then the recommender's reason for the item."""
@@ -568,41 +560,13 @@ class Agent:
             haystack = stems(item.title + " " + item.description)
             found = [w for w in words if w in haystack]
             if words and len(found) == len(words):
-                snippet = quote_around(item.title + ". " + item.description, words)
+                snippet = quote_around(item.title + ". " + description_facts(item.description, 3000), words)
                 return f"The catalog text for {name} mentions {what}: “{snippet}”. Check the full description before buying."
             return f"The catalog description of {name} doesn't mention {what}, so I can't confirm it."
-        desc = short(item.description, 300)
+        desc = description_facts(item.description, 300)
         lines = [f"{name}", f"From the catalog: {catalog_facts(item)}."]
         lines.append(f"Description: “{desc}”" if desc else "The catalog has no description for it.")
         return "\n".join(lines)
-
-    @staticmethod
-    def _liked_reply(item_ids: list[str], state: DialogueState, items: dict[str, Item]) -> str:
-        if not item_ids:
-            return "Which one do you mean? Say “the first”, “the second”, …"
-        item = items[item_ids[0]]
-        n = state.last_shown.index(item.id) + 1 if item.id in state.last_shown else 1
-        return f"Noted: you like #{n} “{item.title}”. Say “more like the {ORDINAL_WORDS[n - 1] if n <= 10 else 'first'} one” to see similar items."
-
-    @staticmethod
-    def _small_talk(kind: str, catalog: str, has_shown: bool) -> str:
-        examples = "; ".join(f"“{e}”" for e in EXAMPLES.get(catalog, [])[:2])
-        if kind == "greeting":
-            return f"Hi! I'm aisle, a shopping assistant for the {catalog} catalog. Tell me what you need, e.g. {examples}."
-        if kind == "thanks":
-            return "You're welcome! Anything else you're looking for?"
-        if kind == "bye":
-            return "Bye, and good luck with your purchase!"
-        if kind == "identity":
-            return f"I'm aisle, an assistant that recommends products from the {catalog} catalog and explains why each one fits. I only state facts from the catalog."
-        if kind == "help":
-            return f"Tell me what you need ({examples}). {HINT}"
-        return "OK. " + (HINT if has_shown else f"Tell me what you're looking for, e.g. {examples}.")
-
-    @staticmethod
-    def _clarify(catalog: str) -> str:
-        examples = "; ".join(f"“{e}”" for e in EXAMPLES.get(catalog, []))
-        return f"What are you looking for? For example: {examples}."
 
     def _llm_intro(self, state: DialogueState, parts: _CatalogParts) -> str:
         """A one-line opener from the LLM, shown only if it names nothing the user did not say."""
@@ -628,85 +592,3 @@ class Agent:
 
 
 # --- text helpers (catalog fields only) ----------------------------------------------------------------------
-
-
-def catalog_facts(item: Item) -> str:
-    bits = []
-    if item.brand:
-        bits.append(f"brand {item.brand}")
-    if item.categories:
-        bits.append("category " + " > ".join(item.categories))
-    bits.append(f"price {money(item.price)}" if item.price is not None else "no price listed")
-    return "; ".join(bits)
-
-
-def item_line(n: int, item: Item, reason: str) -> str:
-    meta = [m for m in (item.brand, item.category, money(item.price) if item.price is not None else "") if m]
-    return f"{n}. {item.title}" + (f" ({' · '.join(meta)})" if meta else "") + f"\n   {reason}\n"
-
-
-def quote_around(text: str, word_stems: list[str], width: int = 160) -> str:
-    """A short passage of `text` around the first of `word_stems`."""
-    words = text.split()
-    for i, w in enumerate(words):
-        if any(s in stems(w) for s in word_stems):
-            lo = max(0, i - 8)
-            return short(("…" if lo else "") + " ".join(words[lo : lo + 30]), width)
-    return short(text, width)
-
-
-def mentions_any(item: Item, word_stems: list[str]) -> bool:
-    """Does the item's own text (title, categories, description) contain one of the words?"""
-    text = set(stems(item.title + " " + " ".join(item.categories) + " " + item.description[:3000]))
-    return any(w in text for w in word_stems)
-
-
-def match_reason(item: Item, state: DialogueState) -> str:
-    """Why this item fits, from the state and the item's own fields (grounded by construction)."""
-    title_words = set(stems(item.title + " " + " ".join(item.categories)))
-    desc_words = set(stems(item.description))
-    asked: dict[str, str] = {}  # stem -> the shopper's word
-    for word in re.findall(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*", " ".join(state.need)):
-        st = content_stems(word)
-        if st and len(st[0]) > 2:
-            asked.setdefault(st[0], word)
-    in_title = [w for s, w in asked.items() if s in title_words]
-    in_desc = [w for s, w in asked.items() if s not in title_words and s in desc_words]
-    parts: list[str] = []
-    where = item.category or "the catalog"
-    parts.append(f"{'By ' + item.brand + ', l' if item.brand else 'L'}isted under {where}")
-    if in_title:
-        parts.append("its title matches " + ", ".join(f"“{w}”" for w in in_title[:4]))
-    if in_desc:
-        parts.append("its description mentions " + ", ".join(f"“{w}”" for w in in_desc[:3]))
-    feats = [f for f in state.features if all(w in title_words | desc_words for w in stems(f)) and not all(s in (set(asked) & title_words) for s in stems(f))]
-    if feats:
-        parts.append("the catalog text says " + ", ".join(f"“{f}”" for f in feats[:3]))
-    if item.price is not None:
-        if state.price_max is not None and state.price_min is not None:
-            parts.append(f"{money(item.price)}, within your {money(state.price_min)}–{money(state.price_max)} range")
-        elif state.price_max is not None:
-            parts.append(f"{money(item.price)}, within your {money(state.price_max)} limit")
-        elif state.price_min is not None:
-            parts.append(f"{money(item.price)}, above {money(state.price_min)}")
-        else:
-            parts.append(money(item.price))
-    if state.similar_to and item.id not in state.similar_to:
-        parts.append("close to the item you picked")
-    return "; ".join(parts) + "."
-
-
-def constraints_of(state: DialogueState) -> dict[str, Any]:
-    return {
-        "need": " ".join(state.need),
-        "categories": list(state.categories),
-        "brands": list(state.brands),
-        "avoid_brands": list(state.avoid_brands),
-        "price_min": state.price_min,
-        "price_max": state.price_max,
-        "features": list(state.features),
-        "use_case": state.use_case,
-        "similar_to": list(state.similar_to),
-        "rejected": list(state.rejected),
-        "liked": list(state.liked),
-    }

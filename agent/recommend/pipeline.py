@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,9 @@ class RecommendRequest:
     conversation: Sequence[Message] = ()  # optional dialogue so far, for the prompts
     rank_mode: str = "onepass"  # "onepass" | "listwise" | "none"
     with_reasons: bool = True
+    # Relevance gate applied to the candidates BEFORE ranking (the chat passes "mentions the product
+    # noun"), so the ranker only orders items that can be shown and one search usually suffices.
+    relevant: Callable[[Item], bool] | None = None
 
 
 @dataclass
@@ -85,6 +88,7 @@ class RecommendResult:
     n_candidates: int
     sources: dict[str, int] = field(default_factory=dict)  # candidates contributed per source
     dropped: list[str] = field(default_factory=list)  # LLM labels/ids that were not candidates
+    closest: list[Recommendation] = field(default_factory=list)  # when the gate kept nothing: the ungated top-k, retriever order
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -282,6 +286,12 @@ class Recommender:
             raise ValueError(f"k must be in 1..{self.n_candidates} (the number of candidates), got {req.k}")
         t0 = time.perf_counter()
         cands, sources = self.candidates(req)
+        closest: list[Recommendation] = []
+        if req.relevant is not None:
+            kept = [c for c in cands if req.relevant(c.item)]
+            if not kept:
+                closest = [Recommendation(c.item, c.retrieval_score, c.retrieval_score, None, "", False, "") for c in cands[: req.k]]
+            cands = kept
         t1 = time.perf_counter()
         rank_ctx, reason_ctx = self._contexts(req)
 
@@ -323,7 +333,7 @@ class Recommender:
             )
         t4 = time.perf_counter()
         timings = {"retrieval": (t1 - t0) * 1e3, "rank": (t2 - t1) * 1e3, "reasons": (t3 - t2) * 1e3, "total": (t4 - t0) * 1e3}
-        return RecommendResult(out, timings, llm_valid, fallback, len(cands), sources, ranked.dropped)
+        return RecommendResult(out, timings, llm_valid, fallback, len(cands), sources, ranked.dropped, closest=closest)
 
     def explain(self, item_id: str, req: RecommendRequest) -> tuple[str, bool]:
         """A reason for one item ("why that one?"): (text, grounded). Raises UnknownItem for

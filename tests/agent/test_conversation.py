@@ -21,8 +21,12 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def agent(settings, store, transformers_engine, office_searcher, shopdial_searcher):
+    """The real agent in retrieval order: these tests check the conversation (constraints, follow-ups,
+    answers), not ranking quality. The packaged 135M model's one-pass order carries no content signal
+    (bench/position_bias.py) and differs between CPUs' bf16 paths, so asserting on it would test
+    noise; re-ranking is covered by tests/agent/test_rank.py and measured by `aisle eval ranking`."""
     searchers = {"amazon-office-2014": office_searcher, "mg-shopdial": shopdial_searcher}
-    a = Agent(settings, store=store, engine=transformers_engine, searchers=searchers)
+    a = Agent(settings, store=store, engine=transformers_engine, searchers=searchers, rank_mode="none")
     a.warm_up("amazon-office-2014")
     a.warm_up("mg-shopdial")
     yield a
