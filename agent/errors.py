@@ -43,6 +43,10 @@ class NotFound(AisleError, LookupError):
     status, code, type = 404, "not_found", "invalid_request_error"
 
 
+class MethodNotAllowed(AisleError):
+    status, code, type = 405, "method_not_allowed", "invalid_request_error"
+
+
 class Conflict(AisleError):
     status, code, type = 409, "conflict", "invalid_request_error"
 
@@ -51,10 +55,33 @@ class PayloadTooLarge(BadRequest):
     status, code = 413, "payload_too_large"
 
 
+class InvalidField(AisleError, ValueError):
+    """A field is missing or of the wrong type (the request's schema is not met)."""
+
+    status, code, type = 422, "invalid_request", "invalid_request_error"
+
+
 class Unavailable(AisleError):
     """A dependency (LLM server, vector store, session store) cannot serve now."""
 
     status, code, type = 503, "unavailable", "server_error"
+
+
+# --- the concrete errors of the HTTP layer ---------------------------------------------------------
+
+
+class InvalidJSON(BadRequest):
+    code = "invalid_json"
+
+
+class InvalidText(BadRequest):
+    """Text that is not Unicode (a lone surrogate): it cannot be stored, searched or sent back."""
+
+    code = "invalid_text"
+
+
+class BodyTooLarge(PayloadTooLarge):
+    code = "body_too_large"
 
 
 # --- the concrete errors of the chat layer -------------------------------------------------------

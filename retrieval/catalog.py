@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from retrieval.sanitize import sanitize
+
 
 class CatalogError(ValueError):
     """A catalog file cannot be used at all (missing, not JSON, wrong top-level shape)."""
@@ -105,7 +107,7 @@ _LIST_SEP = re.compile(r"['\"]\s*,\s*['\"]")
 
 def clean_text(value: Any) -> str:
     """Unescape HTML entities (twice: the data has `&amp;amp;`), decode JSON/Python-encoded lists
-    of strings, strip tags and inline CSS, collapse whitespace."""
+    of strings, strip tags and inline CSS, then `sanitize` (no links, markup or hidden characters)."""
     if value is None:
         return ""
     if isinstance(value, list):
@@ -124,7 +126,7 @@ def clean_text(value: Any) -> str:
         text = html.unescape(text)
     text = _CSS_BLOCK.sub(" ", text)
     text = _TAG.sub(" ", text)
-    return _SPACE.sub(" ", text).strip()
+    return sanitize(text)
 
 
 def _decode_list(text: str) -> list[str] | None:

@@ -50,10 +50,10 @@ from agent.chat.replies import (
     quote_around,
     small_talk,
 )
-from agent.text import money, short, stems, whole_sentences
+from agent.text import money, short, stems, visible, whole_sentences
 from agent.engines import LazyEngine
 from agent.engines.base import EngineError, LLMEngine, Message
-from agent.errors import BadRequest, CatalogMismatch, EmptyMessage, MessageTooLong, UnknownCatalog, UnknownItem
+from agent.errors import BadRequest, CatalogMismatch, InvalidText, EmptyMessage, MessageTooLong, UnknownCatalog, UnknownItem
 from agent.recommend.pipeline import Recommendation, RecommendRequest, Recommender
 from agent.recommend.shown import ShownItem
 from agent.chat.store import ConcurrentUpdate, SessionStore, UnknownSession
@@ -81,7 +81,11 @@ def check_message(message: object) -> str:
     """The message, trimmed and without control characters; EmptyMessage / MessageTooLong otherwise."""
     if not isinstance(message, str):
         raise BadRequest(f"message must be text, got {type(message).__name__}")
-    text = _CONTROL.sub(" ", message).strip()
+    try:
+        message.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidText(f"message holds a character that is not valid Unicode text (position {exc.start}); send UTF-8 text") from exc
+    text = _CONTROL.sub(" ", visible(message)).strip()
     if not text:
         raise EmptyMessage("message is empty; say what you are looking for, e.g. 'a quiet stapler'")
     if len(text) > MAX_MESSAGE_CHARS:

@@ -7,138 +7,313 @@
     POST /v1/chat/completions   OpenAI chat.completion (and `stream: true` as SSE chunks)
     GET  /v1/models             "aisle" (default catalog) and "aisle-<catalog>" per catalog
     GET  /health                liveness (no key needed)
+    GET  /openapi.json          the schema, only with `create_app(docs=True)` and behind the key
 
 Errors are JSON in OpenAI's shape, {"error": {"message", "type", "code"}}, with a 4xx status that
-says what to fix: 400 bad JSON / empty message, 401 missing or wrong API key, 404 unknown session
-or model, 409 session on another catalog or updated concurrently, 413 message or body too large,
-422 a field of the wrong type.
+says what to fix: 400 bad JSON, text that is not Unicode, an empty message, an unknown catalog or
+item; 401 missing or wrong API key; 404 unknown session, model or path; 405 wrong method; 409
+session on another catalog or updated concurrently; 413 message or body too large; 422 a field
+missing or of the wrong JSON type (no coercion). Every check runs before any work: a bad request
+never runs a turn or creates a session. A streamed turn that fails after the headers went out
+reports the error in-band, as an SSE event in the same shape.
 
-Handlers are plain `def`s: the agent is CPU-bound and blocking, so FastAPI runs them in its thread
-pool; the model itself serialises generation.
+No Swagger UI or ReDoc: both load scripts from a CDN, which an offline shop server must not do.
+
+Routes are thin: the wire format is in `protocol`, what each route does is in `Serving`. Handlers
+are plain `def`s: the agent is CPU-bound and blocking, so FastAPI runs them in its thread pool; the
+model itself serialises generation.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agent.chat.agent import MAX_MESSAGE_CHARS, Agent, TurnResult, check_message
-from agent.recommend.shown import ShownItem
-from agent.errors import AisleError, BadRequest, CatalogMismatch, NotFound, PayloadTooLarge, Unauthorized
+from agent.chat.agent import Agent, TurnResult, check_message
+from agent.chat.store import SessionRecord
+from agent.entrypoints.protocol import (
+    MAX_BODY_BYTES,
+    MODEL_PREFIX,
+    SESSION_HEADER,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionIn,
+    ChatMessageOut,
+    ChunkChoice,
+    ErrorResponse,
+    FeedbackIn,
+    FeedbackOut,
+    ModelCard,
+    ModelList,
+    SessionIn,
+    SessionOut,
+    TurnIn,
+    TurnOut,
+    Usage,
+    sse_event,
+)
+from agent.errors import (
+    AisleError,
+    BadRequest,
+    BodyTooLarge,
+    CatalogMismatch,
+    InvalidField,
+    InvalidJSON,
+    InvalidText,
+    MethodNotAllowed,
+    NotFound,
+    Unauthorized,
+    UnknownCatalog,
+)
 from agent.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 256 * 1024  # a chat.completions body carries the whole conversation
-SESSION_HEADER = "X-Aisle-Session"
-MODEL_PREFIX = "aisle"
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 401, 404, 409, 413, 422)}
 
 
-def _error(status: int, code: str, message: str, type_: str = "invalid_request_error", headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "code": code}}, status_code=status, headers=headers)
+# --- errors: one answer for every failure ------------------------------------------------------------
 
 
-# --- request / response models -----------------------------------------------------------------------
+def error_response(exc: AisleError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The one place an error becomes an HTTP answer: status and body come from the error's type."""
+    if isinstance(exc, Unauthorized):
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 
-class TurnIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    session_id: str | None = Field(None, description="Omit to start a new session; the reply carries its id.")
-    message: str = Field(..., description=f"The shopper's message (1..{MAX_MESSAGE_CHARS} characters).")
-    catalog: str | None = Field(None, description="Catalog for a new session (default: the server's); must match an existing session's.")
+def validation_error(exc: RequestValidationError) -> AisleError:
+    """A body FastAPI could not parse or validate, as the AisleError that says what to fix."""
+    errors = exc.errors()
+    for e in errors:
+        if e.get("type") == "json_invalid":
+            return InvalidJSON("the request body is not valid JSON; send a JSON object with Content-Type: application/json")
+        if e.get("type") == "invalid_text":
+            return InvalidText(str(e.get("msg")))
+    parts = []
+    for e in errors[:5]:
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {e.get('msg')}")
+    return InvalidField("; ".join(parts))
 
 
-class TurnOut(BaseModel):
-    session_id: str
-    reply: str
-    items: list[ShownItem]
-    action: str
-    turn_no: int
-    catalog: str
-    constraints: dict[str, Any]
+def http_error(request: Request, exc: StarletteHTTPException) -> AisleError:
+    """Starlette's own errors (no route, wrong method, unreadable body) as AisleErrors."""
+    where = f"{request.method} {request.url.path}"
+    if exc.status_code == 404:
+        return NotFound(f"no endpoint at {request.url.path}; the API serves /v1/turn, /v1/sessions, /v1/feedback, /v1/chat/completions, /v1/models and /health")
+    if exc.status_code == 405:
+        return MethodNotAllowed(f"{where} is not allowed; use {(exc.headers or {}).get('Allow', 'another method')}")
+    if exc.status_code == 400:
+        return InvalidJSON("the request body could not be read; send a UTF-8 JSON object with Content-Type: application/json")
+    return BadRequest(f"{where}: {exc.detail}") if exc.status_code < 500 else AisleError(f"{where}: {exc.detail}")
 
 
-class SessionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    catalog: str | None = None
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets a 413 before the app sees any of it.
+
+    The bytes are counted as they arrive, so a chunked body with no Content-Length is bounded too;
+    the body (at most `limit` bytes) is then handed to the app in one piece."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
+        if declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(f"{declared} bytes", scope, receive, send)
+            return
+        message, size = await self._read(receive)
+        if message is None:
+            await self._refuse(f"at least {size} bytes", scope, receive, send)
+            return
+        pending = [message]
+
+        async def replay() -> Message:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _read(self, receive: Receive) -> tuple[Message | None, int]:
+        """The body as one message (or the disconnect that cut it short) and the bytes read; no
+        message once the body passes the limit."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message, size
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return None, size
+            if not message.get("more_body", False):
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}, size
+
+    async def _refuse(self, size: str, scope: Scope, receive: Receive, send: Send) -> None:
+        too_large = BodyTooLarge(f"request body is {size}; the limit is {self.limit} bytes (send fewer or shorter messages)")
+        await error_response(too_large, headers={"Connection": "close"})(scope, receive, send)
 
 
-class FeedbackIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    session_id: str
-    item_id: str
-    value: Literal[1, -1, "up", "down"]
+# --- what the routes do --------------------------------------------------------------------------------
 
 
-class ChatMessageIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    role: str
-    content: str | list[dict[str, Any]] | None = None
+class Serving:
+    """The work behind each route, every check first: a request that fails one never runs a turn
+    and never creates a session."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    # --- checks ---
+
+    def catalog(self, name: str | None) -> str | None:
+        """`name` when it is a catalog this server has (None: the default)."""
+        if name is not None and name not in self.agent.catalogs():
+            raise UnknownCatalog(f"unknown catalog {name!r}; choose one of: {', '.join(self.agent.catalogs())}")
+        return name
+
+    def session(self, session_id: str, catalog: str | None = None, *, named_by: str = "") -> SessionRecord:
+        """The session (404 when unknown), which must be on `catalog` when one is given (409)."""
+        record = self.agent.store.get(session_id)
+        if catalog is not None and catalog != record.catalog:
+            raise CatalogMismatch(f"session {session_id} uses catalog {record.catalog!r}, but {named_by or 'the request'} names {catalog!r}; start a new session for {catalog!r}")
+        return record
+
+    # --- aisle endpoints ---
+
+    def new_session(self, body: SessionIn | None) -> SessionOut:
+        catalog = self.catalog(body.catalog if body else None) or self.agent.default_catalog
+        return SessionOut(session_id=self.agent.new_session(catalog), catalog=catalog)
+
+    def turn(self, body: TurnIn) -> dict[str, Any]:
+        text = check_message(body.message)
+        catalog = self.catalog(body.catalog)
+        if body.session_id is not None:
+            self.session(body.session_id, catalog)
+        return self.agent.turn(body.session_id, text, catalog=catalog).public()
+
+    def feedback(self, body: FeedbackIn) -> FeedbackOut:
+        return FeedbackOut.model_validate(self.agent.feedback(body.session_id, body.item_id, body.vote))
+
+    # --- OpenAI-compatible endpoints ---
+
+    def model_ids(self) -> list[str]:
+        return [MODEL_PREFIX] + [f"{MODEL_PREFIX}-{c}" for c in self.agent.catalogs()]
+
+    def models(self) -> ModelList:
+        now = int(time.time())
+        return ModelList(data=[ModelCard(id=m, created=now) for m in self.model_ids()])
+
+    def catalog_of(self, model: str) -> str | None:
+        """The catalog a model id names (None for plain "aisle"); 404 for any other model."""
+        if model == MODEL_PREFIX:
+            return None
+        name = model.removeprefix(MODEL_PREFIX + "-")
+        if name != model and name in self.agent.catalogs():
+            return name
+        raise NotFound(f"model {model!r} does not exist; GET /v1/models lists: {', '.join(self.model_ids())}", code="model_not_found")
+
+    def chat(self, body: ChatCompletionIn, session_header: str | None) -> tuple[str, ChatCompletion | Iterator[str]]:
+        """(session id, the chat.completion or its SSE events): the last user message is the turn."""
+        user_messages = [m for m in body.messages if m.role == "user"]
+        if not user_messages:
+            raise BadRequest("messages has no message with role 'user'; the last user message is the shopper's turn", code="no_user_message")
+        text = check_message(user_messages[-1].text())
+        catalog = self.catalog_of(body.model)
+        session_id = session_header or body.user
+        if session_id:
+            self.session(session_id, catalog, named_by=f"model {body.model!r}")
+        else:
+            session_id = self.agent.new_session(catalog)
+        completion_id, created = "chatcmpl-" + uuid.uuid4().hex, int(time.time())
+        if body.stream:
+            return session_id, _sse(self.agent, session_id, text, completion_id, created, body.model)
+        result = self.agent.turn(session_id, text)
+        prompt_tokens = sum(len(m.text().split()) for m in body.messages)
+        completion_tokens = len(result.reply.split())
+        return session_id, ChatCompletion(
+            id=completion_id,
+            created=created,
+            model=body.model,
+            choices=[ChatChoice(message=ChatMessageOut(content=result.reply))],
+            usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens),
+            aisle=TurnOut.model_validate(result.public()),
+        )
 
 
-class ChatCompletionIn(BaseModel):
-    """The OpenAI request fields aisle uses; the rest (temperature, max_tokens, ...) are accepted and ignored."""
+def _sse(agent: Agent, session_id: str, text: str, completion_id: str, created: int, model: str) -> Iterator[str]:
+    """chat.completion.chunk events: role, content pieces, then finish_reason (+ aisle's turn), then [DONE]."""
 
-    model_config = ConfigDict(extra="allow")
-    model: str = MODEL_PREFIX
-    messages: list[ChatMessageIn]
-    stream: bool = False
-    user: str | None = None
+    def chunk(delta: dict[str, str], finish: str | None = None, turn: TurnOut | None = None) -> str:
+        choice = ChunkChoice(delta=delta, finish_reason=finish)
+        return ChatCompletionChunk(id=completion_id, created=created, model=model, choices=[choice], aisle=turn).sse()
+
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        for piece in agent.turn_stream(session_id, text):
+            if isinstance(piece, TurnResult):
+                yield chunk({}, "stop", TurnOut.model_validate(piece.public()))
+            elif piece:
+                yield chunk({"content": piece})
+    except Exception as exc:  # the headers are sent: report in-band, as OpenAI does
+        if not isinstance(exc, AisleError):
+            log.exception("streamed turn failed")
+            exc = AisleError("the turn failed on the server; retry, or see the server log", code="turn_failed")
+        yield sse_event(exc.to_dict())
+    yield sse_event("[DONE]")
 
 
 # --- the app -----------------------------------------------------------------------------------------------
 
 
-def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str | None = None) -> FastAPI:
-    """Build the API. `api_key`: when set, every /v1 request needs `Authorization: Bearer <key>`."""
+def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str | None = None, docs: bool = False) -> FastAPI:
+    """Build the API. `api_key`: when set, every /v1 request (and /openapi.json) needs
+    `Authorization: Bearer <key>`. `docs`: serve the OpenAPI schema at /openapi.json."""
     agent = agent or Agent(settings)
-    app = FastAPI(title="aisle", version="1", description="Conversational product recommendations with grounded reasons.")
+    serving = Serving(agent)
+    app = FastAPI(
+        title="aisle",
+        version="1",
+        description="Conversational product recommendations with grounded reasons.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        responses=ERROR_RESPONSES,
+    )
     app.state.agent = agent
-
-    # --- errors ---
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     @app.exception_handler(AisleError)
     def _aisle_error(request: Request, exc: AisleError) -> JSONResponse:
-        """Every error aisle raises: the status and code come from its type, never its text."""
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return _error(exc.status, exc.code, exc.message, exc.type, headers)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            return _error(400, "invalid_json", "the request body is not valid JSON; send a JSON object with Content-Type: application/json")
-        parts = []
-        for e in errors[:5]:
-            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-            parts.append(f"{loc}: {e.get('msg')}")
-        return _error(422, "invalid_request", "; ".join(parts))
+        return error_response(validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
     def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail))
+        return error_response(http_error(request, exc), headers=exc.headers)
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            too_large = PayloadTooLarge(f"request body is {length} bytes; the limit is {MAX_BODY_BYTES}", code="body_too_large")
-            return _error(too_large.status, too_large.code, too_large.message, too_large.type)
-        return await call_next(request)
-
-    # --- auth ---
+    @app.exception_handler(Exception)
+    def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(AisleError("internal error; see the server log"))
 
     def require_key(authorization: str | None = Header(None)) -> None:
         if not api_key:
@@ -150,16 +325,19 @@ def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str |
 
     auth = [Depends(require_key)]
 
-    # --- aisle endpoints ---
-
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "catalogs": agent.catalogs(), "default_catalog": agent.default_catalog}
 
+    if docs:
+
+        @app.get("/openapi.json", dependencies=auth, include_in_schema=False)
+        def openapi() -> dict[str, Any]:
+            return app.openapi()
+
     @app.post("/v1/sessions", dependencies=auth, status_code=201)
-    def new_session(body: SessionIn | None = None) -> dict[str, Any]:
-        catalog = (body.catalog if body else None) or agent.default_catalog
-        return {"session_id": agent.new_session(catalog), "catalog": catalog}
+    def new_session(body: SessionIn | None = None) -> SessionOut:
+        return serving.new_session(body)
 
     @app.get("/v1/sessions/{session_id}", dependencies=auth)
     def get_session(session_id: str) -> dict[str, Any]:
@@ -167,119 +345,32 @@ def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str |
 
     @app.post("/v1/turn", dependencies=auth, response_model=TurnOut)
     def turn(body: TurnIn) -> dict[str, Any]:
-        check_message(body.message)
-        if body.session_id is not None:
-            agent.store.get(body.session_id)  # 404 before any work
-        return agent.turn(body.session_id, body.message, catalog=body.catalog).public()
+        return serving.turn(body)
 
     @app.post("/v1/feedback", dependencies=auth)
-    def feedback(body: FeedbackIn) -> dict[str, Any]:
-        value = {"up": 1, "down": -1}.get(body.value, body.value)  # type: ignore[arg-type]
-        return agent.feedback(body.session_id, body.item_id, int(value))
-
-    # --- OpenAI-compatible endpoints ---
-
-    def model_ids() -> list[str]:
-        return [MODEL_PREFIX] + [f"{MODEL_PREFIX}-{c}" for c in agent.catalogs()]
-
-    def catalog_of(model: str) -> str | None:
-        if model == MODEL_PREFIX:
-            return None
-        if model.startswith(MODEL_PREFIX + "-") and model[len(MODEL_PREFIX) + 1 :] in agent.catalogs():
-            return model[len(MODEL_PREFIX) + 1 :]
-        raise NotFound(code="model_not_found", message=f"model {model!r} does not exist; GET /v1/models lists: {', '.join(model_ids())}")
+    def feedback(body: FeedbackIn) -> FeedbackOut:
+        return serving.feedback(body)
 
     @app.get("/v1/models", dependencies=auth)
-    def models() -> dict[str, Any]:
-        now = int(time.time())
-        return {"object": "list", "data": [{"id": m, "object": "model", "created": now, "owned_by": "aisle"} for m in model_ids()]}
+    def models() -> ModelList:
+        return serving.models()
 
-    @app.post("/v1/chat/completions", dependencies=auth)
+    @app.post("/v1/chat/completions", dependencies=auth, response_model=ChatCompletion, responses={200: {"content": {"text/event-stream": {}}}})
     def chat_completions(body: ChatCompletionIn, x_aisle_session: str | None = Header(None)) -> Any:
-        user_messages = [m for m in body.messages if m.role == "user"]
-        if not user_messages:
-            raise BadRequest(code="no_user_message", message="messages has no message with role 'user'; the last user message is the shopper's turn")
-        text = message_text(user_messages[-1].content)
-        check_message(text)
-        catalog = catalog_of(body.model)
-        session_id = x_aisle_session or body.user
-        if session_id:
-            record = agent.store.get(session_id)
-            if catalog is not None and catalog != record.catalog:
-                raise CatalogMismatch(f"session {session_id} uses catalog {record.catalog!r}, but model {body.model!r} names {catalog!r}")
-        else:
-            session_id = agent.new_session(catalog)
-        completion_id = "chatcmpl-" + uuid.uuid4().hex
-        created = int(time.time())
+        session_id, answer = serving.chat(body, x_aisle_session)
         headers = {SESSION_HEADER: session_id}
-        if body.stream:
-            return StreamingResponse(
-                _sse(agent, session_id, text, completion_id, created, body.model),
-                media_type="text/event-stream",
-                headers={**headers, "Cache-Control": "no-cache"},
-            )
-        result = agent.turn(session_id, text)
-        prompt_tokens = sum(len(message_text(m.content).split()) for m in body.messages)
-        completion_tokens = len(result.reply.split())
-        payload = {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": body.model,
-            "system_fingerprint": None,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": result.reply}, "finish_reason": "stop", "logprobs": None}],
-            # Word counts: aisle's reply is mostly a template, not model tokens.
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens},
-            "aisle": result.public(),
-        }
-        return JSONResponse(payload, headers=headers)
+        if isinstance(answer, ChatCompletion):
+            return JSONResponse(answer.model_dump(), headers=headers)
+        return StreamingResponse(answer, media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"})
 
     return app
 
 
-def message_text(content: str | list[dict[str, Any]] | None) -> str:
-    """OpenAI content: a string, or a list of parts of which the text parts count."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
-
-
-def _sse(agent: Agent, session_id: str, text: str, completion_id: str, created: int, model: str) -> Iterator[str]:
-    """chat.completion.chunk events: role, content pieces, then finish_reason (+ aisle's items), then [DONE]."""
-
-    def chunk(delta: dict[str, Any], finish: str | None = None, extra: dict[str, Any] | None = None) -> str:
-        body: dict[str, Any] = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": None,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-        }
-        if extra:
-            body.update(extra)
-        return f"data: {json.dumps(body)}\n\n"
-
-    yield chunk({"role": "assistant", "content": ""})
-    try:
-        for piece in agent.turn_stream(session_id, text):
-            if isinstance(piece, TurnResult):
-                yield chunk({}, "stop", {"aisle": piece.public()})
-            elif piece:
-                yield chunk({"content": piece})
-    except Exception as exc:  # headers are sent: report in-band, like OpenAI does
-        log.exception("streamed turn failed")
-        yield f"data: {json.dumps({'error': {'message': f'turn failed: {exc}', 'type': 'server_error', 'code': 'turn_failed'}})}\n\n"
-    yield "data: [DONE]\n\n"
-
-
-def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, warm: bool = True) -> None:
+def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, warm: bool = True, docs: bool = False) -> None:
     """Run the API with uvicorn (blocking). Loads the default catalog and model first when `warm`."""
     import uvicorn
 
     agent = Agent(settings)
     if warm:
         agent.warm_up()
-    uvicorn.run(create_app(settings, agent=agent, api_key=api_key), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(settings, agent=agent, api_key=api_key, docs=docs), host=host, port=port, log_level="info")

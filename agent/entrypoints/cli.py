@@ -207,6 +207,7 @@ def serve(
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
     api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="AISLE_API_KEY", help="Require 'Authorization: Bearer KEY' (env AISLE_API_KEY).")] = None,
     catalog: CatalogOpt = None,
+    docs: Annotated[bool, typer.Option("--docs", help="Serve the OpenAPI schema at /openapi.json (behind --api-key); no Swagger UI.")] = False,
 ) -> None:
     """HTTP API for bots: /v1/turn, /v1/sessions, /v1/feedback and OpenAI-compatible /v1/chat/completions."""
     from agent.entrypoints.api import serve as run_server
@@ -219,7 +220,7 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         typer.secho(f"warning: listening on {host} without --api-key: anyone who can reach it can use it", err=True, fg=typer.colors.YELLOW)
     try:
-        run_server(settings, host=host, port=port, api_key=api_key)
+        run_server(settings, host=host, port=port, api_key=api_key, docs=docs)
     except (CatalogError, VectorStoreError) as exc:
         fail(str(exc))
 

@@ -11,9 +11,9 @@ import time
 import httpx
 import pytest
 
-from agent.entrypoints.api import create_app
 from agent.chat.agent import MAX_MESSAGE_CHARS, Agent
 from agent.chat.store import SessionStore
+from agent.entrypoints.api import create_app
 
 API_KEY = "test-key-123"
 
@@ -101,15 +101,23 @@ def test_bad_inputs_get_clear_4xx(http, base_url):
         (http.post("/v1/turn", json={"session_id": sid}), 422, "invalid_request"),
         (http.post("/v1/turn", json={"session_id": sid, "message": 42}), 422, "invalid_request"),
         (http.post("/v1/turn", json={"session_id": sid, "message": "pens", "catalog": "amazon-office-2014"}), 409, "catalog_mismatch"),
-        (http.post("/v1/turn", json={"message": "pens", "catalog": "no-such-catalog"}), 400, "bad_request"),
+        (http.post("/v1/turn", json={"message": "pens", "catalog": "no-such-catalog"}), 400, "unknown_catalog"),
+        (http.post("/v1/turn", json={"message": "pens", "catalog": ""}), 400, "unknown_catalog"),
+        (http.post("/v1/turn", content=b'{"message": "stapler \\ud800"}', headers={"Content-Type": "application/json"}), 400, "invalid_text"),
+        (http.post("/v1/turn", json={"session_id": sid, "message": "\u200b\u2060\ufeff"}), 400, "empty_message"),
         (http.post("/v1/feedback", json={"session_id": sid, "item_id": "Books:1", "value": 7}), 422, "invalid_request"),
-        (http.post("/v1/feedback", json={"session_id": sid, "item_id": "not-an-item", "value": 1}), 400, "bad_request"),
+        (http.post("/v1/feedback", json={"session_id": sid, "item_id": "Books:1", "value": True}), 422, "invalid_request"),
+        (http.post("/v1/feedback", json={"session_id": sid, "item_id": "not-an-item", "value": 1}), 400, "unknown_item"),
+        (http.post("/v1/chat/completions", json={"stream": "yes", "messages": [{"role": "user", "content": "pens"}]}), 422, "invalid_request"),
         (http.post("/v1/chat/completions", json={"model": "gpt-4", "messages": [{"role": "user", "content": "pens"}]}), 404, "model_not_found"),
         (http.post("/v1/chat/completions", json={"model": "aisle", "messages": [{"role": "system", "content": "be nice"}]}), 400, "no_user_message"),
         (http.post("/v1/turn", content=b"x" * 300_000, headers={"Content-Type": "application/json"}), 413, "body_too_large"),
+        # chunked (no Content-Length): counted as it arrives over a real socket
+        (http.post("/v1/turn", content=(b"x" * 65536 for _ in range(128)), headers={"Content-Type": "application/json"}), 413, "body_too_large"),
     ]
     for response, status, code in cases:
         assert (response.status_code, error_of(response)["code"]) == (status, code), response.text
+    assert http.get(f"/v1/sessions/{sid}").json()["turns"] == []  # no bad request ran a turn
     no_key = httpx.post(f"{base_url}/v1/turn", json={"message": "pens"})
     wrong_key = httpx.post(f"{base_url}/v1/turn", json={"message": "pens"}, headers={"Authorization": "Bearer nope"})
     assert no_key.status_code == 401 and error_of(no_key)["code"] == "missing_api_key"
@@ -133,7 +141,11 @@ def test_openai_client_chat_completions(base_url, http):
     # Continue the conversation with the session in a header; only the last user message counts.
     raw = client.chat.completions.with_raw_response.create(
         model="aisle",
-        messages=[{"role": "user", "content": "a USB microphone"}, {"role": "assistant", "content": first.choices[0].message.content}, {"role": "user", "content": [{"type": "text", "text": "what's the price of the first one?"}]}],
+        messages=[
+            {"role": "user", "content": "a USB microphone"},
+            {"role": "assistant", "content": first.choices[0].message.content},
+            {"role": "user", "content": [{"type": "text", "text": "what's the price of the first one?"}]},
+        ],
         extra_headers={"X-Aisle-Session": sid},
     )
     second = raw.parse()

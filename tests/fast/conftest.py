@@ -20,7 +20,7 @@ import pytest
 
 from agent.engines.base import LLMEngine, Message
 from agent.settings import REPO_ROOT, Settings, force_offline
-from retrieval.catalog import Catalog, Item, LoadReport
+from retrieval.catalog import Catalog, Item, LoadReport, clean_text
 
 force_offline()
 
@@ -86,17 +86,19 @@ class ScriptedEngine(LLMEngine):
 
 
 def make_catalog(rows: Sequence[dict[str, Any]], name: str = "tiny") -> Catalog:
-    """A catalog from plain rows: {id, title, description?, brand?, categories?, price?}."""
+    """A catalog from plain rows: {id, title, description?, brand?, categories?, price?}, each text
+    field cleaned the way the catalog loaders clean imported text (`retrieval.catalog.clean_text`)."""
     items: dict[str, Item] = {}
     for row in rows:
         cats = row.get("categories", ())
         items[str(row["id"])] = Item(
             id=str(row["id"]),
-            title=row["title"],
-            description=row.get("description", ""),
-            brand=row.get("brand", ""),
-            categories=tuple(cats.split(" > ") if isinstance(cats, str) else cats),
+            title=clean_text(row["title"]),
+            description=clean_text(row.get("description", "")),
+            brand=clean_text(row.get("brand", "")),
+            categories=tuple(clean_text(c) for c in (cats.split(" > ") if isinstance(cats, str) else cats)),
             price=row.get("price"),
+            source=dict(row),
         )
     return Catalog(name, items, LoadReport(name, loaded=len(items)))
 
