@@ -1,140 +1,245 @@
-"""Is a piece of generated text supported by the item data? A small, explainable checker.
+"""The grounding gate: may a generated text be shown to a shopper or written to the catalog?
 
-Used on recommendation reasons (agent/reasons.py) and on generated product copy (issue #6), so
-it works on plain strings: the text, and the evidence it may rely on (item title, brand,
-categories, description, plus the user's own words and the titles they bought).
+Every LLM text aisle shows or stores goes through `check_grounding`: recommendation reasons
+(agent.recommend.reasons), the chat's one-line intro (agent.chat) and product copy
+(agent.copy.check adds copy rules on top). It works on plain strings, with two kinds of rule.
 
-What counts as a claim, and when it is supported:
-- brand: a known catalog brand named in the text must appear in the evidence (the item's own
-  brand is in the evidence, so naming another brand is flagged);
-- numbers, sizes, quantities ("12", "0.8mm", "a dozen", "two"): every number must appear in the
-  evidence; model numbers ("GSF11", "CS6114") must appear there verbatim (case/punctuation aside);
-- colours, materials and compatibility/feature words from a small lexicon ("red", "steel",
-  "wireless", "bluetooth", "refillable") must appear in the evidence;
-- product-type words ("stapler", "printer", "envelope") must appear in the evidence, so a reason
-  cannot call a pen a pencil;
-- price/value words ("affordable", "great value", "competitive price") must appear in the evidence
-  (the catalogs mostly have no prices).
+1. The screen (`screen_text`): text that is never shown, whatever the evidence, because a model
+   that writes it follows someone else's instructions (an injection in a shopper's message or a
+   catalog row) or sends the reader somewhere:
+   - links and addresses: a URL scheme ("http:", "javascript:", "://"), "www.", an e-mail
+     address, an @handle, and any domain-like token ("evil.example", "shop.example.com") unless
+     the item's own record names it ("Avery Stamps.com Postal Center");
+   - markup: markdown links and images ("[x](y)", "![x]"), HTML tags and entities, code fences;
+   - calls to action and instructions to the reader (`CALLS_TO_ACTION`): visit, click here, go
+     to, call / text / e-mail / contact us, buy it at, order now, available at, sign up,
+     subscribe, download, use code, reply, hurry, limited time, free shipping ...;
+   - instructions to the model (`INJECTION_MARKERS`): "ignore ... instructions", "disregard",
+     "system prompt", "new instructions", "jailbreak", "PWNED", "hacked", "as an AI";
+   - shouting: a word of four or more capital letters that neither the record nor the shopper
+     wrote (a brand written in capitals, "DYMO", is in the record).
+2. Claims: every claim about the item must be supported by the ITEM's own record (title, brand,
+   categories, description, price: `item_evidence`):
+   - brand: a known catalog brand (`catalog_brands`) named in the text;
+   - numbers, sizes, quantities ("12", "0.8mm", "a dozen", "8 1/2"), money ("$1", "20 dollars":
+     only the record's own price or amounts), model numbers ("GSF11", verbatim up to case and
+     punctuation), "#1";
+   - lexicon words (agent.lexicon): colours, materials, features and compatibility, devices,
+     named sizes, product claims (waterproof, best-selling, warranty ...), product types and
+     price/value words.
+   The shopper's words (`request_evidence`: their query and messages, the titles they bought)
+   support a claim only where the text restates the request: the words after "you asked for",
+   "you wanted", "you need", "you bought", "your search for" ..., to the end of the clause, or
+   to the closing quote when the restatement is quoted, and "the ... you bought" (`restated_spans`). "You asked for a gold
+   stapler" passes when the shopper said gold; "this stapler is made of gold and costs $1"
+   passes only when the record says gold and $1. A text about no item at all (the chat's intro)
+   passes `restates_request=True`: all of it restates the request.
 
-It is deliberately conservative (a word-level check, not entailment): a false "unsupported" only
-costs a retry or a template reason, while a false "supported" would show the user an invented
-fact. Negations ("not wireless") are flagged too when the word is not in the evidence.
+Word-level and conservative (not entailment): a false "unsupported" costs a retry or a template
+fallback, a false "supported" shows the shopper an invented fact or an attacker's link. Words are
+compared as Snowball stems on both sides (agent.text), so "envelopes" meets "envelope";
+negations ("not wireless") are flagged too when the word is not in the evidence.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import lru_cache
 
-# --- lexicons ------------------------------------------------------------------------------------
-
-COLOURS = frozenset(
-    """black white red blue green yellow orange purple violet pink brown grey gray silver gold golden
-    beige ivory navy teal turquoise maroon burgundy tan cream bronze copper clear transparent
-    translucent neon pastel multicolor multicolored color colored""".split()
+from agent.lexicon import (
+    CLAIMS,
+    COLOURS,
+    COMMON_WORD_BRANDS,
+    COMPATIBILITY,
+    DEVICES,
+    IMPLIED_COUNTS,
+    MATERIALS,
+    NAMED_SIZES,
+    NON_BRANDS,
+    NUMBER_WORDS,
+    PRICE_WORDS,
+    PRODUCT_TYPES,
+    UNIT_WORDS,
 )
-MATERIALS = frozenset(
-    """plastic metal metallic steel stainless aluminum aluminium wood wooden bamboo leather
-    faux vinyl rubber silicone glass acrylic cardboard fabric nylon polyester cotton canvas
-    cork foam mesh chrome brass zinc titanium magnetic ceramic""".split()
-)
-COMPATIBILITY = frozenset(
-    """wireless bluetooth usb wifi wi-fi cordless corded rechargeable battery batteries solar
-    waterproof water-resistant refillable recycled recyclable acid-free archival ergonomic adjustable
-    portable foldable laser inkjet thermal digital electric electronic manual automatic
-    compatible mac windows android iphone ipad dect hdmi ethernet""".split()
-)
-PRODUCT_TYPES = frozenset(
-    """pen pencil marker highlighter crayon stapler staple printer scanner copier shredder laminator
-    calculator phone telephone handset headset envelope label sticker binder folder notebook notepad
-    planner calendar tape glue scissors chair lamp ink toner cartridge eraser sharpener clipboard
-    whiteboard keyboard mouse cable charger paperclip organizer mailer backpack notecard postcard
-    ruler cutter puncher speaker camera projector""".split()
-)
-# Price / value claims: the catalogs rarely state a price, so "affordable" or "great value" is a
-# claim only the user's own words (or the item's text) can support.
-PRICE_WORDS = frozenset(
-    """price priced pricing cheap cheaper inexpensive affordable value bargain budget competitive
-    discount discounted expensive luxury sale""".split()
-)
-# Number words a reason may use instead of digits ("one" is left out: "this one", "one of").
-NUMBER_WORDS = {
-    "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
-    "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "dozen": "12", "twenty": "20",
-    "hundred": "100", "thousand": "1000", "single": "1", "double": "2", "triple": "3",
-}
-# Letters after a number that are units/quantities, not a model number ("0.8mm", "12pk", "3rd").
-UNIT_WORDS = frozenset(
-    """mm cm m in inch inches ft feet yd oz lb lbs g kg ml l pk pack packs ct count pc pcs pieces
-    sheet sheets gb mb tb kb ppm dpi ipm x mah v w hz khz ghz mil pt gsm st nd rd th s d k p""".split()
-)
-# Catalog "brands" that are not brands at all.
-NON_BRANDS = frozenset({"", "generic", "unknown", "various", "compatible", "non-oem", "generic labels", "compatible/remanufactured ink", "number 1 in service"})
-# Brands that are also ordinary English words: only counted when written exactly as the brand
-# (capitalised) and not at the start of a sentence, where any word is capitalised.
-COMMON_WORD_BRANDS = frozenset(
-    {
-        "academie", "adams", "altra", "apache", "array", "arrow", "aurora", "beacon", "cambridge",
-        "cardinal", "clarity", "clover", "command", "cross", "double a", "duck", "eldon", "estes",
-        "fisher", "integra", "max", "national", "oxford", "platinum", "premier", "royal",
-        "sharp", "spectrum", "stanley", "tartan", "the classics", "tops", "trimmer", "uni",
-        "universal", "welcom", "wellspring", "winsome", "wolverine",
-    }
-)
-
-_SYNONYMS = {"gray": "grey", "aluminium": "aluminum", "multicolored": "multicolor", "wifi": "wi-fi", "colour": "color", "colours": "colors", "coloured": "color", "colored": "color"}
-
-_WORD = re.compile(r"[A-Za-z][A-Za-z\-']*[A-Za-z]|[A-Za-z]")
-_NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
-_ALNUM_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-/.]*[A-Za-z0-9]|[A-Za-z0-9]")
-_SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|\n\s*|[\"'(]\s*)$")
+from agent.text import find_seq, money, squash, stem, tokens
 
 
 @dataclass
 class GroundingReport:
-    """Result of `check_grounding`: `ok` when no claim is unsupported."""
+    """Result of `check_grounding`: `ok` when nothing was screened out and no claim is unsupported."""
 
     ok: bool
-    unsupported: list[str] = field(default_factory=list)  # human-readable, one per failed claim
+    unsupported: list[str] = field(default_factory=list)  # human-readable, one per problem
     checked: int = 0  # how many claims were looked at (0 = the text made no checkable claim)
 
     def __bool__(self) -> bool:
         return self.ok
 
 
-# --- normalisation -------------------------------------------------------------------------------
+# --- the screen ----------------------------------------------------------------------------------
+
+_LINKS = (
+    ("a link", re.compile(r"\b(?:https?|ftp|javascript|mailto|tel)\s*:|\b(?:file|data):[\w/]|://|\bwww\d{0,3}\s*\.", re.I)),
+    ("an e-mail address", re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")),
+    ("an @handle", re.compile(r"(?<![\w@])@[A-Za-z_]\w+")),
+)
+_DOMAIN = re.compile(r"(?<![\w@.\-])(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z][a-z0-9-]{1,23}(?![\w@\-]|\.[a-z0-9])", re.I)
+_MARKUP = re.compile(r"!?\[[^\]\n]*\]\s*[(\[]|\]\s*\(|<\s*/?\s*[a-z][a-z0-9-]*(?:\s[^<>]*)?/?\s*>|&(?:#\d+|#x[0-9a-f]+|[a-z]{2,8});|```", re.I)
+
+# Phrases that send the reader somewhere or tell them to act. Written as phrases, not bare verbs,
+# so product words stay usable ("cash register", "call bell", "click the top to retract", "easy to
+# install", "U disk to download data").
+CALLS_TO_ACTION: tuple[str, ...] = (
+    r"visit(?:s|ed|ing)?",
+    r"click(?:s|ed|ing)?\s+(?:here|below|now|through|(?:on\s+)?(?:the\s+|this\s+)?link|to\s+(?:buy|order|see|learn|visit|shop|get|claim|read|view))",
+    r"tap\s+(?:here|on|the\s+link|this\s+link|below|now)",
+    r"(?:go|head|navigate|proceed)\s+(?:over\s+|straight\s+)?to",
+    r"(?:call|phone|ring|text|e-?mail|contact|message|dm|write\s+to|reach\s+out\s+to|reach)\s+(?:us|me|our|now|today)",
+    r"call\s+\+?\d",
+    r"(?:buy|order|purchase|shop|get|grab|find)\s+(?:it|them|this|these|one|yours)\s+(?:now\s+)?(?:at|from|on|via)",
+    r"(?:buy|order|purchase|shop|get|grab)\s+(?:yours\s+)?(?:now|today|here|online)",
+    r"(?:available|sold|in\s+stock)\s+(?:only\s+|exclusively\s+)?(?:at|on)",
+    r"shop\s+(?:at|with|our)",
+    r"sign(?:ing)?\s+(?:up|in)|subscribe|log\s*in|register\s+(?:now|today|here|online|at)|follow\s+us|like\s+us|share\s+this",
+    r"(?:download|install)\s+(?:it|now|here|today|our|the\s+app|from|at)",
+    r"(?:use|enter|apply|redeem)\s+(?:the\s+|my\s+|our\s+|this\s+)?(?:code|coupon|promo|voucher)",
+    r"(?:promo|coupon|discount|voucher|referral)\s+codes?",
+    r"repl(?:y|ies|ying)",
+    r"respond\s+(?:with|to|by)",
+    r"hurry|act\s+now|limited[\s-]time|don'?t\s+miss|do\s+not\s+miss|free\s+shipping|while\s+supplies\s+last",
+)
+# Words a model writes when it follows instructions hidden in its input instead of its prompt.
+INJECTION_MARKERS: tuple[str, ...] = (
+    r"ignor(?:e|es|ed|ing)\b[^.!?]{0,60}\b(?:instructions?|rules?|prompts?|above|previous|prior|guidelines?)",
+    r"disregard(?:s|ed|ing)?",
+    r"(?:system|developer|hidden)\s+(?:prompt|message|instructions?)",
+    r"(?:new|updated|my|these|following)\s+instructions?",
+    r"prompt\s+injection",
+    r"jailbr(?:eak|oken)\w*",
+    r"pwn(?:ed|s|z)?",
+    r"hack(?:ed|s)?",
+    r"as\s+an\s+(?:ai|language\s+model)",
+    r"you\s+(?:must|should|will)\s+now",
+)
+_CTA = re.compile(r"\b(?:" + "|".join(CALLS_TO_ACTION) + r")\b", re.I)
+_INJECTION = re.compile(r"\b(?:" + "|".join(INJECTION_MARKERS) + r")\b", re.I)
+_SHOUT = re.compile(r"(?<![A-Za-z0-9])[A-Z]{4,}(?![A-Za-z0-9])")
 
 
-def _stem(word: str) -> str:
-    """Lower-case singular form, enough for 'pens' ~ 'pen', 'batteries' ~ 'battery', 'boxes' ~ 'box'."""
-    w = word.lower().strip("'-")
-    w = _SYNONYMS.get(w, w)
-    if len(w) > 4 and w.endswith("ies"):
-        return w[:-3] + "y"
-    if len(w) > 3 and w.endswith("es") and w[:-2].endswith(("s", "x", "ch", "sh", "z")):
-        return w[:-2]
-    if len(w) > 2 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
-        return w[:-1]
-    return w
+def screen_text(text: str, *, record: str = "", request: str = "") -> list[str]:
+    """Why `text` must never be shown, whatever it claims (empty when it may): links, addresses,
+    markup, calls to action, instructions to the model, shouting.
+
+    `record`: the item's own data; a domain-like name it contains ("Stamps.com") may be repeated.
+    `request`: the shopper's words; with the record, the capitalised words that are not shouting.
+    Nothing else in either makes a link, a call to action or an instruction acceptable."""
+    problems: list[str] = []
+
+    def flag(message: str) -> None:
+        if message not in problems:
+            problems.append(message)
+
+    for what, pattern in _LINKS:
+        for m in pattern.finditer(text):
+            flag(f"{what} ('{m.group(0).strip()}') is not allowed")
+    for m in _DOMAIN.finditer(text):
+        if not re.search(r"(?<![\w.\-])" + re.escape(m.group(0)) + r"(?![\w\-])", record, re.I):
+            flag(f"a web address ('{m.group(0)}') is not allowed")
+    for m in _MARKUP.finditer(text):
+        flag(f"markup ('{m.group(0)}') is not allowed")
+    for m in _CTA.finditer(text):
+        flag(f"a call to action ('{m.group(0)}') is not allowed")
+    for m in _INJECTION.finditer(text):
+        flag(f"an instruction to the model ('{m.group(0)}') is not allowed")
+    shouts = _SHOUT.findall(text)
+    if shouts:
+        known = set(tokens(record)) | set(tokens(request))
+        for word in shouts:
+            if word.casefold() not in known:
+                flag(f"shouting ('{word}') is not allowed")
+    return problems
 
 
-def _squash(text: str) -> str:
-    """Lower-case letters and digits only: 'GSF11-Blk' -> 'gsf11blk' for model-number lookups."""
-    return re.sub(r"[^a-z0-9]", "", text.lower())
+# --- restating the request -----------------------------------------------------------------------
+
+_RESTATE_CUE = re.compile(
+    r"\byou(?:'ve|'re|'d| have| are| were| had)?\s+(?:also\s+|just\s+|already\s+|recently\s+)?"
+    r"(?:asked|asking|requested|wanted|want|need|needed|said|mentioned|specified|described|searched|"
+    r"looking|looked|bought|purchased|ordered)\b(?:\s+(?:for|about|to\s+see|to\s+find))?"
+    r"|\byour\s+(?:request|search|query|question|message|purchase|order)s?\b(?:\s+(?:for|of))?",
+    re.I,
+)
+_QUOTE_OPEN = re.compile(r"\s*[(:]?\s*([“\"«])")
+_QUOTE_CLOSE = {"“": "”", '"': '"', "«": "»"}
+_DETERMINER = r"(?:and|but|so|yet|while|which|because|whereas|this|these|that|those|it|its|they|their|the|our|here|each|every|plus|you)\b"
+_CLAUSE_END = re.compile(
+    r"[.!?](?=\s|$)|[;:()\[\]—–]|\s-\s|,\s*(?=" + _DETERMINER + r")|\s(?=(?:and|but|so|because|while|whereas)\s+" + _DETERMINER + r")",
+    re.I,
+)
 
 
-def _numbers(text: str) -> set[str]:
-    """Every number in `text`, canonical ('1,000' -> '1000', '2.50' -> '2.5'), plus number words."""
-    found: set[str] = set()
-    for m in _NUMBER.finditer(text):
-        found.add(_canonical_number(m.group(0)))
-    for w in _WORD.findall(text):
-        digit = NUMBER_WORDS.get(w.lower())
-        if digit:
-            found.add(digit)
-    return found
+# "the washable markers you bought": a purchase restated before its cue, from the nearest
+# determiner (a few words, no punctuation). Only purchases: "the gold pens you asked for" would
+# be an item claim dressed as a restatement.
+_PURCHASE_CUE = re.compile(r"\byou(?:'ve| have)?\s+(?:also\s+|just\s+|already\s+|recently\s+)?(?:bought|purchased|ordered)\b", re.I)
+_NOUN_START = re.compile(r"\b(?:the|those|these|that|your)\s+", re.I)
+_MAX_PURCHASE_WORDS = 6
+
+
+def restated_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each part of `text` that restates what the shopper asked for or bought:
+    after a cue ("you asked for", "you need", "you bought", "your search for" ...), the quoted
+    words when a quote follows, else the words up to the end of the clause (punctuation, or ", and",
+    "and these", "but it" ...); and before a purchase cue, "the ... you bought"."""
+    spans = _forward_spans(text)
+    for cue in _PURCHASE_CUE.finditer(text):
+        starts = [m.end() for m in _NOUN_START.finditer(text, max(0, cue.start() - 80), cue.start())]
+        phrase = text[starts[-1] : cue.start()] if starts else ""
+        if phrase.strip() and len(phrase.split()) <= _MAX_PURCHASE_WORDS and not re.search(r"[.,;:!?()\"“”]", phrase):
+            spans.append((starts[-1], cue.start()))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _forward_spans(text: str) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    for cue in _RESTATE_CUE.finditer(text):
+        if cue.start() < pos:
+            continue
+        start = cue.end()
+        quote = _QUOTE_OPEN.match(text, start)
+        close = text.find(_QUOTE_CLOSE[quote.group(1)], quote.end()) if quote else -1
+        if quote and close != -1:
+            end = close + 1
+        else:
+            stop = _CLAUSE_END.search(text, start)
+            end = stop.start() if stop else len(text)
+        if end > start:
+            spans.append((start, end))
+            pos = end
+    return spans
+
+
+# --- evidence ------------------------------------------------------------------------------------
+
+_NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
+_FRACTION = re.compile(r"(?<![\w./])(?:(\d+)(?:\s*-\s*|\s+))?(\d+)/(\d+)(?![\w/])")
+_AMOUNT = r"(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
+_MONEY = re.compile(r"[$€£]\s*" + _AMOUNT + r"|" + _AMOUNT + r"\s*(dollars?|bucks|usd|euros?|eur|cents?)\b", re.I)
+_RANKING = re.compile(r"#\s*1\b|\bno\.\s*1\b", re.I)
+_ALNUM_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-/.]*[A-Za-z0-9]|[A-Za-z0-9]")
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|\n\s*|[\"'(“]\s*)$")
+# Number words that describe rather than count ("single-use", "double-sided"): evidence only.
+_DESCRIPTIVE_NUMBERS = frozenset({"single", "double", "triple"})
 
 
 def _canonical_number(raw: str) -> str:
@@ -145,14 +250,142 @@ def _canonical_number(raw: str) -> str:
     return "0" + value if value.startswith(".") else value
 
 
+def _decimal(value: Fraction) -> str | None:
+    """'8.5' for 17/2; None when the fraction has no short decimal form (1/3)."""
+    scaled = value * 1000
+    return _canonical_number(f"{float(value):.3f}") if scaled.denominator == 1 else None
+
+
+def _numbers(text: str) -> set[str]:
+    """Every number the evidence states, canonical ('1,000' -> '1000', '2.50' -> '2.5'), with
+    fractions also as decimals ('8-1/2' -> '8.5'), number words and implied counts ('pair')."""
+    found = {_canonical_number(m.group(0)) for m in _NUMBER.finditer(text)}
+    for m in _FRACTION.finditer(text):
+        value = int(m.group(1) or 0) + Fraction(int(m.group(2)), max(1, int(m.group(3))))
+        decimal = _decimal(value)
+        if decimal:
+            found.add(decimal)
+    for word in tokens(text):
+        digit = NUMBER_WORDS.get(word) or IMPLIED_COUNTS.get(word)
+        if digit:
+            found.add(digit)
+    return found
+
+
 def _text_numbers(text: str) -> list[str]:
     """Numbers the text claims, in order; number words only when used as a quantity."""
     out = [_canonical_number(m.group(0)) for m in _NUMBER.finditer(text)]
-    for m in _WORD.finditer(text):
-        w = m.group(0).lower()
-        if w in NUMBER_WORDS and w not in {"single", "double", "triple"}:
-            out.append(NUMBER_WORDS[w])
+    out.extend(NUMBER_WORDS[w] for w in tokens(text) if w in NUMBER_WORDS and w not in _DESCRIPTIVE_NUMBERS)
     return out
+
+
+def _money(text: str) -> list[tuple[str, str]]:
+    """(canonical amount in the main unit, surface) for each amount of money in `text`."""
+    out = []
+    for m in _MONEY.finditer(text):
+        amount = m.group(1) or m.group(2)
+        if (m.group(3) or "").lower().startswith("cent"):
+            amount = _decimal(Fraction(amount.replace(",", "")) / 100) or amount
+        out.append((_canonical_number(amount), m.group(0)))
+    return out
+
+
+def _word_stems(text: str) -> tuple[list[str], list[str]]:
+    """(tokens, stems), aligned; a synonym written with a hyphen ("wifi" -> "wi-fi") gives one stem
+    per part, as the hyphenated spelling does."""
+    raw: list[str] = []
+    out: list[str] = []
+    for token in tokens(text):
+        for part in stem(token).split("-"):
+            if part:
+                raw.append(token)
+                out.append(part)
+    return raw, out
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """One body of evidence, read once: its text, stems, numbers, amounts of money."""
+
+    text: str
+    stems: tuple[str, ...]
+    stem_set: frozenset[str]
+    numbers: frozenset[str]
+    money: frozenset[str]
+    squashed: str
+
+    @classmethod
+    def of(cls, text: str) -> _Evidence:
+        stems = tuple(_word_stems(text)[1])
+        return cls(text, stems, frozenset(stems), frozenset(_numbers(text)), frozenset(a for a, _ in _money(text)), squash(text))
+
+    def states(self, phrase: tuple[str, ...]) -> bool:
+        return phrase[0] in self.stem_set if len(phrase) == 1 else bool(find_seq(self.stems, phrase))
+
+
+def item_evidence(item: object) -> list[str]:
+    """The item's own record as evidence: title, brand, categories, description and price.
+    Works with `retrieval.catalog.Item` or any object with those attributes. The shopper's words
+    are not item evidence: pass them to `check_grounding` as `request_evidence`."""
+    parts = [getattr(item, "title", "") or "", getattr(item, "brand", "") or ""]
+    parts.extend(getattr(item, "categories", ()) or ())
+    parts.append(getattr(item, "description", "") or "")
+    price = getattr(item, "price", None)
+    if price is not None:
+        parts.append(money(price))
+    return [p for p in parts if p]
+
+
+# --- claims --------------------------------------------------------------------------------------
+
+_LEXICON_KINDS = (
+    ("colour", COLOURS),
+    ("material", MATERIALS),
+    ("feature/compatibility", COMPATIBILITY | DEVICES),
+    ("size", NAMED_SIZES),
+    ("claim", CLAIMS),
+    ("product type", PRODUCT_TYPES),
+    ("price/value claim", PRICE_WORDS),
+)
+
+
+@lru_cache(maxsize=1)
+def _lexicon() -> dict[str, list[tuple[tuple[str, ...], str]]]:
+    """First stem -> [(stems of a lexicon phrase, kind)], longest phrase first; a stem sequence in
+    two lists keeps its first kind ("gold" is a colour before it is a material)."""
+    kinds: dict[tuple[str, ...], str] = {}
+    for kind, words in _LEXICON_KINDS:
+        for term in sorted(words):
+            key = tuple(_word_stems(term)[1])
+            if key:
+                kinds.setdefault(key, kind)
+    table: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+    for key, kind in kinds.items():
+        table.setdefault(key[0], []).append((key, kind))
+    for entries in table.values():
+        entries.sort(key=lambda e: -len(e[0]))
+    return table
+
+
+def _lexicon_mentions(text: str) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(kind, words as written, stems) for each lexicon phrase in `text`, longest match first."""
+    raw, word_stems = _word_stems(text)
+    table = _lexicon()
+    found = []
+    i = 0
+    while i < len(word_stems):
+        for key, kind in table.get(word_stems[i], ()):
+            n = len(key)
+            if tuple(word_stems[i : i + n]) != key:
+                continue
+            # "clearly" shares its stem with "clear", but an adverb is not a colour
+            if not (kind == "colour" and n == 1 and raw[i].endswith("ly")):
+                found.append((kind, " ".join(dict.fromkeys(raw[i : i + n])), key))
+            i += n
+            break
+        else:
+            i += 1
+    return found
 
 
 def _model_numbers(text: str) -> list[str]:
@@ -167,7 +400,6 @@ def _model_numbers(text: str) -> list[str]:
         # "12-pack", "0.8mm", "3rd", "8.5x11": every letter run is a unit/quantity word
         if all(all(run.lower() in UNIT_WORDS or run.lower() in NUMBER_WORDS or run.lower() in {"pack", "set"} for run in runs) for runs in letters):
             continue
-        # "AT&T"-like brands and words that merely contain a hyphen and a digit-free part are fine
         out.append(token)
     return out
 
@@ -181,7 +413,8 @@ def _brand_key(brand: str) -> str:
 @lru_cache(maxsize=16)
 def _brand_patterns(brands: tuple[str, ...]) -> list[tuple[str, re.Pattern[str], bool]]:
     """(display name, pattern, is_common_word) for each usable brand, longest first (so 'Uni-ball'
-    wins over 'Uni')."""
+    wins over 'Uni'). A brand that is also a word counts only when written as a name:
+    capitalised as the brand and not at the start of a sentence."""
     seen: dict[str, str] = {}
     for raw in brands:
         b = _brand_key(raw)
@@ -215,68 +448,75 @@ def _in_text(phrase: str, text: str) -> bool:
     """Word-boundary, case-insensitive containment (also after dropping ® and punctuation)."""
     if re.search(r"(?<![\w])" + re.escape(phrase) + r"(?![\w])", text, re.IGNORECASE):
         return True
-    squashed = _squash(phrase)
-    return bool(squashed) and squashed in _squash(text) and len(squashed) >= 4
+    squashed = squash(phrase)
+    return bool(squashed) and squashed in squash(text) and len(squashed) >= 4
 
 
-# --- the check -----------------------------------------------------------------------------------
-
-
-def check_grounding(text: str, evidence: Sequence[str], *, catalog_brands: Collection[str] = ()) -> GroundingReport:
-    """Check every brand, number, model number, colour/material/compatibility word and product-type
-    word in `text` against `evidence`. Returns `GroundingReport(ok, unsupported, checked)`.
-
-    `catalog_brands`: every brand the catalog knows (so a different real brand can be recognised
-    as a brand claim). An empty text is not grounded (there is nothing to show)."""
-    if not text or not text.strip():
-        return GroundingReport(ok=False, unsupported=["the text is empty"], checked=0)
-    joined = "\n".join(e for e in evidence if e)
-    evidence_words = {_stem(w) for w in _WORD.findall(joined)}
-    evidence_numbers = _numbers(joined)
-    evidence_squashed = _squash(joined)
-    unsupported: list[str] = []
+def _claims(text: str, evidence: _Evidence, catalog_brands: Collection[str]) -> tuple[int, list[str]]:
+    """(claims looked at, the unsupported ones) of `text` against one body of evidence."""
+    problems: list[str] = []
     checked = 0
 
-    def flag(message: str) -> None:
-        if message not in unsupported:
-            unsupported.append(message)
-
-    brand_spans: list[str] = []
-    for brand in _brand_mentions(text, catalog_brands):
+    def claim(supported: bool, message: str) -> None:
+        nonlocal checked
         checked += 1
-        brand_spans.append(brand.lower())
-        if not _in_text(brand, joined):
-            flag(f"brand '{brand}' is not this item's brand and is not in the item data")
+        if not supported and message not in problems:
+            problems.append(message)
 
-    for number in _text_numbers(text):
-        checked += 1
-        if number not in evidence_numbers:
-            flag(f"number '{number}' does not appear in the item data")
-
+    brands = _brand_mentions(text, catalog_brands)
+    for brand in brands:
+        claim(_in_text(brand, evidence.text), f"brand '{brand}' is not this item's brand and is not in the item data")
+    for amount, surface in _money(text):
+        claim(amount in evidence.money, f"price '{surface.strip()}' is not the item's price and is not in the item data")
+    for number in _text_numbers(_MONEY.sub(" ", text)):
+        claim(number in evidence.numbers, f"number '{number}' does not appear in the item data")
+    brand_keys = {squash(b) for b in brands}
     for token in _model_numbers(text):
-        checked += 1
-        squashed = _squash(token)
-        if squashed not in evidence_squashed and not any(squashed == _squash(b) for b in brand_spans):
-            flag(f"model/part number '{token}' does not appear in the item data")
-
-    for raw in _WORD.findall(text):
-        word = raw.lower()
-        stem = _stem(word)
-        for lexicon, what in ((COLOURS, "colour"), (MATERIALS, "material"), (COMPATIBILITY, "feature/compatibility"), (PRODUCT_TYPES, "product type"), (PRICE_WORDS, "price/value claim")):
-            if word in lexicon or stem in lexicon:
-                checked += 1
-                if stem not in evidence_words and word not in evidence_words and _stem(_SYNONYMS.get(word, word)) not in evidence_words:
-                    flag(f"{what} '{raw}' is not stated in the item data")
-                break
-    return GroundingReport(ok=not unsupported, unsupported=unsupported, checked=checked)
+        key = squash(token)
+        claim(key in evidence.squashed or key in brand_keys, f"model/part number '{token}' does not appear in the item data")
+    for m in _RANKING.finditer(text):
+        claim(bool(_RANKING.search(evidence.text)), f"ranking claim '{m.group(0)}' is not stated in the item data")
+    for kind, words, key in _lexicon_mentions(text):
+        claim(evidence.states(key), f"{kind} '{words}' is not stated in the item data")
+    return checked, problems
 
 
-def item_evidence(item: object, *, user_texts: Iterable[str] = ()) -> list[str]:
-    """Evidence strings for an item-like object (title, brand, categories, description) plus the
-    user's own words / bought titles. Works with `retrieval.catalog.Item` or any object with
-    those attributes."""
-    parts = [getattr(item, "title", "") or "", getattr(item, "brand", "") or ""]
-    parts.extend(getattr(item, "categories", ()) or ())
-    parts.append(getattr(item, "description", "") or "")
-    parts.extend(t for t in user_texts if t)
-    return [p for p in parts if p]
+# --- the gate ------------------------------------------------------------------------------------
+
+
+def check_grounding(
+    text: str,
+    item_evidence: Sequence[str] = (),
+    *,
+    request_evidence: Sequence[str] = (),
+    catalog_brands: Collection[str] = (),
+    restates_request: bool = False,
+) -> GroundingReport:
+    """The gate for generated text: the screen (links, markup, calls to action, instructions,
+    shouting) and every claim checked against the evidence. Returns `GroundingReport(ok,
+    unsupported, checked)`; an empty text is not grounded (there is nothing to show).
+
+    `item_evidence`: the item's own record (see `item_evidence(item)`); supports any claim.
+    `request_evidence`: what the shopper wrote and bought; supports a claim only inside a
+    restatement of the request (`restated_spans`), never an item fact.
+    `catalog_brands`: every brand the catalog knows, so naming another real brand is a claim.
+    `restates_request`: the whole text is about the request, not an item (the chat's intro)."""
+    if not text or not text.strip():
+        return GroundingReport(ok=False, unsupported=["the text is empty"], checked=0)
+    record = "\n".join(e for e in item_evidence if e)
+    request = "\n".join(e for e in request_evidence if e)
+    problems = screen_text(text, record=record, request=request)
+
+    spans = [(0, len(text))] if restates_request else restated_spans(text)
+    rest = list(text)
+    for start, end in spans:
+        rest[start:end] = " " * (end - start)
+    checked, unsupported = _claims("".join(rest), _Evidence.of(record), catalog_brands)
+    if spans:
+        restated = "\n".join(text[s:e] for s, e in spans)
+        n, more = _claims(restated, _Evidence.of(record + "\n" + request), catalog_brands)
+        checked += n
+        unsupported.extend(p for p in more if p not in unsupported)
+    problems.extend(p for p in unsupported if p not in problems)
+    return GroundingReport(ok=not problems, unsupported=problems, checked=checked)
+

@@ -1,10 +1,10 @@
 """The one word list of the program: colours, materials, features, product types, units, and the
 brand names that are not brands or are also everyday words.
 
-Dialogue rules read features from it, the grounding and copy checkers decide what counts as a
-claim with it, and the catalog vocabulary uses it to tell "Universal folders" (a brand) from "a
-universal adapter" (a word). Entries are plain lower-case words or phrases; compare them through
-`agent.text.stem` on both sides.
+Dialogue rules read features from it, the grounding gate (`agent.grounding`) and the copy
+checker decide with it what counts as a claim about an item, and the catalog vocabulary uses it
+to tell "Universal folders" (a brand) from "a universal adapter" (a word). Entries are plain
+lower-case words or phrases; compare them through `agent.text.stems` on both sides.
 """
 
 from __future__ import annotations
@@ -53,6 +53,55 @@ PRODUCT_TYPES = frozenset(
     ruler cutter puncher speaker camera projector""".split()
 )
 
+# Named sizes and formats ("letter size", "A4", "jumbo"): a size claim like a number.
+NAMED_SIZES = frozenset(
+    {
+        "letter size", "legal size", "letter-size", "legal-size", "tabloid", "ledger size", "a3", "a4", "a5", "a6",
+        "b5", "executive size", "jumbo", "king size", "queen size", "twin size", "oversized", "extra large",
+        "extra-large", "xl", "xxl", "mini", "pocket size", "pocket-size", "full size", "full-size", "half size",
+    }
+)
+
+# Devices and platforms a text may claim compatibility with (beyond COMPATIBILITY).
+DEVICES = frozenset(
+    {
+        "ipod", "macbook", "imac", "apple", "airpods", "apple watch", "samsung", "galaxy", "linux", "chromebook",
+        "chrome os", "kindle", "pixel", "surface", "playstation", "xbox", "nintendo", "switch", "alexa",
+        "google home", "usb-c", "lightning", "nfc", "mac os", "macos", "ios",
+    }
+)
+
+# Product claims beyond colours, materials and COMPATIBILITY: certifications, safety, popularity,
+# origin, warranty, features, proof. A text may make one only when the item's own data states it.
+CLAIMS = frozenset(
+    {
+        # environment / safety / certification
+        "water resistant", "weatherproof", "weather resistant", "fireproof", "fire resistant", "fire-resistant",
+        "flame retardant", "shatterproof", "scratch resistant", "tear resistant", "rust proof", "rustproof",
+        "eco friendly", "eco-friendly", "environmentally friendly", "sustainable", "biodegradable", "compostable",
+        "organic", "non toxic", "non-toxic", "nontoxic", "bpa free", "bpa-free", "acid free", "lignin free",
+        "hypoallergenic", "antibacterial", "antimicrobial", "food safe", "dishwasher safe", "dishwasher",
+        "microwave safe", "certified", "fda", "ul listed", "energy star", "fsc", "ce certified", "approved",
+        "patented", "patent",
+        # popularity / ranking / origin / warranty
+        "best selling", "best-selling", "bestseller", "best seller", "bestselling", "number one", "top rated",
+        "top-rated", "award winning", "award-winning", "most popular", "customer favorite", "guaranteed",
+        "guarantee", "warranty", "lifetime", "money back", "made in usa", "made in the usa", "made in america",
+        "made in china", "made in germany", "made in japan", "handmade", "hand made",
+        # features
+        "battery powered", "reusable", "washable", "erasable", "collapsible", "lockable", "heavy duty",
+        "heavy-duty", "industrial", "commercial grade", "professional grade", "non slip", "non-slip", "anti slip",
+        "smudge proof", "smear proof", "fade resistant", "quick drying", "quick-drying", "permanent", "odorless",
+        "low odor", "unscented", "scented", "self adhesive", "self-adhesive", "glow in the dark", "led",
+        # variants and proof
+        "variety of sizes", "variety of colors", "variety of colours", "different sizes", "different colors",
+        "different colours", "all sizes", "many colors", "many colours", "clinically proven", "proven",
+        "scientifically", "doctor recommended", "dermatologist", "tested", "lab tested", "safe for kids",
+        "child safe", "kid safe", "leading manufacturer", "leading brand", "market leader", "industry leading",
+        "industry-leading", "world class", "world-class", "renowned", "world famous", "trusted by",
+    }
+)
+
 # Price / value claims: catalogs rarely state a price, so only the shopper's words or the item's
 # own text can support them.
 PRICE_WORDS = frozenset(
@@ -65,7 +114,13 @@ NUMBER_WORDS = {
     "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
     "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "dozen": "12", "twenty": "20",
     "hundred": "100", "thousand": "1000", "single": "1", "double": "2", "triple": "3",
+    "thirteen": "13", "fourteen": "14", "fifteen": "15", "sixteen": "16", "seventeen": "17",
+    "eighteen": "18", "nineteen": "19", "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60",
 }
+
+# Words that imply a count in an item's own data ("a pair of", "dual blades", "one-touch") but
+# that a text would not state as a number: they support a number, they are never a claim of one.
+IMPLIED_COUNTS = {"one": "1", "pair": "2", "pairs": "2", "dual": "2", "twin": "2"}
 
 # Letters after a number that are units or quantities, not a model number ("0.8mm", "12pk", "3rd").
 UNIT_WORDS = frozenset(

@@ -589,9 +589,10 @@ class Agent:
             return ""
         text = " ".join(text.split())
         text = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0][:160]
-        if not text or re.search(r"\d|https?:|www\.", text):
+        if not text or re.search(r"\d", text):
             return ""
-        report = check_grounding(text, user_texts + [state.describe()], catalog_brands=parts.recommender.brands)
+        # The intro may only restate what the shopper asked for; it names no item fact.
+        report = check_grounding(text, (), request_evidence=user_texts + [state.describe()], catalog_brands=parts.recommender.brands, restates_request=True)
         return text if report.ok else ""
 
 

@@ -1,5 +1,5 @@
-"""Offline product copy for cold-start items (issue #6): a 2-4 sentence description and a one-line
-selling point, written only from the item's own data, checked, and stored as an overlay.
+"""Offline product copy for cold-start items: a 2-4 sentence description and a one-line selling
+point, written only from the item's own data, checked, and stored as an overlay.
 
 Design choices (and why):
 - Batched free text, not constrained JSON. `engine.batch` is the one batched call every backend
@@ -8,9 +8,12 @@ Design choices (and why):
   adds per-token Python work. The format is two labelled lines ("Selling point:", "Description:")
   that `parse_copy` reads leniently and validates strictly (sentence count, length, no echo of
   the title, no prompt markers). The model is untrusted: anything else is a format failure.
-- Grounding: `agent.copy_check.check_copy` flags numbers, sizes, materials, compatibility and
-  claims that the item's data does not state. Flagged (or unparseable) copy is regenerated once
-  with the problems listed, then kept or dropped; nothing unchecked is ever stored as usable copy.
+- Grounding: `agent.copy.check.check_copy` runs the gate every generated text goes through
+  (`agent.grounding.check_grounding`: no links, markup or calls to action; numbers, sizes,
+  materials, compatibility and claims only when the item's data states them) plus the copy
+  rules, against `copy_evidence` (only what the prompt showed). Flagged (or unparseable) copy is
+  regenerated once with the problems listed, then kept or dropped; nothing unchecked is ever
+  stored as usable copy.
 - Resumable: results are appended to the overlay JSONL after every batch; a re-run skips items
   that already have a record. Engine failures are retried item by item, and an item that still
   fails is reported and skipped (no record, so the next run tries it again).
@@ -25,8 +28,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +135,10 @@ def item_facts(item: Item) -> dict[str, Any]:
     return {"title": item.title, "brand": item.brand, "categories": list(item.categories), "attributes": item_attributes(item)}
 
 
-def item_evidence(item: Item) -> list[str]:
-    """Evidence for the grounding check: exactly the facts the prompt showed (no description)."""
+def copy_evidence(item: Item) -> list[str]:
+    """Evidence for checking copy: exactly the facts the copy prompt showed. Not the description
+    (the copy replaces it) and not the price (it goes stale): unlike `agent.grounding.item_evidence`,
+    which is the whole record a reason may rely on."""
     facts = item_facts(item)
     parts = [facts["title"], facts["brand"], " > ".join(facts["categories"])]
     parts.extend(f"{k}: {v}" for k, v in facts["attributes"].items())
@@ -392,8 +397,8 @@ class Copywriter:
                   if len(x.split()) >= 6 and any(_similar(_norm(x), e) for e in self._example_sentences)]
         if copied:
             return None, [], f"it copies the worked example of the prompt ({copied[0]!r})", []
-        report = self.checker(copy.text(), item_evidence(item), catalog_brands=self.catalog_brands)
-        return copy, list(report.unsupported), None, list(getattr(report, "checkers", []))
+        report = self.checker(copy.text(), copy_evidence(item), catalog_brands=self.catalog_brands)
+        return copy, list(report.unsupported), None, list(report.checkers)
 
     def write(self, items: Sequence[Item]) -> list[CopyResult]:
         """Copy for `items` (one batch): generate, check, regenerate the flagged ones once."""
@@ -449,7 +454,7 @@ def make_record(catalog: str, result: CopyResult, *, model: str, engine: str, pr
         "model": model,
         "engine": engine,
         "prompt": dict(prompt),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "grounding": {
             "ok": usable,
             "unsupported": list(result.unsupported),

@@ -2,10 +2,13 @@
 
 Flow per batch of items (one `engine.batch` call per round, so k reasons cost one generation):
 1. the LLM writes a reason from the `reason` template (item attributes + the user's words/history);
-2. `agent.grounding.check_grounding` checks it; a failing reason is regenerated ONCE, the retry
-   prompt listing the rejected claims;
+2. the grounding gate (`agent.grounding.check_grounding`) checks it: no link, markup, call to
+   action or instruction, and every claim about the item backed by the item's own record (the
+   shopper's words back only a restatement of what they asked for). A failing reason is
+   regenerated ONCE, the retry prompt listing the rejected claims;
 3. still failing (or the engine failed): a template reason built only from the item's own
-   attributes and the user's words, grounded by construction.
+   attributes and the user's words (quoted only when they pass the gate's screen), grounded by
+   construction.
 
 Each `Reason` says whether it passed and where it came from ("llm" | "llm-retry" | "template"),
 so the UI can flag it and evals can count pass rates.
@@ -20,7 +23,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from agent.engines.base import EngineError, LLMEngine, Message
-from agent.grounding import GroundingReport, check_grounding, item_evidence
+from agent.grounding import GroundingReport, check_grounding, item_evidence, screen_text
+from agent.lexicon import is_non_brand
 from agent.prompts import DEFAULT_PROMPTS, canonical_name, data_text, render_chat
 from retrieval.catalog import Item
 
@@ -43,7 +47,8 @@ class Reason:
 
 @dataclass
 class ReasonContext:
-    """What the user said and bought (untrusted text; goes into data sections and the evidence)."""
+    """What the user said and bought (untrusted text: goes into data sections, and is evidence
+    only for restating the request)."""
 
     query: str | None = None
     history_titles: Sequence[str] = ()  # oldest first
@@ -113,19 +118,35 @@ def _short_title(title: str, limit: int = 80) -> str:
     return data_text(title, limit)
 
 
+def _quotable(text: str, limit: int, *, record: bool = False) -> str | None:
+    """`text` cut for a template reason, or None when the gate's screen rejects it: a link or a
+    call to action is never repeated, not even the shopper's own words or a catalog field
+    ("Visit Amazon's ... Page" in a brand). `record`: the text is the item's own data, so a name
+    like "Stamps.com" in it may be repeated."""
+    words = _short_title(text, limit)
+    if not record:  # quoted as a restatement: a quote mark inside would end the quote early
+        words = re.sub(r"[\"“”«»]", "'", words)
+    return None if screen_text(words, record=words if record else "", request=words) else words
+
+
 def template_reason(item: Item, context: ReasonContext) -> str:
-    """A reason built only from the item's attributes and the user's own words: always grounded
-    (every word comes from the evidence), if plain."""
-    kind = item.category or (item.categories[0] if item.categories else "")
+    """A reason built only from the item's attributes and the user's own words, quoted as a
+    restatement: always grounded (every claim comes from the evidence), if plain."""
+    kind = _quotable(item.category or (item.categories[0] if item.categories else ""), 80, record=True) or ""
     what = (f"an {kind} item" if kind[:1].lower() in "aeiou" else f"a {kind} item") if kind else "an item"
-    brand = f" from {item.brand}" if item.brand and item.brand.casefold() not in {"unknown", "generic", "various"} else ""
+    maker = _quotable(item.brand, 80, record=True) if item.brand and not is_non_brand(item.brand) else None
+    brand = f" from {maker}" if maker else ""
+    title = _quotable(item.title, 80, record=True)
+    about = f"{title}, {what}{brand}" if title else f"{what}{brand}"
     asked = context.request_text()
-    title = _short_title(item.title)
     if asked:
-        return f"Matches what you asked for (\"{_short_title(asked, 120)}\"): {title}, {what}{brand}."
+        quoted = _quotable(asked, 120)
+        return f"Matches what you asked for (“{quoted}”): {about}." if quoted else f"Matches what you asked for: {about}."
     if context.history_titles:
-        return f"Suggested because you bought {_short_title(context.history_titles[-1], 70)}: {title}, {what}{brand}."
-    return f"{title}: {what}{brand}."
+        bought = _quotable(context.history_titles[-1], 70)
+        if bought:
+            return f"Suggested because you bought “{bought}”: {about}."
+    return f"{title}: {what}{brand}." if title else f"{what[:1].upper()}{what[1:]}{brand}."
 
 
 class ReasonWriter:
@@ -158,18 +179,20 @@ class ReasonWriter:
         conversation = [m for m in context.conversation if m.get("role") in ("user", "assistant")][-4:]
         return render_chat(self.prompt, item=view, query=context.query or None, history=history, conversation=conversation, problems=list(problems))
 
-    def evidence(self, item: Item, context: ReasonContext) -> list[str]:
-        """Item attributes + the user's words + the history titles the prompt showed (only those:
-        a number that matches some old purchase the model never saw supports nothing)."""
+    def evidence(self, item: Item, context: ReasonContext) -> tuple[list[str], list[str]]:
+        """(item evidence, request evidence): the item's own record, and the user's words + the
+        history titles the prompt showed (only those: a number that matches some old purchase the
+        model never saw supports nothing). The second backs only a restatement of the request."""
         shown = list(context.history_titles)[-self.history_items :] if self.history_items else []
-        return item_evidence(item, user_texts=ReasonContext(context.query, shown, context.conversation).user_texts())
+        return item_evidence(item), ReasonContext(context.query, shown, context.conversation).user_texts()
 
     def check(self, text: str, item: Item, context: ReasonContext, *, prose: bool = True) -> GroundingReport:
-        """Format check (prose, not an echo of the prompt; LLM text only) + grounding check."""
+        """Format check (prose, not an echo of the prompt; LLM text only) + the grounding gate."""
         problems = format_problems(text) if prose else []
         if problems:
             return GroundingReport(ok=False, unsupported=problems, checked=0)
-        return check_grounding(text, self.evidence(item, context), catalog_brands=self.catalog_brands)
+        record, request = self.evidence(item, context)
+        return check_grounding(text, record, request_evidence=request, catalog_brands=self.catalog_brands)
 
     def _generate(self, conversations: list[list[Message]]) -> list[str] | None:
         """Raw LLM answers, or None when the engine failed (the caller falls back to templates)."""

@@ -19,8 +19,8 @@ from agent.copy.check import check_copy, distinctive_brands
 from agent.copy.writer import (
     CopyFormatError,
     Copywriter,
+    copy_evidence,
     describe_catalog,
-    item_evidence,
     item_problem,
     parse_copy,
 )
@@ -122,7 +122,7 @@ def smead(office_2018):
 def test_checker_flags_planted_unsupported_claims(smead, office_2018, sentence):
     brands = distinctive_brands({it.brand for it in office_2018.items.values() if it.brand}, (it.title for it in office_2018.items.values()))
     copy = f"Smead manila file jackets in letter size. {sentence}"
-    report = check_copy(copy, item_evidence(smead), catalog_brands=brands)
+    report = check_copy(copy, copy_evidence(smead), catalog_brands=brands)
     assert not report.ok, f"not flagged: {sentence}"
     assert report.unsupported
 
@@ -134,12 +134,12 @@ def test_checker_passes_supported_copy(smead, office_2018):
         "These letter size jackets come 100 per box (75500). They lie flat with no expansion, "
         "which keeps papers neat in a drawer."
     )
-    report = check_copy(copy, item_evidence(smead), catalog_brands=brands)
+    report = check_copy(copy, copy_evidence(smead), catalog_brands=brands)
     assert report.ok, report.unsupported
 
 
 def test_evidence_is_only_the_facts_the_prompt_shows(smead):
-    evidence = " ".join(item_evidence(smead))
+    evidence = " ".join(copy_evidence(smead))
     assert "11 Point" not in evidence, "the human description must never be evidence for generated copy"
 
 

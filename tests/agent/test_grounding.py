@@ -24,7 +24,7 @@ def bic_pen(office_catalog):
 
 def test_true_reason_passes(bic_pen, brands):
     text = "These BIC ballpoint pens write in black with a fine 0.8mm point, and you get 12 pens (GSF11-Blk) for school."
-    report = check_grounding(text, item_evidence(bic_pen, user_texts=["black pens for school"]), catalog_brands=brands)
+    report = check_grounding(text, item_evidence(bic_pen), request_evidence=["black pens for school"], catalog_brands=brands)
     assert isinstance(report, GroundingReport)
     assert report.ok, report.unsupported
     assert report.unsupported == []
@@ -52,14 +52,17 @@ def test_planted_false_claim_is_caught(bic_pen, brands, text, flagged):
     assert any(flagged.lower() in problem.lower() for problem in report.unsupported), report.unsupported
 
 
-def test_user_words_and_history_count_as_evidence(office_catalog, brands):
+def test_user_words_and_history_support_only_restating_the_request(office_catalog, brands):
     stapler = office_catalog.items["277"]  # Swingline fashion stapler, 20 sheets
+    request = ["a cheap stapler", office_catalog.items["4"].title]  # what they asked for and bought
     text = "You asked for something cheap; this Swingline stapler handles 20 sheets and suits the Paper Mate pens you bought."
-    evidence = item_evidence(stapler, user_texts=["a cheap stapler", office_catalog.items["4"].title])
-    assert check_grounding(text, evidence, catalog_brands=brands).ok
-    # without the user's words the same claims are unsupported
+    assert check_grounding(text, item_evidence(stapler), request_evidence=request, catalog_brands=brands).ok
+    # without the user's words the restated claims are unsupported
     bare = check_grounding(text, item_evidence(stapler), catalog_brands=brands)
     assert not bare.ok and any("Paper Mate" in p for p in bare.unsupported)
+    # the same words stated as facts about the item need the item's record, not the user's words
+    claim = check_grounding("This cheap stapler suits Paper Mate pens.", item_evidence(stapler), request_evidence=request, catalog_brands=brands)
+    assert not claim.ok and any("Paper Mate" in p for p in claim.unsupported) and any("cheap" in p for p in claim.unsupported)
 
 
 def test_common_word_brands_are_not_false_alarms(bic_pen, brands):
