@@ -28,8 +28,8 @@ force_offline()  # before gradio is imported: no analytics, no hub
 import gradio as gr  # noqa: E402
 
 from agent.chat.agent import EXAMPLES, Agent, TurnResult  # noqa: E402
-from agent.errors import AisleError  # noqa: E402
 from agent.chat.store import ConcurrentUpdate, UnknownSession  # noqa: E402
+from agent.errors import AisleError  # noqa: E402
 
 log = logging.getLogger("aisle.app")
 

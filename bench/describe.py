@@ -149,9 +149,8 @@ def bench_vllm(args: argparse.Namespace) -> dict[str, Any] | str:
     python = _vllm_python()
     if python is None:
         return "skipped: no interpreter with vllm (scripts/install_vllm.sh, or set AISLE_VLLM_PYTHON)"
-    from agent.engines.vllm_engine import serve_env
-
     from agent.engines.model_store import DEFAULT_FOLDER_NAME, ensure_llm_model, is_converted
+    from agent.engines.vllm_engine import serve_env
     from agent.settings import Settings
 
     # The vllm interpreter may lack the packaged-model package: hand it the converted folder.

@@ -39,8 +39,8 @@ from scipy.stats import kendalltau  # noqa: E402
 
 from agent.engines import make_engine  # noqa: E402
 from agent.prompts import resolve_prompt  # noqa: E402
-from agent.recommend.rank import RankContext, Reranker  # noqa: E402
 from agent.recommend.pipeline import Recommender, RecommendRequest  # noqa: E402
+from agent.recommend.rank import RankContext, Reranker  # noqa: E402
 from agent.settings import Settings  # noqa: E402
 from retrieval.catalog import load_interactions  # noqa: E402
 from retrieval.collab import leave_one_out, sample_users  # noqa: E402

@@ -143,7 +143,7 @@ def redial_cases(rows: Sequence[dict[str, Any]], catalog_ids: set[str]) -> tuple
 
 
 def run_redial(settings: Settings, cfg: ConversationConfig, engine: Any, latencies: dict[str, list[float]]) -> dict[str, Any]:
-    from agent.recommend.pipeline import RecommendRequest, Recommender
+    from agent.recommend.pipeline import Recommender, RecommendRequest
     from retrieval.movies import load_redial_catalog
     from retrieval.search import open_searcher
 
@@ -297,7 +297,7 @@ def assistant_text(titles: Sequence[str]) -> str:
 
 
 def run_shopdial(settings: Settings, cfg: ConversationConfig, engine: Any, latencies: dict[str, list[float]]) -> dict[str, Any]:
-    from agent.recommend.pipeline import RecommendRequest, Recommender
+    from agent.recommend.pipeline import Recommender, RecommendRequest
     from retrieval.search import open_searcher
 
     path = Path(settings.data_dir) / "mg-shopdial" / "dialogues.json"

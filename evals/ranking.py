@@ -121,8 +121,8 @@ def _run_per_user(
 def run_ranking_eval(settings: Settings, cfg: RankingConfig, *, engine: Any = None) -> dict[str, Any]:
     """Run every system on the same user sample; write results.json, report.md and PNGs to cfg.out."""
     from retrieval.catalog import load_interactions
-    from retrieval.overlay import load_catalog_with_overlay
     from retrieval.collab import CooccurrenceRecommender, PopularityRecommender, id_sort_key, leave_one_out, sample_users
+    from retrieval.overlay import load_catalog_with_overlay
 
     t_start = time.perf_counter()
     env = rep.environment()
@@ -256,7 +256,7 @@ def _run_pipeline(
 ) -> dict[str, Any]:
     """The Recommender with rank_mode "none" (reference) and the LLM re-rank per prompt."""
     from agent.prompts import prompt_fingerprint
-    from agent.recommend.pipeline import RecommendRequest, Recommender
+    from agent.recommend.pipeline import Recommender, RecommendRequest
 
     modes = {p: rank_mode_of(p) for p in cfg.prompts}
     if engine is None and modes:

@@ -17,8 +17,8 @@ from urllib.parse import urlparse
 import numpy as np
 from tqdm import tqdm
 
-from retrieval.config import StoreConfig
 from retrieval.catalog import Catalog, Item
+from retrieval.config import StoreConfig
 from retrieval.embed import Embedder
 
 UPSERT_BATCH = 256

@@ -21,8 +21,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from retrieval.config import StoreConfig
 from retrieval.catalog import Catalog, Item, load_catalog
+from retrieval.config import StoreConfig
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from retrieval.config import StoreConfig
 from retrieval.catalog import Catalog, Item
+from retrieval.config import StoreConfig
 from retrieval.embed import Embedder
 from retrieval.index import CatalogIndex, VectorStoreError, make_chroma_client
 from retrieval.lexical import LexicalIndex

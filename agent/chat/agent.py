@@ -26,15 +26,6 @@ from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from agent.dialogue import (
-    CatalogVocab,
-    DialogueState,
-    Plan,
-    Understander,
-    Understanding,
-    apply,
-    content_stems,
-)
 from agent.chat.replies import (
     EXAMPLES,
     HINT,
@@ -50,14 +41,23 @@ from agent.chat.replies import (
     quote_around,
     small_talk,
 )
-from agent.text import money, short, stems, visible, whole_sentences
+from agent.chat.store import ConcurrentUpdate, SessionStore, UnknownSession
+from agent.dialogue import (
+    CatalogVocab,
+    DialogueState,
+    Plan,
+    Understander,
+    Understanding,
+    apply,
+    content_stems,
+)
 from agent.engines import LazyEngine
 from agent.engines.base import EngineError, LLMEngine, Message
-from agent.errors import BadRequest, CatalogMismatch, InvalidText, EmptyMessage, MessageTooLong, UnknownCatalog, UnknownItem
-from agent.recommend.pipeline import Recommendation, RecommendRequest, Recommender
+from agent.errors import BadRequest, CatalogMismatch, EmptyMessage, InvalidText, MessageTooLong, UnknownCatalog, UnknownItem
+from agent.recommend.pipeline import Recommendation, Recommender, RecommendRequest
 from agent.recommend.shown import ShownItem
-from agent.chat.store import ConcurrentUpdate, SessionStore, UnknownSession
 from agent.settings import Settings
+from agent.text import money, stems, visible, whole_sentences
 from retrieval.catalog import LOADERS, Item
 from retrieval.search import HybridSearcher, SearchFilters
 

@@ -1,15 +1,15 @@
-"""Understanding a message: dialogue state, the catalog's vocabulary, rules, validated LLM
-extraction, and the policy that turns a reading into state changes and a plan."""
+"""Understanding a message: message + state -> plan.
 
-from agent.dialogue.rules import (
-    CatalogVocab,
-    DialogueState,
-    Plan,
-    Understander,
-    Understanding,
-    apply,
-    content_stems,
-    merge_llm_extraction,
-)
+The rules (`rules`, with the words of `patterns` and the catalog's `vocab`) read a message, an
+optional LLM reading is merged after validation (`extract`), and `policy.apply` turns the reading
+into changes of the `state` and a plan for the chat layer.
+"""
+
+from agent.dialogue.extract import merge_llm_extraction
+from agent.dialogue.patterns import content_stems
+from agent.dialogue.policy import Plan, apply
+from agent.dialogue.rules import Understander, Understanding
+from agent.dialogue.state import DialogueState
+from agent.dialogue.vocab import CatalogVocab
 
 __all__ = ["CatalogVocab", "DialogueState", "Plan", "Understander", "Understanding", "apply", "content_stems", "merge_llm_extraction"]

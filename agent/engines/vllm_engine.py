@@ -37,7 +37,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-
 from agent.engines.base import ContextOverflow, EngineError, EngineUnavailable, InvalidOutput, LLMEngine, Message, parse_json_answer
 from agent.settings import Settings
 

@@ -143,8 +143,8 @@ def chat(
 ) -> None:
     """Talk to the recommender: a terminal chat, or one turn with --message (add --json for scripts)."""
     from agent.chat.agent import Agent, TurnResult
-    from agent.errors import AisleError
     from agent.chat.store import ConcurrentUpdate, UnknownSession
+    from agent.errors import AisleError
     from retrieval.catalog import CatalogError
     from retrieval.index import VectorStoreError
 
@@ -238,8 +238,8 @@ def recommend(
 ) -> None:
     """Recommend items for a user (history + optional query): candidates, LLM re-ranking, grounded reasons."""
     from agent.engines.base import EngineError
-    from agent.recommend.rank import MODES
     from agent.recommend.pipeline import Recommender, RecommendRequest
+    from agent.recommend.rank import MODES
     from retrieval.catalog import CatalogError, load_interactions
     from retrieval.index import VectorStoreError
 

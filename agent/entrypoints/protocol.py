@@ -13,15 +13,14 @@ Responses follow OpenAI's shapes for /v1/chat/completions and /v1/models, and ca
 from __future__ import annotations
 
 import json
-import unicodedata
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from agent.chat.agent import MAX_MESSAGE_CHARS
-from agent.text import visible
 from agent.recommend.shown import ShownItem
+from agent.text import visible
 
 MAX_BODY_BYTES = 256 * 1024  # a chat.completions body carries the whole conversation
 SESSION_HEADER = "X-Aisle-Session"

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.engines import LazyEngine
-from agent.errors import UnknownItem
-from agent.recommend.shown import ShownItem
 from agent.engines.base import LLMEngine, Message
+from agent.errors import UnknownItem
 from agent.prompts import resolve_prompt
 from agent.recommend.rank import MODES, Candidate, RankContext, Reranker
 from agent.recommend.reasons import ReasonContext, ReasonWriter
+from agent.recommend.shown import ShownItem
 from agent.settings import Settings
 from retrieval.catalog import Catalog, CatalogError, Item
 from retrieval.search import HybridSearcher, SearchFilters

@@ -8,8 +8,8 @@ import threading
 import pytest
 
 from agent.chat.agent import MAX_MESSAGE_CHARS, Agent, TurnResult
-from agent.errors import BadRequest
 from agent.chat.store import SessionStore, UnknownSession
+from agent.errors import BadRequest
 
 
 @pytest.fixture(scope="module")

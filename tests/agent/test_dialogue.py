@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.dialogue.rules import CatalogVocab, DialogueState, Understander, apply, merge_llm_extraction
+from agent.dialogue import CatalogVocab, DialogueState, Understander, apply, merge_llm_extraction
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +166,8 @@ def test_reject_start_over_and_constraints_persist(shop_vocab, shop_catalog):
     apply(read(shop_vocab, shop_catalog, "a USB microphone", st), st, shop_catalog.items)  # a new product: new topic
     assert st.price_max is None and st.head == "microphone" and st.rejected == ["Books:5"]
     plan = apply(read(shop_vocab, shop_catalog, "start over", st), st, shop_catalog.items)
-    assert plan.action == "reset" and st.need == [] and st.rejected == [] and st.last_shown == []
+    assert plan.action == "reset" and st.need == [] and st.last_shown == []
+    assert st.rejected == ["Books:5"]  # "won't be shown again" holds across a start over
 
 
 def test_reference_past_the_list_asks_which(shop_vocab, shop_catalog):
@@ -183,7 +184,7 @@ def test_state_round_trips_through_json(shop_vocab, shop_catalog):
 
 
 def test_llm_values_are_validated_against_catalog_and_message(office_vocab, office_catalog, shop_vocab, shop_catalog):
-    # What the packaged 135M model really answered for this message (see agent/dialogue.py):
+    # What the packaged 135M model really answered for this message (see agent/dialogue/extract.py):
     message = "I need a stapler under $20, not Swingline, that can handle 40 sheets"
     u = read(office_vocab, office_catalog, message)
     merge_llm_extraction({"category": "Swingline", "brands": ["Swingline"], "avoid_brands": ["Acme"], "price_min": None, "price_max": 100, "features": ["40 sheets", "stainless steel"], "use_case": None}, message, office_vocab, u)
