@@ -28,7 +28,7 @@ force_offline()  # before gradio is imported: no analytics, no hub
 import gradio as gr  # noqa: E402
 
 from agent.chat.agent import EXAMPLES, Agent, TurnResult  # noqa: E402
-from agent.chat.store import ConcurrentUpdate, UnknownSession  # noqa: E402
+from agent.chat.store import UnknownSession  # noqa: E402
 from agent.errors import AisleError  # noqa: E402
 
 log = logging.getLogger("aisle.app")
@@ -146,7 +146,7 @@ def build_ui(agent: Agent, *, catalog: str | None = None) -> gr.Blocks:
             except UnknownSession:
                 sid = None
                 history[-1] = {"role": "assistant", "content": "That conversation has expired; I started a new one. Please send your message again."}
-            except (AisleError, ConcurrentUpdate) as exc:
+            except AisleError as exc:
                 history[-1] = {"role": "assistant", "content": md_text(f"⚠️ {exc}")}
             yield [history, "", sid, items, gr.update(), *[gr.update()] * len(card_outputs)]
 
@@ -164,7 +164,7 @@ def build_ui(agent: Agent, *, catalog: str | None = None) -> gr.Blocks:
                 item = items[index]
                 try:
                     agent.feedback(sid, item["id"], value)
-                except (AisleError, UnknownSession) as exc:
+                except AisleError as exc:
                     return [gr.update(), md_text(f"⚠️ {exc}")]
                 note = "Saved: you like" if value > 0 else "Saved: I won't show again"
                 return [gr.update(value=card_html(index + 1, item, value)), md_text(f"{note} “{item['title'][:60]}”.")]

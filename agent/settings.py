@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from retrieval.config import package_dir
+from retrieval.config import StorePaths, package_dir
 
 __all__ = ["OFFLINE_ENV", "REPO_ROOT", "Settings", "force_offline", "package_dir"]
 
@@ -50,7 +50,7 @@ def _default_data_dir() -> Path:
     return (REPO_ROOT.parent / "shared" / "data").resolve()
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, StorePaths):
     model_config = SettingsConfigDict(env_prefix="AISLE_", extra="ignore")
 
     # --- data and local state ---
@@ -97,17 +97,5 @@ class Settings(BaseSettings):
     seed: int = 0
 
     @property
-    def chroma_path(self) -> Path:
-        return self.home / "chroma"
-
-    @property
-    def models_dir(self) -> Path:
-        return self.home / "models"
-
-    @property
     def sessions_db(self) -> Path:
         return self.home / "sessions.sqlite"
-
-    @property
-    def overlays_dir(self) -> Path:
-        return self.home / "overlays"

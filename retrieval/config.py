@@ -34,17 +34,10 @@ class StoreConfig(Protocol):
     def overlays_dir(self) -> Path: ...
 
 
-@dataclass(frozen=True)
-class RetrievalConfig:
-    """A `StoreConfig` for using `retrieval/` on its own (scripts, tests, another application)."""
+class StorePaths:
+    """Where derived state lives under `home`: mixed into every config that has a `home`."""
 
-    data_dir: Path
     home: Path
-    catalog: str = "amazon-office-2014"
-    chroma_url: str | None = None
-    embed_model: Path | None = None
-    embed_batch_size: int = 64
-    seed: int = 0
 
     @property
     def chroma_path(self) -> Path:
@@ -57,6 +50,19 @@ class RetrievalConfig:
     @property
     def overlays_dir(self) -> Path:
         return self.home / "overlays"
+
+
+@dataclass(frozen=True)
+class RetrievalConfig(StorePaths):
+    """A `StoreConfig` for using `retrieval/` on its own (scripts, tests, another application)."""
+
+    data_dir: Path
+    home: Path
+    catalog: str = "amazon-office-2014"
+    chroma_url: str | None = None
+    embed_model: Path | None = None
+    embed_batch_size: int = 64
+    seed: int = 0
 
 
 def package_dir(package: str) -> Path:

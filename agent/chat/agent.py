@@ -50,6 +50,7 @@ from agent.dialogue import (
     Understanding,
     apply,
     content_stems,
+    record_votes,
 )
 from agent.engines import LazyEngine
 from agent.engines.base import EngineError, LLMEngine, Message
@@ -66,7 +67,6 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_CHARS = 2000
 MAX_SEARCHES_PER_TURN = 3  # a turn's first search is re-ranked; widening searches (retrieval only) stop after this
 MIN_ITEMS = 3  # widen the search (another re-ranking pass) only when fewer items than this were found
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 __all__ = [
     "Agent",
     "ConcurrentUpdate",
@@ -85,7 +85,7 @@ def check_message(message: object) -> str:
         message.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidText(f"message holds a character that is not valid Unicode text (position {exc.start}); send UTF-8 text") from exc
-    text = _CONTROL.sub(" ", visible(message)).strip()
+    text = visible(message).strip()
     if not text:
         raise EmptyMessage("message is empty; say what you are looking for, e.g. 'a quiet stapler'")
     if len(text) > MAX_MESSAGE_CHARS:
@@ -260,11 +260,7 @@ class Agent:
         with self._session_lock(session_id):
             rec = self.store.get(session_id)
             state = DialogueState.model_validate(rec.state)
-            liked, rejected = (state.liked, state.rejected) if value > 0 else (state.rejected, state.liked)
-            if item_id not in liked:
-                liked.append(item_id)
-            if item_id in rejected:
-                rejected.remove(item_id)
+            record_votes(state, [item_id], value)
             self.store.set_feedback(session_id, item_id, value)
             self.store.save_state(session_id, state.model_dump(), expected_version=rec.version)
         return {"session_id": session_id, "item_id": item_id, "value": value}

@@ -7,9 +7,9 @@ into changes of the `state` and a plan for the chat layer.
 
 from agent.dialogue.extract import merge_llm_extraction
 from agent.dialogue.patterns import content_stems
-from agent.dialogue.policy import Plan, apply
+from agent.dialogue.policy import Plan, apply, record_votes
 from agent.dialogue.rules import Understander, Understanding
 from agent.dialogue.state import DialogueState
 from agent.dialogue.vocab import CatalogVocab
 
-__all__ = ["CatalogVocab", "DialogueState", "Plan", "Understander", "Understanding", "apply", "content_stems", "merge_llm_extraction"]
+__all__ = ["CatalogVocab", "DialogueState", "Plan", "Understander", "Understanding", "apply", "content_stems", "merge_llm_extraction", "record_votes"]

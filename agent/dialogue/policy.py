@@ -118,21 +118,24 @@ def is_refinement(u: Understanding, state: DialogueState) -> bool:
 # --- the steps of apply -----------------------------------------------------------------------------------
 
 
-def _like(state: DialogueState, ids: list[str]) -> None:
+def record_votes(state: DialogueState, ids: list[str], value: int) -> None:
+    """A thumbs up (+1) or down (-1) on items: each id is liked or rejected, never both. Turns and
+    the feedback buttons record votes through this one function."""
+    keep, drop = (state.liked, state.rejected) if value > 0 else (state.rejected, state.liked)
     for item_id in ids:
-        if item_id not in state.liked:
-            state.liked.append(item_id)
-        if item_id in state.rejected:
-            state.rejected.remove(item_id)
+        if item_id not in keep:
+            keep.append(item_id)
+        if item_id in drop:
+            drop.remove(item_id)
+
+
+def _like(state: DialogueState, ids: list[str]) -> None:
+    record_votes(state, ids, 1)
     state.focus = ids[0] if ids else state.focus
 
 
 def _reject(state: DialogueState, ids: list[str]) -> None:
-    for item_id in ids:
-        if item_id not in state.rejected:
-            state.rejected.append(item_id)
-        if item_id in state.liked:
-            state.liked.remove(item_id)
+    record_votes(state, ids, -1)
     if state.focus in ids:
         state.focus = None
 

@@ -143,7 +143,6 @@ def chat(
 ) -> None:
     """Talk to the recommender: a terminal chat, or one turn with --message (add --json for scripts)."""
     from agent.chat.agent import Agent, TurnResult
-    from agent.chat.store import ConcurrentUpdate, UnknownSession
     from agent.errors import AisleError
     from retrieval.catalog import CatalogError
     from retrieval.index import VectorStoreError
@@ -155,7 +154,7 @@ def chat(
             session = agent.new_session(catalog)
         elif catalog is not None and agent.store.get(session).catalog != catalog:
             fail(f"session {session} uses catalog {agent.store.get(session).catalog!r}; drop --catalog or start a new session")
-    except (AisleError, UnknownSession, CatalogError, VectorStoreError) as exc:
+    except (AisleError, CatalogError, VectorStoreError) as exc:
         fail(str(exc))
 
     def one_turn(text: str, *, stream: bool) -> TurnResult | None:
@@ -172,7 +171,7 @@ def chat(
     if message is not None:
         try:
             result = one_turn(message, stream=not as_json)
-        except (AisleError, UnknownSession, ConcurrentUpdate, CatalogError, VectorStoreError) as exc:
+        except (AisleError, CatalogError, VectorStoreError) as exc:
             fail(str(exc))
         if as_json and result is not None:
             json.dump(result.to_dict(), sys.stdout, indent=2, ensure_ascii=False)
@@ -195,7 +194,7 @@ def chat(
         typer.echo("aisle> ", nl=False)
         try:
             one_turn(text, stream=True)
-        except (AisleError, ConcurrentUpdate) as exc:
+        except AisleError as exc:
             typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
     typer.echo(f"session {session} saved; continue with: aisle chat --session {session}", err=True)
 
