@@ -150,6 +150,20 @@ COMMON_WORD_BRANDS = frozenset(
     }
 )
 
+# Shopping talk that carries no product meaning ("I need", "please", "something", "under", "brand").
+FILLER = frozenset(
+    """i im i'm me my we our us you your a an the some any this that these those it its please pls thanks thank
+    need needs want wants wanted looking look find show give get got recommend recommendation recommendations suggest suggestion
+    can could would should will shall do does did is are was were be been am have has had help like love prefer
+    something anything stuff thing things item items product products one ones option options good nice great best decent new
+    for with without and or but to of in on at by from about as just really very also maybe perhaps kind sort type
+    buy buying purchase shopping shop hi hello hey ok okay so then now instead actually rather what which how any more less
+    other another else different there here them they again cheaper cheap price priced cost costs dollars dollar bucks usd
+    under below above over between around within budget max maximum minimum least most than up brand brands not no dont don t s
+    doesnt didnt isnt wont cant im ive id
+    let lets let's see go well yes yeah tell about""".split()
+)
+
 # Words a shopper and a catalog use for the same thing (applied after stemming).
 SYNONYMS = {
     "telephone": "phone", "cellphone": "phone", "smartphone": "phone", "sneaker": "shoe",

@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import Stemmer
 
-from agent.lexicon import SYNONYMS
+from agent.lexicon import FILLER, SYNONYMS
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 _STEMMER = Stemmer.Stemmer("english")
@@ -35,6 +35,11 @@ def tokens(text: str) -> list[str]:
 
 def stems(text: str) -> list[str]:
     return [stem(t) for t in tokens(text)]
+
+
+def content_stems(text: str) -> list[str]:
+    """Stems of the words that carry meaning (filler such as "the", "need", "please" removed)."""
+    return [w for w in stems(text) if w not in FILLER_STEMS]
 
 
 def squash(text: str) -> str:
@@ -91,3 +96,4 @@ def visible(text: str) -> str:
 
 
 _SYNONYM_STEMS = {_STEMMER.stemWord(k): _STEMMER.stemWord(v) for k, v in SYNONYMS.items()}
+FILLER_STEMS = frozenset(s for w in FILLER for s in stems(w))

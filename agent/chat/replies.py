@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agent.dialogue import DialogueState, Plan, content_stems
+from agent.dialogue import DialogueState, Plan
+from agent.recommend.reasons import ReasonContext, template_reason
 from agent.text import money, short, stems
 from retrieval.catalog import Item
 
@@ -97,39 +98,10 @@ def mentions_any(item: Item, word_stems: list[str]) -> bool:
     return any(w in text for w in word_stems)
 
 
-def match_reason(item: Item, state: DialogueState) -> str:
-    """Why this item fits, from the state and the item's own fields (grounded by construction)."""
-    title_words = set(stems(item.title + " " + " ".join(item.categories)))
-    desc_words = set(stems(item.description))
-    asked: dict[str, str] = {}  # stem -> the shopper's word
-    for word in re.findall(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*", " ".join(state.need)):
-        st = content_stems(word)
-        if st and len(st[0]) > 2:
-            asked.setdefault(st[0], word)
-    in_title = [w for s, w in asked.items() if s in title_words]
-    in_desc = [w for s, w in asked.items() if s not in title_words and s in desc_words]
-    parts: list[str] = []
-    where = item.category or "the catalog"
-    parts.append(f"{'By ' + item.brand + ', l' if item.brand else 'L'}isted under {where}")
-    if in_title:
-        parts.append("its title matches " + ", ".join(f"“{w}”" for w in in_title[:4]))
-    if in_desc:
-        parts.append("its description mentions " + ", ".join(f"“{w}”" for w in in_desc[:3]))
-    feats = [f for f in state.features if all(w in title_words | desc_words for w in stems(f)) and not all(s in (set(asked) & title_words) for s in stems(f))]
-    if feats:
-        parts.append("the catalog text says " + ", ".join(f"“{f}”" for f in feats[:3]))
-    if item.price is not None:
-        if state.price_max is not None and state.price_min is not None:
-            parts.append(f"{money(item.price)}, within your {money(state.price_min)}–{money(state.price_max)} range")
-        elif state.price_max is not None:
-            parts.append(f"{money(item.price)}, within your {money(state.price_max)} limit")
-        elif state.price_min is not None:
-            parts.append(f"{money(item.price)}, above {money(state.price_min)}")
-        else:
-            parts.append(money(item.price))
-    if state.similar_to and item.id not in state.similar_to:
-        parts.append("close to the item you picked")
-    return "; ".join(parts) + "."
+def state_reason(item: Item, state: DialogueState) -> str:
+    """The template reason for an item shown in a conversation, from what the state established."""
+    context = ReasonContext(need=state.need, features=state.features, price_min=state.price_min, price_max=state.price_max, similar_to=state.similar_to)
+    return template_reason(item, context)
 
 
 def constraints_of(state: DialogueState) -> dict[str, Any]:

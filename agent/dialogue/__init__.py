@@ -6,10 +6,10 @@ into changes of the `state` and a plan for the chat layer.
 """
 
 from agent.dialogue.extract import merge_llm_extraction
-from agent.dialogue.patterns import content_stems
-from agent.dialogue.policy import Plan, apply, record_votes
+from agent.dialogue.policy import Plan, apply, keep_budget, record_shown, record_votes, relax_cheaper
 from agent.dialogue.rules import Understander, Understanding
 from agent.dialogue.state import DialogueState
 from agent.dialogue.vocab import CatalogVocab
+from agent.text import content_stems
 
-__all__ = ["CatalogVocab", "DialogueState", "Plan", "Understander", "Understanding", "apply", "content_stems", "merge_llm_extraction", "record_votes"]
+__all__ = ["CatalogVocab", "DialogueState", "Plan", "Understander", "Understanding", "apply", "content_stems", "keep_budget", "merge_llm_extraction", "record_shown", "record_votes", "relax_cheaper"]

@@ -14,12 +14,12 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from agent.dialogue.patterns import content_stems, shopper_text
+from agent.dialogue.patterns import shopper_text
 from agent.dialogue.state import DialogueState
 from agent.dialogue.vocab import CatalogVocab
 from agent.engines.base import EngineError, LLMEngine
 from agent.prompts import PromptError, render_messages
-from agent.text import stems
+from agent.text import content_stems, stems
 
 if TYPE_CHECKING:
     from agent.dialogue.rules import Understanding

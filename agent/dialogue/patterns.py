@@ -2,8 +2,8 @@
 filler, feature words, and the spans of a message that are not the shopper's own request.
 
 Word sets are kept in two forms when both are needed: raw words for matching tokens as typed
-(`FILLER`, `FEATURE_WORDS`, `COMPARATIVES`) and stems for comparing with `agent.text.stems`
-(`FILLER_STEMS`, ...). Snowball writes "please" as "pleas" and "batteries" as "batteri", so a stem
+(`FEATURE_WORDS`, `COMPARATIVES`) and stems for comparing with `agent.text.stems`
+(`FEATURE_STEMS`, ...; the filler list is `agent.lexicon.FILLER`). Snowball writes "please" as "pleas" and "batteries" as "batteri", so a stem
 looked up in a raw list silently misses.
 """
 
@@ -125,19 +125,6 @@ REFINE_LEAD = re.compile(r"^\s*(?:with|that|which|in|made|one|ones|something|pre
 # --- word sets ------------------------------------------------------------------------------------------------
 
 # Words that carry no product meaning; trimmed from the ends of the need phrase.
-FILLER = frozenset(
-    """i im i'm me my we our us you your a an the some any this that these those it its please pls thanks thank
-    need needs want wants wanted looking look find show give get got recommend recommendation recommendations suggest suggestion
-    can could would should will shall do does did is are was were be been am have has had help like love prefer
-    something anything stuff thing things item items product products one ones option options good nice great best decent new
-    for with without and or but to of in on at by from about as just really very also maybe perhaps kind sort type
-    buy buying purchase shopping shop hi hello hey ok okay so then now instead actually rather what which how any more less
-    other another else different there here them they again cheaper cheap price priced cost costs dollars dollar bucks usd
-    under below above over between around within budget max maximum minimum least most than up brand brands not no dont don t s
-    doesnt didnt isnt wont cant im ive id
-    let lets let's see go well yes yeah tell about""".split()
-)
-FILLER_STEMS = frozenset(s for w in FILLER for s in stems(w))
 
 # Feature words a shopper may ask for: the lexicon's colours, materials, compatibilities and
 # shopping features (the same lists the grounding checker reads claims with).
@@ -156,11 +143,6 @@ COMPARATIVES = frozenset(
     better nicer newer wider narrower simpler sturdier""".split()
 )
 COMPARATIVE_STEMS = frozenset(stem(w) for w in COMPARATIVES)
-
-
-def content_stems(text: str) -> list[str]:
-    """Stems of the words that carry meaning (filler such as "the", "need", "please" removed)."""
-    return [w for w in stems(text) if w not in FILLER_STEMS]
 
 
 # --- text that is not the shopper's request ----------------------------------------------------------------

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from agent.dialogue import patterns as P
 from agent.dialogue.rules import Action, Understanding
 from agent.dialogue.state import MAX_NEED_PARTS, DialogueState
-from agent.text import stems
+from agent.text import content_stems, stems
 from retrieval.catalog import Item
 
 CENT = 0.01  # "cheaper than $19.99" means at most $19.98
@@ -104,7 +104,7 @@ def apply(u: Understanding, state: DialogueState, items: dict[str, Item]) -> Pla
 
 def is_refinement(u: Understanding, state: DialogueState) -> bool:
     """Does this message add detail to the current product rather than name a new one?"""
-    words = P.content_stems(u.need)
+    words = content_stems(u.need)
     if not words:
         return True
     if set(words) & set(stems(" ".join(state.need))):
@@ -238,3 +238,30 @@ def _brands_to_avoid(u: Understanding, state: DialogueState, ref_ids: list[str],
     if top and (top[0][1] > 1 or len(pool) == 1):
         return [top[0][0]]
     return [it.brand for it in pool[:1] if it.brand]
+
+
+# --- what the chat layer reports back after acting on a plan ------------------------------------------------
+
+
+def relax_cheaper(state: DialogueState, plan: Plan) -> bool:
+    """"Cheaper" found nothing below the cheapest item shown: look under the shown items' average
+    price instead. False when the plan has no such fallback."""
+    if plan.fallback_price_max is None:
+        return False
+    state.price_max = plan.fallback_price_max
+    return True
+
+
+def keep_budget(state: DialogueState, plan: Plan) -> None:
+    """Nothing is cheaper than what was shown: the shopper keeps the budget they had."""
+    state.price_max = plan.prev_price_max
+
+
+def record_shown(state: DialogueState, ids: list[str]) -> bool:
+    """Remember the items of an answer; True when it is the conversation's first list."""
+    first_list = not state.shown
+    state.last_shown = list(ids)
+    state.shown = list(dict.fromkeys(state.shown + list(ids)))
+    if state.focus not in ids:
+        state.focus = None
+    return first_list

@@ -20,6 +20,7 @@ from agent.dialogue.extract import LLMExtractor
 from agent.dialogue.state import DialogueState
 from agent.dialogue.vocab import CatalogVocab
 from agent.engines.base import LLMEngine
+from agent.lexicon import FILLER
 from agent.text import find_seq, stem, stems
 from retrieval.catalog import Item
 
@@ -410,7 +411,7 @@ def _need_words(text: str) -> str:
     words = P.NEED_WORD_RE.findall(text)
 
     def filler(w: str) -> bool:
-        return w.casefold().replace("'", "") in P.FILLER
+        return w.casefold().replace("'", "") in FILLER
 
     while words and filler(words[0]):
         words.pop(0)

@@ -26,6 +26,7 @@ from agent.engines.base import EngineError, LLMEngine, Message
 from agent.grounding import GroundingReport, check_grounding, item_evidence, screen_text
 from agent.lexicon import is_non_brand
 from agent.prompts import DEFAULT_PROMPTS, canonical_name, data_text, render_chat
+from agent.text import content_stems, money, stem, stems, tokens
 from retrieval.catalog import Item
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,12 @@ class ReasonContext:
     query: str | None = None
     history_titles: Sequence[str] = ()  # oldest first
     conversation: Sequence[Message] = ()
+    # What a conversation has established beyond the query (the chat fills these from its state).
+    need: Sequence[str] = ()  # the shopper's own product phrases
+    features: Sequence[str] = ()
+    price_min: float | None = None
+    price_max: float | None = None
+    similar_to: Sequence[str] = ()  # item ids the shopper asked for more like
 
     def request_text(self) -> str | None:
         """What the user asked for: the query, else their last message in the conversation."""
@@ -129,24 +136,60 @@ def _quotable(text: str, limit: int, *, record: bool = False) -> str | None:
     return None if screen_text(words, record=words if record else "", request=words) else words
 
 
+def _record_words(text: str) -> dict[str, str]:
+    """stem -> the first word of `text` with that stem (the grounding check's tokens; words of
+    letters only, so "4Black" or "7mm" are never quoted in part)."""
+    words: dict[str, str] = {}
+    for word in tokens(text):
+        if word.isalpha():
+            words.setdefault(stem(word), word)
+    return words
+
+
 def template_reason(item: Item, context: ReasonContext) -> str:
-    """A reason built only from the item's attributes and the user's own words, quoted as a
-    restatement: always grounded (every claim comes from the evidence), if plain."""
-    kind = _quotable(item.category or (item.categories[0] if item.categories else ""), 80, record=True) or ""
-    what = (f"an {kind} item" if kind[:1].lower() in "aeiou" else f"a {kind} item") if kind else "an item"
+    """Why this item fits, built only from the item's own fields and what the shopper asked for:
+    the shopper's words are quoted only where the item's title or description has them, so the
+    reason is grounded by construction and repeats nothing else the shopper (or an attacker) typed.
+    The one template for every path: the recommender's fallback and the chat's default reasons."""
+    title_words = _record_words(item.title + " " + " ".join(item.categories))
+    desc_words = _record_words(item.description)
+    asked: list[str] = []  # stems of the shopper's content words, in order
+    asked_text = " ".join(context.need) if context.need else (context.request_text() or "")
+    for word in tokens(asked_text):
+        st = content_stems(word) if word.isalpha() else []
+        if st and len(st[0]) > 2 and st[0] not in asked:
+            asked.append(st[0])
+    # Quoted in the record's own spelling, so each quote is a word of the item's text.
+    in_title = [title_words[s] for s in asked if s in title_words]
+    in_desc = [desc_words[s] for s in asked if s not in title_words and s in desc_words]
+    where = _quotable(item.category, 80, record=True) if item.category else None
     maker = _quotable(item.brand, 80, record=True) if item.brand and not is_non_brand(item.brand) else None
-    brand = f" from {maker}" if maker else ""
-    title = _quotable(item.title, 80, record=True)
-    about = f"{title}, {what}{brand}" if title else f"{what}{brand}"
-    asked = context.request_text()
-    if asked:
-        quoted = _quotable(asked, 120)
-        return f"Matches what you asked for (“{quoted}”): {about}." if quoted else f"Matches what you asked for: {about}."
-    if context.history_titles:
+    parts = [f"{'By ' + maker + ', l' if maker else 'L'}isted under {where or 'the catalog'}"]
+    if in_title:
+        parts.append("its title matches " + ", ".join(f"“{w}”" for w in in_title[:4]))
+    if in_desc:
+        parts.append("its description mentions " + ", ".join(f"“{w}”" for w in in_desc[:3]))
+    feats = [f for f in context.features if all(w in title_words or w in desc_words for w in stems(f)) and not all(s in asked and s in title_words for s in stems(f))]
+    if feats:
+        parts.append("the catalog text says " + ", ".join(f"“{f}”" for f in feats[:3]))
+    if item.price is not None:
+        lo, hi = context.price_min, context.price_max
+        if lo is not None and hi is not None:
+            parts.append(f"{money(item.price)}, within your {money(lo)}–{money(hi)} range")
+        elif hi is not None:
+            parts.append(f"{money(item.price)}, within your {money(hi)} limit")
+        elif lo is not None:
+            parts.append(f"{money(item.price)}, above {money(lo)}")
+        else:
+            parts.append(money(item.price))
+    if context.similar_to and item.id not in context.similar_to:
+        parts.append("close to the item you picked")
+    reason = "; ".join(parts) + "."
+    if not asked and context.history_titles:
         bought = _quotable(context.history_titles[-1], 70)
         if bought:
-            return f"Suggested because you bought “{bought}”: {about}."
-    return f"{title}: {what}{brand}." if title else f"{what[:1].upper()}{what[1:]}{brand}."
+            return f"Suggested because you bought “{bought}”. {reason}"
+    return reason
 
 
 class ReasonWriter:

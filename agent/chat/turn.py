@@ -1,0 +1,328 @@
+"""One chat turn after the message was read: act on the plan and compose the reply.
+
+A `Turn` holds what a turn works with (the state, the plan, the catalog's parts) and what it
+collects on the way (reply pieces, shown items, votes, timings, notes), so every action is a
+method that reads and writes the turn instead of a function handed a bundle of out-parameters.
+State changes go through `agent.dialogue`'s policy functions; replies are built from catalog
+fields (`agent.chat.replies`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from agent.chat.replies import (
+    EXAMPLES,
+    HINT,
+    catalog_facts,
+    clarify,
+    description_facts,
+    item_line,
+    liked_reply,
+    mentions_any,
+    nothing_found,
+    quote_around,
+    small_talk,
+    state_reason,
+)
+from agent.dialogue import DialogueState, Plan, Understanding, content_stems, keep_budget, record_shown, relax_cheaper
+from agent.engines.base import EngineError, LLMEngine, Message
+from agent.errors import UnknownItem
+from agent.recommend.pipeline import Recommendation, RecommendRequest
+from agent.recommend.shown import ShownItem
+from agent.text import money, stems, whole_sentences
+from retrieval.catalog import Item
+from retrieval.search import SearchFilters
+
+if TYPE_CHECKING:
+    from agent.chat.agent import CatalogParts
+
+log = logging.getLogger(__name__)
+
+MAX_SEARCHES_PER_TURN = 3  # a turn's first search is re-ranked; widening searches (retrieval only) stop after this
+MIN_ITEMS = 3  # widen the search (another re-ranking pass) only when fewer items than this were found
+
+
+@dataclass(frozen=True)
+class TurnOptions:
+    """The agent's knobs a turn needs."""
+
+    k: int
+    rank_mode: str
+    llm_reasons: bool
+    llm_intro: bool
+
+
+@dataclass
+class Turn:
+    state: DialogueState
+    understanding: Understanding
+    plan: Plan
+    parts: CatalogParts
+    options: TurnOptions
+    engine: LLMEngine | None = None  # for the optional LLM intro
+    timings: dict[str, float] = field(default_factory=dict)
+    debug: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    pieces: list[str] = field(default_factory=list)
+    shown: list[ShownItem] = field(default_factory=list)
+    votes: list[tuple[str, int]] = field(default_factory=list)  # feedback to store: (item id, +1 / -1)
+    searches_left: int = MAX_SEARCHES_PER_TURN
+
+    def __post_init__(self) -> None:
+        u = self.understanding
+        self.debug.update(flags=sorted(u.flags), llm_extract=u.llm_used, llm_dropped=u.llm_dropped)
+        self.notes = list(self.plan.notes)
+
+    @property
+    def reply(self) -> str:
+        return "".join(self.pieces)
+
+    def _emit(self, piece: str) -> str:
+        self.pieces.append(piece)
+        return piece
+
+    # --- the action ----------------------------------------------------------------------------------
+
+    def run(self) -> Iterator[str]:
+        """Act on the plan, yielding reply pieces as they are ready."""
+        state, plan, u, items = self.state, self.plan, self.understanding, self.parts.items
+        if plan.action == "recommend":
+            if u.feedback < 0:
+                self.votes = [(i, -1) for i in state.rejected if i in state.last_shown]
+            for piece in self._recommend():
+                yield self._emit(piece)
+        elif plan.action == "explain":
+            for piece in self._explain(plan.item_ids[0]):
+                yield self._emit(piece)
+        elif plan.action == "answer":
+            yield self._emit(self._answer(plan.item_ids[0], u.question))
+        elif plan.action == "feedback":
+            self.votes = [(i, 1) for i in plan.item_ids]
+            yield self._emit(liked_reply(plan.item_ids, state, items))
+        elif plan.action == "small_talk":
+            yield self._emit(small_talk(u.small_talk, state.catalog, bool(state.last_shown)))
+        elif plan.action == "reset":
+            yield self._emit("OK, starting over. What are you looking for? For example: " + "; ".join(f"“{e}”" for e in EXAMPLES.get(state.catalog, [])[:2]) + ".")
+        else:  # clarify
+            yield self._emit(" ".join(self.notes) if self.notes else clarify(state.catalog))
+            self.notes = []
+        if self.notes:
+            yield self._emit(("\n" if self.pieces else "") + " ".join(self.notes))
+
+    # --- recommend -----------------------------------------------------------------------------------
+
+    def _recommend(self) -> Iterator[str]:
+        state, plan, parts = self.state, self.plan, self.parts
+        if not state.has_constraints() and not state.avoid_brands and state.price_max is None and state.price_min is None:
+            yield clarify(state.catalog)
+            return
+        described = state.describe()
+        yield f"Looking for {described}.\n" if described else "Looking…\n"
+        if self.options.llm_intro:
+            intro = self._llm_intro()
+            if intro:
+                yield intro + "\n"
+
+        found, closest = self._search()
+        if not found and relax_cheaper(state, plan):
+            self.searches_left = max(self.searches_left, 1)
+            found, closest = self._search()
+            if found:
+                self.notes.insert(0, f"Nothing is cheaper than everything I showed, so these are under their average price ({money(state.price_max)}).")
+        unknown_word = bool(state.head) and not set(stems(state.head)) & parts.vocab.word_stems
+        if not found and closest and unknown_word and not plan.no_repeats:
+            found = closest
+            self.notes.insert(0, f"Nothing in the catalog mentions “{state.head or ' '.join(state.need[-1:])}” with these constraints; these are the closest items.")
+        if not found and plan.cheaper_than is not None:
+            keep_budget(state, plan)
+            yield f"Nothing cheaper than {money(plan.cheaper_than)} matches “{' '.join(state.need[-2:]) or 'this'}” in the {state.catalog} catalog; what I showed is the cheapest I have."
+            return
+        if not found:
+            yield nothing_found(state, plan)
+            return
+
+        t = time.perf_counter()
+        for n, rec in enumerate(found, start=1):
+            reason, grounded, source = rec.reason, rec.grounded, rec.reason_source
+            if not reason:
+                reason, grounded, source = state_reason(rec.item, state), True, "template"
+            self.shown.append(ShownItem.of(rec.item, reason=reason, grounded=grounded, reason_source=source, score=round(rec.score, 4)))
+            yield item_line(n, rec.item, reason)
+        if not self.options.llm_reasons:
+            self.timings["reasons"] = self.timings.get("reasons", 0.0) + (time.perf_counter() - t) * 1e3
+        if record_shown(state, [s.id for s in self.shown]):
+            self.notes.append(HINT)
+
+    def _search(self) -> tuple[list[Recommendation], list[Recommendation]]:
+        """Run the attempts until k relevant items are found.
+
+        Returns (relevant items, the first attempt's closest items when none was relevant).
+        "Relevant" = the item's text mentions the product noun ("shoes"); without that gate a small
+        catalog fills the list with whatever is left (printer paper for "running shoes"). Items whose
+        title names an avoided brand are dropped even when their brand field is empty. The gate runs
+        inside the recommender, before ranking, so the ranker orders only showable items."""
+        state, parts, k = self.state, self.parts, self.options.k
+        head = stems(state.head)[:1] if state.head else []
+        avoid = [tuple(stems(f)) for b in state.avoid_brands for f in parts.vocab.brand_family(b)]
+
+        def ok(item: Item) -> bool:
+            if head and not mentions_any(item, head):
+                return False
+            # An unbranded item whose title starts with an avoided brand ("Swingline Optima ..." with no
+            # brand field); "ink for HP 61" by another maker is fine.
+            return not (avoid and not item.brand and any(tuple(stems(item.title)[: len(a)]) == a for a in avoid))
+
+        found: list[Recommendation] = []
+        closest: list[Recommendation] = []
+        seen: set[str] = set()
+        for note, include_shown, categories in self._attempts():
+            if len(found) >= min(k, MIN_ITEMS) or self.searches_left <= 0:
+                break
+            # Only the first search is re-ranked by the LLM: widening/top-up searches are fallbacks, and
+            # another re-ranking pass would double the turn's latency on a CPU.
+            first = self.searches_left == MAX_SEARCHES_PER_TURN
+            req = self._request(include_shown=include_shown, categories=categories, exclude=seen, rank_mode=None if first else "none")
+            req.relevant = ok
+            if req.query is None and not req.history:
+                break
+            result = parts.recommender.recommend(req)
+            self.searches_left -= 1
+            self.debug["searches"] = self.debug.get("searches", 0) + 1
+            for key in ("retrieval", "rank", "reasons"):
+                self.timings[key] = self.timings.get(key, 0.0) + result.timings_ms.get(key, 0.0)
+            self.debug.update(llm_valid=result.llm_valid, fallback=result.fallback, n_candidates=result.n_candidates)
+            if not closest and not found:
+                closest = [r for r in result.closest if r.item.id not in seen]
+            new = [r for r in result.items if r.item.id not in seen][: k - len(found)]
+            if new and note and found:
+                self.notes.append(note)
+            elif new and note:
+                self.notes.append(note.replace("I also looked", "I looked").replace("Few items matched", "Nothing matched"))
+            found.extend(new)
+            seen.update(r.item.id for r in new)
+        return found, ([] if found else closest)
+
+    def _attempts(self) -> list[tuple[str | None, bool, list[str]]]:
+        """Searches to run in order until k items are found: (note shown if used, include_shown, categories)."""
+        plan, vocab = self.plan, self.parts.vocab
+        cats = list(self.state.categories)
+        wider = list(dict.fromkeys(vocab.parents.get(c, "") for c in cats if vocab.parents.get(c)))
+        attempts: list[tuple[str | None, bool, list[str]]] = [(None, plan.include_shown, cats)]
+        if wider:
+            attempts.append((f"I also looked in the wider category {' / '.join(wider)}.", plan.include_shown, wider))
+        if not plan.include_shown and not plan.no_repeats:
+            attempts.append(("Nothing else new matches, so I included earlier suggestions.", True, wider or cats))
+        if cats:
+            attempts.append((f"Few items matched in {' / '.join(wider or cats)}, so I looked in every category.", plan.include_shown, []))
+        return attempts
+
+    def _request(self, *, include_shown: bool, categories: list[str], exclude: Collection[str] = (), rank_mode: str | None = None) -> RecommendRequest:
+        state, vocab = self.state, self.parts.vocab
+        excluded = set(state.rejected) | set(exclude)
+        if not include_shown:
+            excluded |= set(state.shown)
+        conversation = [Message(role=m["role"], content=m["content"]) for m in state.recent]
+        query = state.query()
+        history: list[str] = []
+        if state.similar_to:
+            # "more like the second one": the recommender's similar-items path runs only when it has
+            # no text to search, so the query and the user's messages stay out of this request.
+            history = list(state.similar_to)
+            query = None
+            conversation = [m for m in conversation if m["role"] != "user"]
+        elif not query:
+            query = " ".join(state.categories + state.brands) or None
+        filters = state.filters(with_categories=False)
+        if categories:
+            filters = replace(filters or SearchFilters(), categories=tuple(categories))
+        if filters is not None and (filters.brands or filters.exclude_brands):
+            # "Swingline" also means "Swingline GBC"; "Bostitch" also "Stanley Bostitch".
+            filters = replace(
+                filters,
+                brands=tuple(dict.fromkeys(f for b in filters.brands for f in vocab.brand_family(b))),
+                exclude_brands=tuple(dict.fromkeys(f for b in filters.exclude_brands for f in vocab.brand_family(b))),
+            )
+        return RecommendRequest(
+            query=query,
+            history=history,
+            filters=filters,
+            exclude_ids=sorted(excluded),
+            k=self.options.k,
+            conversation=conversation,
+            rank_mode=rank_mode or self.options.rank_mode,
+            with_reasons=self.options.llm_reasons,
+        )
+
+    # --- explain and answer ----------------------------------------------------------------------------
+
+    def _explain(self, item_id: str) -> Iterator[str]:
+        """Catalog facts first (instant), then the recommender's reason for the item."""
+        state = self.state
+        item = self.parts.items[item_id]
+        n = state.last_shown.index(item_id) + 1 if item_id in state.last_shown else None
+        yield f"#{n} “{item.title}” — {catalog_facts(item)}.\n" if n else f"“{item.title}” — {catalog_facts(item)}.\n"
+        req = RecommendRequest(query=state.query(), conversation=[Message(role=m["role"], content=m["content"]) for m in state.recent], k=self.options.k)
+        t = time.perf_counter()
+        try:
+            reason, grounded = self.parts.recommender.explain(item_id, req)
+        except UnknownItem:
+            reason, grounded = "", False
+        self.timings["reasons"] = (time.perf_counter() - t) * 1e3
+        if not reason or not grounded:
+            reason = state_reason(item, state)
+        yield f"Why: {whole_sentences(reason)}"
+
+    def _answer(self, item_id: str, question: str) -> str:
+        """Answer a question about a shown item quoting only catalog fields (nothing generated)."""
+        state = self.state
+        item = self.parts.items[item_id]
+        n = state.last_shown.index(item_id) + 1 if item_id in state.last_shown else None
+        name = f"#{n} “{item.title}”" if n else f"“{item.title}”"
+        if question == "price":
+            return f"{name} is listed at {money(item.price)}." if item.price is not None else f"The catalog has no price for {name}."
+        if question == "brand":
+            return f"{name} is by {item.brand} (the catalog's brand field)." if item.brand else f"The catalog lists no brand for {name}."
+        if question == "category":
+            return f"{name} is listed under {' > '.join(item.categories)}." if item.categories else f"The catalog has no category for {name}."
+        if question.startswith("has:"):
+            what = question[4:].strip()
+            words = content_stems(what)
+            haystack = stems(item.title + " " + item.description)
+            found = [w for w in words if w in haystack]
+            if words and len(found) == len(words):
+                snippet = quote_around(item.title + ". " + description_facts(item.description, 3000), words)
+                return f"The catalog text for {name} mentions {what}: “{snippet}”. Check the full description before buying."
+            return f"The catalog description of {name} doesn't mention {what}, so I can't confirm it."
+        desc = description_facts(item.description, 300)
+        lines = [f"{name}", f"From the catalog: {catalog_facts(item)}."]
+        lines.append(f"Description: “{desc}”" if desc else "The catalog has no description for it.")
+        return "\n".join(lines)
+
+    def _llm_intro(self) -> str:
+        """A one-line opener from the LLM, shown only if it names nothing the user did not say."""
+        from agent.grounding import check_grounding
+        from agent.prompts import PromptError, render_messages
+
+        if self.engine is None:
+            return ""
+        state = self.state
+        user_texts = [m["content"] for m in state.recent if m["role"] == "user"]
+        try:
+            messages = render_messages("reply.v1", wants=state.describe(), messages=user_texts[-3:])
+            text = self.engine.chat(messages, max_tokens=32)
+        except (EngineError, PromptError) as exc:
+            log.info("LLM intro skipped: %s", exc)
+            return ""
+        text = " ".join(text.split())
+        text = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0][:160]
+        if not text or re.search(r"\d", text):
+            return ""
+        # The intro may only restate what the shopper asked for; it names no item fact.
+        report = check_grounding(text, (), request_evidence=user_texts + [state.describe()], catalog_brands=self.parts.recommender.brands, restates_request=True)
+        return text if report.ok else ""
