@@ -26,7 +26,7 @@ from agent.engines.base import EngineError, LLMEngine, Message
 from agent.grounding import GroundingReport, check_grounding, item_evidence, screen_text
 from agent.lexicon import is_non_brand
 from agent.prompts import DEFAULT_PROMPTS, canonical_name, data_text, render_chat
-from agent.text import content_stems, money, stem, stems, tokens
+from agent.text import content_stems, money, stem, stems
 from retrieval.catalog import Item
 
 log = logging.getLogger(__name__)
@@ -137,10 +137,10 @@ def _quotable(text: str, limit: int, *, record: bool = False) -> str | None:
 
 
 def _record_words(text: str) -> dict[str, str]:
-    """stem -> the first word of `text` with that stem (the grounding check's tokens; words of
-    letters only, so "4Black" or "7mm" are never quoted in part)."""
+    """stem -> the first word of `text` with that stem, as written (the grounding check's tokens,
+    words of letters only, so "4Black" or "7mm" are never quoted in part)."""
     words: dict[str, str] = {}
-    for word in tokens(text):
+    for word in re.findall(r"[A-Za-z0-9]+", text):
         if word.isalpha():
             words.setdefault(stem(word), word)
     return words
@@ -153,15 +153,20 @@ def template_reason(item: Item, context: ReasonContext) -> str:
     The one template for every path: the recommender's fallback and the chat's default reasons."""
     title_words = _record_words(item.title + " " + " ".join(item.categories))
     desc_words = _record_words(item.description)
-    asked: list[str] = []  # stems of the shopper's content words, in order
+    asked: dict[str, str] = {}  # stem -> the shopper's word
     asked_text = " ".join(context.need) if context.need else (context.request_text() or "")
-    for word in tokens(asked_text):
+    for word in re.findall(r"[A-Za-z0-9]+", asked_text):
         st = content_stems(word) if word.isalpha() else []
-        if st and len(st[0]) > 2 and st[0] not in asked:
-            asked.append(st[0])
-    # Quoted in the record's own spelling, so each quote is a word of the item's text.
-    in_title = [title_words[s] for s in asked if s in title_words]
-    in_desc = [desc_words[s] for s in asked if s not in title_words and s in desc_words]
+        if st and len(st[0]) > 2 and _quotable(word, 40):  # never repeat "visit", "click", ...
+            asked.setdefault(st[0], word)
+
+    def quote(words: dict[str, str], s: str) -> str:
+        """The shopper's word when the record writes it the same way, else the record's spelling,
+        so each quote is a word of the item's own text."""
+        return asked[s] if asked[s].casefold() == words[s].casefold() else words[s]
+
+    in_title = [quote(title_words, s) for s in asked if s in title_words]
+    in_desc = [quote(desc_words, s) for s in asked if s not in title_words and s in desc_words]
     where = _quotable(item.category, 80, record=True) if item.category else None
     maker = _quotable(item.brand, 80, record=True) if item.brand and not is_non_brand(item.brand) else None
     parts = [f"{'By ' + maker + ', l' if maker else 'L'}isted under {where or 'the catalog'}"]
