@@ -9,12 +9,14 @@ A few shopping synonyms are folded in after stemming ("telephone" ~ "phone", "gr
 from __future__ import annotations
 
 import re
-import unicodedata
 from functools import lru_cache
 
 import Stemmer
 
 from agent.lexicon import FILLER, SYNONYMS
+from retrieval.sanitize import visible
+
+__all__ = ["FILLER_STEMS", "content_stems", "find_seq", "money", "short", "squash", "stem", "stems", "tokens", "visible", "whole_sentences"]
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 _STEMMER = Stemmer.Stemmer("english")
@@ -73,26 +75,6 @@ def whole_sentences(text: str) -> str:
         return text
     ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
     return text[: ends[-1]] if ends else text + "…"
-
-
-# Letters and symbols that render as nothing (Hangul fillers, the blank Braille pattern): used as
-# "invisible" text the same way zero-width spaces are.
-_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
-
-
-def visible(text: str) -> str:
-    """`text` without format characters (category Cf: U+200B..U+200F, U+2060, U+FEFF, bidi marks,
-    soft hyphens) and blank letters; other spaces and controls become a plain space (tab and
-    newline stay). Printable text without blank letters is returned as is."""
-    if text.isprintable() and _BLANK_LETTERS.isdisjoint(text):
-        return text
-    out = []
-    for ch in text:
-        cat = unicodedata.category(ch)
-        if cat == "Cf" or ch in _BLANK_LETTERS:
-            continue
-        out.append(" " if cat in ("Zs", "Zl", "Zp") or (cat == "Cc" and ch not in "\t\n\r") else ch)
-    return "".join(out)
 
 
 _SYNONYM_STEMS = {_STEMMER.stemWord(k): _STEMMER.stemWord(v) for k, v in SYNONYMS.items()}

@@ -6,7 +6,8 @@ in `Item.source`. What goes:
 - markdown images (`![..](..)`) entirely, and markdown links (`[text](url)`) down to their text;
 - URLs with a scheme or `www.`, and e-mail addresses;
 - HTML tags (after entities are decoded, so `&lt;svg onload=..&gt;` goes too);
-- control and invisible format characters (zero-width spaces, bidi overrides, BOM).
+- invisible format characters (zero-width spaces, bidi overrides, BOM, blank letters); controls
+  become spaces (`visible`, also used on shoppers' messages).
 Words stay words: a sentence that *tells* the reader something is handled where text is shown
 (`agent.chat.replies`), not deleted from the record the index embeds.
 """
@@ -14,23 +15,42 @@ Words stay words: a sentence that *tells* the reader something is handled where 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 _MD_IMAGE = re.compile(r"!\[[^\]]{0,500}\]\([^)]{0,2000}\)")
 _MD_LINK = re.compile(r"\[([^\]]{0,500})\]\([^)]{0,2000}\)")
 _URL = re.compile(r"(?i)\b(?:[a-z][a-z0-9+.-]{1,10}://|www\.)[^\s<>\"')\]]+")
 _EMAIL = re.compile(r"(?i)\b[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}\b")
 _TAG = re.compile(r"<\s*/?\s*[a-zA-Z!][^>]{0,2000}>|<\s*[a-zA-Z][^>]*$")
-# C0/C1 controls, zero-width and bidi format characters, word joiner, BOM.
-_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 _SPACE = re.compile(r"\s+")
 
 
 def sanitize(text: str) -> str:
     """`text` with markup, links, e-mail addresses and invisible characters removed, on one line."""
-    text = _INVISIBLE.sub("", text)
+    text = visible(text)
     text = _MD_IMAGE.sub(" ", text)
     text = _MD_LINK.sub(r"\1", text)
     text = _TAG.sub(" ", text)
     text = _URL.sub(" ", text)
     text = _EMAIL.sub(" ", text)
     return _SPACE.sub(" ", text).strip()
+
+
+# Letters and symbols that render as nothing (Hangul fillers, the blank Braille pattern): used as
+# "invisible" text the same way zero-width spaces are.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def visible(text: str) -> str:
+    """`text` without format characters (category Cf: U+200B..U+200F, U+2060, U+FEFF, bidi marks,
+    soft hyphens) and blank letters; other spaces and controls become a plain space (tab and
+    newline stay). Printable text without blank letters is returned as is."""
+    if text.isprintable() and _BLANK_LETTERS.isdisjoint(text):
+        return text
+    out = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if cat == "Cf" or ch in _BLANK_LETTERS:
+            continue
+        out.append(" " if cat in ("Zs", "Zl", "Zp") or (cat == "Cc" and ch not in "\t\n\r") else ch)
+    return "".join(out)
