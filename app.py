@@ -27,7 +27,8 @@ force_offline()  # before gradio is imported: no analytics, no hub
 
 import gradio as gr  # noqa: E402
 
-from agent.chat.agent import EXAMPLES, Agent, TurnResult  # noqa: E402
+from agent.chat.agent import Agent, TurnResult  # noqa: E402
+from agent.chat.replies import EXAMPLES  # noqa: E402
 from agent.chat.store import UnknownSession  # noqa: E402
 from agent.errors import AisleError  # noqa: E402
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.errors import Conflict, NotFound, Unavailable
+from agent.errors import Conflict, NotFound
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
@@ -53,12 +53,6 @@ CREATE TABLE IF NOT EXISTS feedback (
     PRIMARY KEY (session_id, item_id)
 );
 """
-
-
-class SessionError(Unavailable):
-    """The session store cannot be read or written."""
-
-    code = "session_store_error"
 
 
 class UnknownSession(NotFound):

@@ -51,17 +51,6 @@ MAX_SENTENCES = 4
 MAX_SELLING_POINT_WORDS = 30
 MAX_DESCRIPTION_CHARS = 900
 
-# The JSON shape of one copy (used for documentation and by callers that want `chat_json`).
-COPY_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "description": {"type": "string", "minLength": 1, "maxLength": MAX_DESCRIPTION_CHARS},
-        "selling_point": {"type": "string", "minLength": 1, "maxLength": 200},
-    },
-    "required": ["description", "selling_point"],
-    "additionalProperties": False,
-}
-
 # Source fields that are not attributes: text we already pass, text we must not use (the
 # description is what we write), or values that go stale / invite claims (price, rating, URLs).
 _NON_ATTRIBUTES = frozenset(

@@ -40,7 +40,6 @@ class CatalogVocab:
     ambiguous_brands: set[str]  # canonical brands that are also ordinary words ("Universal")
     categories: dict[tuple[str, ...], str]  # stemmed alias -> the biggest category having it
     category_forms: dict[tuple[str, ...], list[tuple[str, tuple[str, ...]]]]  # stemmed alias -> (category, its words as written), biggest first
-    category_sizes: dict[str, int]
     parents: dict[str, str]  # category -> its most common parent in the item paths (for widening)
     word_stems: frozenset[str]  # every word stem in the catalog's text ("is 'couch' a word here at all?")
     has_prices: bool
@@ -72,7 +71,6 @@ class CatalogVocab:
             ambiguous_brands=ambiguous,
             categories={alias: found[0][0] for alias, found in forms.items()},
             category_forms=forms,
-            category_sizes=dict(sizes),
             parents=_parents(items, sizes, limit if big else None),
             word_stems=frozenset(w for it in items for w in stems(it.title + " " + " ".join(it.categories) + " " + it.description[:3000])),
             has_prices=any(it.price is not None for it in items),

@@ -30,7 +30,6 @@ from agent.engines.base import (
     ContextOverflow,
     EngineTimeout,
     EngineUnavailable,
-    InvalidOutput,
     LLMEngine,
     Message,
     parse_json_answer,
@@ -324,43 +323,6 @@ class TransformersEngine(LLMEngine):
             )
         raw = self._decode(out[0, len(ids):].tolist())
         return parse_json_answer(raw, schema, source=f"model output (max_tokens={max_tokens})", cut_off=True)
-
-    def chat_json_batch(
-        self, conversations: Sequence[Sequence[Message]], schema: dict[str, Any], *, max_tokens: int = 256
-    ) -> list[Any | InvalidOutput]:
-        """`chat_json` for many conversations in one padded `generate` (same schema for all).
-
-        Returns one entry per conversation: the validated value, or the InvalidOutput exception
-        for that conversation (one bad row does not throw away the others).
-        """
-        from transformers import LogitsProcessorList
-
-        if not conversations:
-            return []
-        rows = [self._prompt_ids(c, max_tokens) for c in conversations]
-        results: list[Any | InvalidOutput] = []
-        for start in range(0, len(rows), MAX_BATCH):
-            chunk = rows[start : start + MAX_BATCH]
-            input_ids, mask = self._left_pad(chunk)
-            # The enforcer keys its state on each row's token prefix, so one instance serves a batch.
-            processor = self._json_processor(schema)
-            with self._lock, torch.inference_mode():
-                out = self.model.generate(
-                    input_ids=input_ids,
-                    attention_mask=mask,
-                    logits_processor=LogitsProcessorList([processor]),
-                    **self._gen_kwargs(max_tokens, 0.0),
-                )
-            width = input_ids.shape[1]
-            for row in out:
-                raw = self._decode(row[width:].tolist())
-                try:
-                    results.append(parse_json_answer(raw, schema, source=f"model output (max_tokens={max_tokens})", cut_off=True))
-                except InvalidOutput as exc:
-                    results.append(exc)
-        return results
-
-    # --- choice scoring ----------------------------------------------------------------------------
 
     def _label_token(self, prompt_text: str, label: str) -> int:
         """The token the model would emit first when writing `label` right after the prompt.

@@ -344,16 +344,3 @@ class Recommender:
         _, reason_ctx = self._contexts(req)
         reason = self.reason_writer(self.engine()).write([item], reason_ctx)[0]
         return reason.text, reason.grounded
-
-
-def result_summary(result: RecommendResult) -> dict[str, Any]:
-    """Counts an eval or a log line wants: grounded share and reason sources."""
-    sources = [r.reason_source for r in result.items]
-    return {
-        "n": len(result.items),
-        "grounded": sum(r.grounded for r in result.items),
-        "by_source": {s: sources.count(s) for s in ("llm", "llm-retry", "template")},
-        "llm_valid": result.llm_valid,
-        "fallback": result.fallback,
-        "timings_ms": dict(result.timings_ms),
-    }

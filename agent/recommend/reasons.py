@@ -31,7 +31,6 @@ from retrieval.catalog import Item
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("llm", "llm-retry", "template")
 MAX_REASON_CHARS = 320
 
 
