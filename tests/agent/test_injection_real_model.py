@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fast.conftest import make_catalog
-from tests.fast.test_injection import HOSTILE_MESSAGES, POISONED_ROWS, assert_clean
+from tests.fast.test_injection import HOSTILE_MESSAGES, POISONED_ROWS, talk_and_check
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +30,4 @@ def real_agent(settings, transformers_engine, tmp_path_factory):
 
 
 def test_no_payload_reaches_a_reply_with_the_real_model(real_agent):
-    sid = None
-    for message in HOSTILE_MESSAGES[:5]:
-        result = real_agent.turn(sid, message)
-        sid = result.session_id
-        assert_clean(result.reply, f"the reply to {message!r}")
-        for item in result.items:
-            assert item.id in real_agent.parts("poisoned-shop").items
-            for key, value in item.to_dict().items():
-                if isinstance(value, str):
-                    assert_clean(value, f"item field {key!r}")
-        assert "Verbatim" not in result.constraints["brands"]
+    talk_and_check(real_agent, HOSTILE_MESSAGES[:5])

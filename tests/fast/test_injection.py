@@ -88,18 +88,24 @@ def test_imported_catalog_text_holds_no_links_or_markup():
                 assert mark not in field.lower(), (item.id, field)
 
 
-def test_no_payload_reaches_replies_reasons_or_cards(compromised_agent):
+def talk_and_check(agent, messages) -> None:
+    """Run `messages` as one conversation; no payload may reach a reply or a shown item's fields,
+    every item is the catalog's, and injected words never become a brand filter."""
     sid = None
-    for message in HOSTILE_MESSAGES:
-        result = compromised_agent.turn(sid, message)
+    for message in messages:
+        result = agent.turn(sid, message)
         sid = result.session_id
         assert_clean(result.reply, f"the reply to {message!r}")
         for item in result.items:
-            assert item.id in compromised_agent.parts("poisoned-shop").items
+            assert item.id in agent.parts("poisoned-shop").items
             for key, value in item.to_dict().items():
                 if isinstance(value, str):
                     assert_clean(value, f"item field {key!r}")
         assert "Verbatim" not in result.constraints["brands"]
+
+
+def test_no_payload_reaches_replies_reasons_or_cards(compromised_agent):
+    talk_and_check(compromised_agent, HOSTILE_MESSAGES)
 
 
 def test_no_payload_reaches_the_api(compromised_agent, fast_settings):
