@@ -31,6 +31,7 @@ from agent.chat.agent import Agent, TurnResult  # noqa: E402
 from agent.chat.replies import EXAMPLES  # noqa: E402
 from agent.chat.store import UnknownSession  # noqa: E402
 from agent.errors import AisleError  # noqa: E402
+from agent.text import money  # noqa: E402
 
 log = logging.getLogger("aisle.app")
 
@@ -61,7 +62,10 @@ def card_html(n: int, item: dict[str, Any], vote: int = 0) -> str:
     if item.get("category"):
         meta.append(f'<span class="aisle-category">{e(item["category"])}</span>')
     if item.get("price") is not None:
-        meta.append(f'<span class="aisle-price">${item["price"]:,.2f}</span>')
+        meta.append(f'<span class="aisle-price">{e(money(item["price"], item.get("currency", "")))}</span>')
+    attrs = item.get("attributes") or {}
+    if attrs:  # plain text, escaped: shown, never rendered (url and image_url are not shown at all)
+        meta.append(f'<span class="aisle-attributes">{e("; ".join(f"{k}: {v}" for k, v in list(attrs.items())[:4]))}</span>')
     flag = "" if item.get("grounded", True) else ' <span class="aisle-flag">(unverified)</span>'
     voted = {1: '<div class="aisle-vote">✓ Liked (saved)</div>', -1: '<div class="aisle-vote">✓ Hidden: it won\'t be shown again</div>'}.get(vote, "")
     return (
@@ -184,6 +188,8 @@ def build_ui(agent: Agent, *, catalog: str | None = None) -> gr.Blocks:
         reset_outputs = [chat, box, session, items_state, status, *card_outputs, *example_btns]
         new_btn.click(reset, catalog_dd, reset_outputs)
         catalog_dd.change(reset, catalog_dd, reset_outputs)
+        # A catalog added with `aisle catalog add` while the app runs shows up on the next page load.
+        demo.load(lambda: gr.update(choices=agent.catalogs()), None, catalog_dd)
     return demo
 
 

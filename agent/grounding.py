@@ -324,15 +324,16 @@ class _Evidence:
 
 
 def item_evidence(item: object) -> list[str]:
-    """The item's own record as evidence: title, brand, categories, description and price.
+    """The item's own record as evidence: title, brand, categories, attributes, description and price.
     Works with `retrieval.catalog.Item` or any object with those attributes. The shopper's words
     are not item evidence: pass them to `check_grounding` as `request_evidence`."""
     parts = [getattr(item, "title", "") or "", getattr(item, "brand", "") or ""]
     parts.extend(getattr(item, "categories", ()) or ())
+    parts.extend(f"{name}: {value}" for name, value in getattr(item, "attributes", ()) or ())
     parts.append(getattr(item, "description", "") or "")
     price = getattr(item, "price", None)
     if price is not None:
-        parts.append(money(price))
+        parts.append(money(price, getattr(item, "currency", "")))
     return [p for p in parts if p]
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from retrieval.config import StorePaths, package_dir
+from retrieval.config import EmbedBackend, StorePaths, package_dir
 
 __all__ = ["OFFLINE_ENV", "REPO_ROOT", "Settings", "force_offline", "package_dir"]
 
@@ -62,6 +62,11 @@ class Settings(BaseSettings, StorePaths):
     embed_model: Path | None = Field(default=None, description="sentence-transformers model folder; default: the packaged all-MiniLM-L6-v2.")
     chroma_url: str | None = Field(default=None, description="Chroma server URL (http://host:port); unset = embedded PersistentClient under home/chroma.")
     embed_batch_size: int = 64
+    embed_backend: EmbedBackend = Field(
+        default="onnx-int8",
+        description="How the embedding model runs: onnx-int8 (int8 ONNX Runtime: indexing ~6x as fast as torch, vectors at cosine ~0.99 to torch's), onnx (fp32 ONNX Runtime), "
+        "torch. The ONNX model is converted once from the local model into home/models/embed; each backend has its own index.",
+    )
 
     # --- LLM ---
     llm: Literal["transformers", "vllm", "openai"] = "transformers"

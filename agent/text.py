@@ -55,8 +55,14 @@ def find_seq(haystack: list[str] | tuple[str, ...], needle: list[str] | tuple[st
     return [i for i in range(len(haystack) - n + 1) if list(haystack[i : i + n]) == list(needle)] if n else []
 
 
-def money(value: float) -> str:
-    return f"${value:,.2f}".replace(".00", "")
+_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹"}
+
+
+def money(value: float, currency: str = "") -> str:
+    """$15.99 (dollars, or a catalog that names no currency), €15.99, or "15.99 SEK"."""
+    amount = f"{value:,.2f}".replace(".00", "")
+    code = (currency or "USD").upper()
+    return f"{_SYMBOLS[code]}{amount}" if code in _SYMBOLS else f"{amount} {code}"
 
 
 def short(text: str, limit: int) -> str:

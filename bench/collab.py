@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from agent.settings import REPO_ROOT, Settings
-from retrieval.catalog import load_catalog, load_interactions
 from retrieval.collab import (
     CooccurrenceRecommender,
     PopularityRecommender,
@@ -28,6 +27,7 @@ from retrieval.collab import (
     leave_one_out,
     sample_users,
 )
+from retrieval.registry import load_catalog, load_interactions
 from retrieval.sasrec import load_or_train_sasrec, sasrec_path
 
 METRICS = ("recall@10", "ndcg@10", "mrr@10", "recall@50")
@@ -59,8 +59,8 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = Settings()
-    item_ids = sorted(load_catalog(args.catalog, settings.data_dir).items, key=id_sort_key)
-    train, held_out = leave_one_out(load_interactions(args.catalog, settings.data_dir))
+    item_ids = sorted(load_catalog(settings, args.catalog).items, key=id_sort_key)
+    train, held_out = leave_one_out(load_interactions(settings, args.catalog))
     users = sample_users(held_out, args.users, seed=args.seed)
 
     fit_seconds: dict[str, float] = {}

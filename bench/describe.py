@@ -38,9 +38,9 @@ def bench_items(n: int, seed: int) -> list[Any]:
     """N real cold-start items (title, no description) of amazon-office-2014, seeded."""
     from agent.copy.writer import item_problem
     from agent.settings import Settings
-    from retrieval.catalog import load_catalog
+    from retrieval.registry import load_catalog
 
-    catalog = load_catalog("amazon-office-2014", Settings().data_dir)
+    catalog = load_catalog(Settings(), "amazon-office-2014")
     cold = sorted((i for i, it in catalog.items.items() if not it.description and item_problem(it) is None), key=int)
     return [catalog.items[i] for i in sorted(random.Random(seed).sample(cold, n), key=int)]
 

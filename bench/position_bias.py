@@ -42,8 +42,8 @@ from agent.prompts import resolve_prompt  # noqa: E402
 from agent.recommend.pipeline import Recommender, RecommendRequest  # noqa: E402
 from agent.recommend.rank import RankContext, Reranker  # noqa: E402
 from agent.settings import Settings  # noqa: E402
-from retrieval.catalog import load_interactions  # noqa: E402
 from retrieval.collab import leave_one_out, sample_users  # noqa: E402
+from retrieval.registry import load_interactions  # noqa: E402
 
 
 class CountingCache:
@@ -75,7 +75,7 @@ def main() -> None:
     t_start = time.perf_counter()
     engine = make_engine(settings)
     rec = Recommender(settings, "amazon-office-2014", engine=engine, n_candidates=args.candidates, collab="cooc")
-    histories, targets = leave_one_out(load_interactions("amazon-office-2014", settings.data_dir))
+    histories, targets = leave_one_out(load_interactions(settings, "amazon-office-2014"))
     prompt = args.prompt or resolve_prompt("rerank_onepass", {})
     scorer = CountingCache(engine)
     methods = {

@@ -50,8 +50,8 @@ from agent.recommend.pipeline import Recommender, RecommendRequest  # noqa: E402
 from agent.recommend.rank import RankContext, Reranker  # noqa: E402
 from agent.recommend.reasons import ReasonContext  # noqa: E402
 from agent.settings import Settings  # noqa: E402
-from retrieval.catalog import load_interactions  # noqa: E402
 from retrieval.collab import leave_one_out, sample_users  # noqa: E402
+from retrieval.registry import load_interactions  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -169,7 +169,7 @@ def main() -> None:
     engine = make_engine(settings)
     prompts = {k: v for k, v in {"reason": args.reason_prompt, "rerank_onepass": args.onepass_prompt}.items() if v}
     rec = Recommender(settings, "amazon-office-2014", engine=engine, n_candidates=args.candidates, collab="cooc", prompts=prompts)
-    histories, targets = leave_one_out(load_interactions("amazon-office-2014", settings.data_dir))
+    histories, targets = leave_one_out(load_interactions(settings, "amazon-office-2014"))
     log(f"catalog {rec.catalog.name}: {len(rec.catalog)} items; {len(histories)} users; collaborative model: {rec.collab_name}")
     out: dict = {"cpu_count": os.cpu_count(), "load_avg_start": os.getloadavg(), "model": engine.model_id}
 

@@ -1,7 +1,14 @@
-"""Retrieval benchmark: embedding throughput and top-50 query latency, with and without filters,
-at the real catalog size and at a 50k-item scale point (real items replicated under new ids).
+"""Retrieval benchmark: indexing speed of the embedding backends side by side, embedding throughput
+and top-50 query latency, with and without filters, at the real catalog size and at a 50k-item
+scale point (real items replicated under new ids).
 
-    python bench/retrieval.py [--scale 50000] [--queries 200]
+    python bench/retrieval.py [--index-items 600] [--rounds 2] [--index-only] [--scale 50000] [--queries 200]
+
+The indexing comparison builds fresh collections of the same first N items through
+`CatalogIndex.sync` (embedding + Chroma upserts) with the old path (the torch backend) and the new
+path (`AISLE_EMBED_BACKEND`, default onnx-int8), alternating rounds so that both see the same load,
+and prints items/s of each and their ratio. The new path's one-time model conversion happens in the
+throw-away home first and is timed separately.
 
 Everything runs in a throw-away AISLE_HOME, so the user's index is untouched.
 """
@@ -9,6 +16,7 @@ Everything runs in a throw-away AISLE_HOME, so the user's index is untouched.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import statistics
 import sys
@@ -21,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.settings import Settings  # noqa: E402
-from retrieval.catalog import Catalog, Item, LoadReport, load_catalog  # noqa: E402
+from retrieval.catalog import Catalog, Item, LoadReport  # noqa: E402
 from retrieval.embed import Embedder  # noqa: E402
 from retrieval.index import CatalogIndex, content_hash, item_metadata, make_chroma_client  # noqa: E402
 from retrieval.search import HybridSearcher, SearchFilters  # noqa: E402
@@ -89,7 +97,7 @@ def replicate(catalog: Catalog, vectors: dict[str, np.ndarray], target: int, see
             if len(items) >= target:
                 break
             new_id = f"{it.id}~{copy}"
-            items[new_id] = Item(new_id, it.title, it.description, it.brand, it.categories, it.price)
+            items[new_id] = dataclasses.replace(it, id=new_id)
             v = vectors[it.id] + rng.normal(0, 0.02, size=vectors[it.id].shape).astype(np.float32)
             vecs[new_id] = v / np.linalg.norm(v)
     return Catalog(f"{catalog.name}-x{target}", items, LoadReport(catalog.name, loaded=len(items))), vecs
@@ -106,21 +114,72 @@ def load_vectors(index: CatalogIndex, catalog: Catalog, vectors: dict[str, np.nd
         )
 
 
+def load_catalog(settings: Settings, name: str) -> Catalog:
+    try:  # the catalog registry (retrieval/registry.py), where there is one
+        from retrieval.registry import load_catalog as registry_load
+    except ImportError:
+        from retrieval.catalog import load_catalog as files_load
+
+        return files_load(name, settings.data_dir)
+    return registry_load(settings, name)
+
+
+def compare_indexing(settings: Settings, catalog: Catalog, n_items: int, rounds: int) -> Embedder:
+    """Old path (torch) vs new path (settings.embed_backend): the same first `n_items` items through
+    `CatalogIndex.sync` into fresh collections, rounds alternating old/new. Returns the new embedder."""
+    subset = Catalog(catalog.name, dict(list(catalog.items.items())[:n_items]), catalog.report)
+    n = len(subset)
+    old = Embedder(settings.embed_model, batch_size=settings.embed_batch_size, backend="torch")
+    t = time.perf_counter()
+    new = Embedder.from_settings(settings)
+    print(f"new path: {new.backend} ({new.model_id}); model conversion + load in the fresh home: {time.perf_counter() - t:.1f} s (once; cached at {new.onnx_path})")
+    warm = [it.text() for it in list(subset.items.values())[:16]]
+    old.encode(warm), new.encode(warm)
+    client = make_chroma_client(settings)
+    seconds: dict[str, list[float]] = {"old": [], "new": []}
+    indexes: dict[str, CatalogIndex] = {}
+    for r in range(rounds):
+        for label, embedder in (("old", old), ("new", new)):
+            index = CatalogIndex(client, f"bench-index-r{r}", embedder)
+            t = time.perf_counter()
+            report = index.sync(subset, progress=False)
+            seconds[label].append(time.perf_counter() - t)
+            assert report.added == n and index.count() == n, report
+            indexes[label] = index
+            print(f"  round {r + 1} {label}: {n / seconds[label][-1]:.1f} items/s")
+    old_rate, new_rate = n * rounds / sum(seconds["old"]), n * rounds / sum(seconds["new"])
+    ids = list(subset.items)
+    a, b = indexes["old"].embeddings(ids), indexes["new"].embeddings(ids)
+    cosine = np.array([float(a[i] @ b[i]) for i in ids])
+    print(f"\nindexing {n} items of {catalog.name} through CatalogIndex.sync (embedding + Chroma upserts), {rounds} round(s) each:")
+    print(f"  old path, torch ({old.model_id}), batch {old.batch_size}: {old_rate:.1f} items/s")
+    print(f"  new path, {new.backend} ({new.model_id}), batch {new.batch_size}: {new_rate:.1f} items/s")
+    print(f"  new/old = {new_rate / old_rate:.1f}x")
+    print(f"  title vectors new vs old: cosine min {cosine.min():.4f}, mean {cosine.mean():.4f}")
+    return new
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--catalog", default="amazon-office-2014")
     ap.add_argument("--scale", type=int, default=50_000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--embed-items", type=int, default=512, help="items embedded for the throughput figure")
+    ap.add_argument("--index-items", type=int, default=600, help="items indexed by each path in the side-by-side comparison (0: skip it)")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating old/new indexing rounds")
+    ap.add_argument("--index-only", action="store_true", help="only the side-by-side indexing comparison (no latency part)")
     args = ap.parse_args()
 
+    import onnxruntime
     import torch
 
-    print(f"torch threads: {torch.get_num_threads()}")
+    print(f"torch threads: {torch.get_num_threads()}; onnxruntime {onnxruntime.__version__}")
     with tempfile.TemporaryDirectory() as home:
         settings = Settings(home=Path(home))
-        catalog = load_catalog(args.catalog, settings.data_dir)
-        embedder = Embedder(settings.embed_model)
+        catalog = load_catalog(settings, args.catalog)
+        embedder = compare_indexing(settings, catalog, args.index_items, args.rounds) if args.index_items else Embedder.from_settings(settings)
+        if args.index_only:
+            return
 
         sample = [it.text() for it in list(catalog.items.values())[: args.embed_items]]
         embedder.encode(sample[:32])  # warm-up

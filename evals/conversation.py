@@ -39,6 +39,7 @@ from agent.settings import Settings
 from evals import report as rep
 from evals.metrics import CONVERSATION_METRICS, Tally, evaluate_rankings, latency_summary, unchanged_order_rate
 from evals.ranking import eval_options, rank_mode_of
+from retrieval.collab import id_sort_key
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def run_redial(settings: Settings, cfg: ConversationConfig, engine: Any, latenci
     searcher = open_searcher(settings, catalog=catalog, progress=cfg.progress)
     rows = load_redial_turns(settings.data_dir)
     cases, skipped = redial_cases(rows, set(catalog.items))
-    pool = sorted(cases, key=lambda c: int(c["id"]) if c["id"].isdigit() else c["id"])
+    pool = sorted(cases, key=lambda c: id_sort_key(c["id"]))
     sample = pool if cfg.turns >= len(pool) else random.Random(cfg.seed).sample(pool, cfg.turns)
     # ranx query = one (turn, target) pair, as in the paper
     pair_targets = {f"{c['id']}:{t}": t for c in sample for t in c["targets"]}

@@ -36,6 +36,7 @@ import typer
 
 from agent.settings import Settings
 from retrieval.catalog import Catalog, Item
+from retrieval.collab import id_sort_key
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,11 @@ def eligible(item: Item) -> bool:
 
 def select_eval_items(catalog: Catalog, n: int, seed: int) -> list[Item]:
     """N eligible items, sampled with `seed` from the sorted ids (same seed, same sample)."""
-    pool = sorted(i for i, it in catalog.items.items() if eligible(it))
+    pool = sorted((i for i, it in catalog.items.items() if eligible(it)), key=id_sort_key)
     if len(pool) < n:
         raise ValueError(f"only {len(pool)} items of {catalog.name} have a usable description; ask for --items {len(pool)} or fewer")
     rng = random.Random(seed)
-    return [catalog.items[i] for i in sorted(rng.sample(pool, n), key=lambda x: int(x) if x.isdigit() else x)]
+    return [catalog.items[i] for i in sorted(rng.sample(pool, n), key=id_sort_key)]
 
 
 def hide_descriptions(catalog: Catalog, ids: Sequence[str], *, pool: int | None = None, seed: int = 0) -> Catalog:
@@ -146,17 +147,17 @@ def run_copy_eval(
     from agent.copy.writer import DEFAULT_MAX_TOKENS, DEFAULT_PROMPT, Copywriter, describe_catalog
     from agent.engines import make_engine
     from evals.report import environment, git_state
-    from retrieval.catalog import load_catalog
     from retrieval.embed import Embedder
     from retrieval.index import CatalogIndex, make_chroma_client
     from retrieval.overlay import apply_overlay, overlay_path, read_overlay
+    from retrieval.registry import load_catalog
     from retrieval.search import HybridSearcher
 
     max_tokens = max_tokens or DEFAULT_MAX_TOKENS
     prompt = prompt or DEFAULT_PROMPT
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
-    source = load_catalog(catalog_name, settings.data_dir)
+    source = load_catalog(settings, catalog_name)
     items = select_eval_items(source, n_items, seed)
     ids = [it.id for it in items]
     human = {it.id: it.description for it in items}
@@ -165,7 +166,7 @@ def run_copy_eval(
 
     own_engine = engine is None
     engine = engine or make_engine(settings)  # built from the real home: reuses the converted model
-    embedder = Embedder(settings.embed_model, batch_size=settings.embed_batch_size)
+    embedder = Embedder.from_settings(settings)
     with contextlib.ExitStack() as stack:
         tmp = work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aisle-copy-eval-")))
         tmp_settings = settings.model_copy(update={"home": Path(tmp), "chroma_url": None})

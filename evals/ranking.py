@@ -120,14 +120,14 @@ def _run_per_user(
 
 def run_ranking_eval(settings: Settings, cfg: RankingConfig, *, engine: Any = None) -> dict[str, Any]:
     """Run every system on the same user sample; write results.json, report.md and PNGs to cfg.out."""
-    from retrieval.catalog import load_interactions
     from retrieval.collab import CooccurrenceRecommender, PopularityRecommender, id_sort_key, leave_one_out, sample_users
     from retrieval.overlay import load_catalog_with_overlay
+    from retrieval.registry import load_interactions
 
     t_start = time.perf_counter()
     env = rep.environment()
     catalog = load_catalog_with_overlay(settings, cfg.catalog)  # what users search: with generated copy
-    interactions = load_interactions(cfg.catalog, settings.data_dir)
+    interactions = load_interactions(settings, cfg.catalog)
     histories, targets = leave_one_out(interactions)
     eligible = [u for u in targets if targets[u] in catalog.items and histories[u]]
     users = sample_users(eligible, cfg.users, seed=cfg.seed)

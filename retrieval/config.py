@@ -10,7 +10,10 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
+
+# How the embedding model is run (retrieval/embed.py): vectors of different backends never share an index.
+EmbedBackend = Literal["torch", "onnx", "onnx-int8"]
 
 
 class StoreConfig(Protocol):
@@ -22,6 +25,7 @@ class StoreConfig(Protocol):
     chroma_url: str | None
     embed_model: Path | None
     embed_batch_size: int
+    embed_backend: EmbedBackend
     seed: int
 
     @property
@@ -62,6 +66,7 @@ class RetrievalConfig(StorePaths):
     chroma_url: str | None = None
     embed_model: Path | None = None
     embed_batch_size: int = 64
+    embed_backend: EmbedBackend = "onnx-int8"
     seed: int = 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -68,7 +68,7 @@ DESC_SUFFIX = "#desc"
 def item_metadata(item: Item) -> dict:
     """Filterable fields. Keys are only present when known (Chroma rejects None / empty arrays);
     a missing `price` therefore fails any price filter, which is the documented behaviour."""
-    meta: dict = {"title": item.title[:500]}
+    meta: dict = {"title": item.title[:500], "in_stock": item.available}
     if item.brand:
         meta["brand"] = item.brand.casefold()
     if item.categories:
@@ -87,19 +87,26 @@ def description_text(item: Item, max_chars: int = 600) -> str:
 
 
 def content_hash(item: Item, model_id: str) -> str:
-    payload = "\x1f".join([model_id, title_text(item), description_text(item), repr(sorted(item_metadata(item).items()))])
+    """Hash of what gets embedded: when it is unchanged, the vectors are too."""
+    payload = "\x1f".join([model_id, title_text(item), description_text(item)])
     return hashlib.sha1(payload.encode("utf-8")).hexdigest()
+
+
+def metadata_hash(item: Item) -> str:
+    """Hash of the filterable fields: a price change rewrites metadata, never vectors."""
+    return hashlib.sha1(repr(sorted(item_metadata(item).items())).encode("utf-8")).hexdigest()
 
 
 @dataclass
 class IndexReport:
     added: int = 0
-    updated: int = 0
+    updated: int = 0  # text changed: re-embedded
+    restamped: int = 0  # only metadata (price, brand ...) changed: no embedding
     unchanged: int = 0
     deleted: int = 0
 
     def __str__(self) -> str:
-        return f"added {self.added}, updated {self.updated}, unchanged {self.unchanged}, deleted {self.deleted}"
+        return f"added {self.added}, re-embedded {self.updated}, metadata only {self.restamped}, unchanged {self.unchanged}, deleted {self.deleted}"
 
 
 class CatalogIndex:
@@ -114,6 +121,7 @@ class CatalogIndex:
     def __init__(self, client, catalog_name: str, embedder: Embedder) -> None:
         self.client = client
         self.embedder = embedder
+        self.catalog_name = catalog_name
         self.name = collection_name(catalog_name, embedder.model_id)
         self.collection = client.get_or_create_collection(
             self.name,
@@ -125,49 +133,82 @@ class CatalogIndex:
         """Number of items (not vectors) in the index."""
         return len(self.stored_hashes())
 
-    def stored_hashes(self) -> dict[str, str]:
-        out: dict[str, str] = {}
+    def stored_hashes(self) -> dict[str, tuple[str, str]]:
+        """Item id -> (content hash, metadata hash) of its title record."""
+        out: dict[str, tuple[str, str]] = {}
         total = self.collection.count()
         page = 5000
         for offset in range(0, total, page):
             got = self.collection.get(include=["metadatas"], limit=page, offset=offset, where={"part": "item"})
             for item_id, meta in zip(got["ids"], got["metadatas"]):
-                out[item_id] = (meta or {}).get("content_hash", "")
+                meta = meta or {}
+                out[item_id] = (meta.get("content_hash", ""), meta.get("meta_hash", ""))
         return out
 
-    def sync(self, catalog: Catalog, *, progress: bool = True, batch_size: int = UPSERT_BATCH) -> IndexReport:
-        """Make the collection equal to the catalog, embedding only what changed."""
+    def sync(self, catalog: Catalog | Iterable[Item], *, progress: bool = True, batch_size: int = UPSERT_BATCH, total: int | None = None) -> IndexReport:
+        """Make the collection equal to the catalog, embedding only items whose text changed.
+
+        Takes a Catalog, or any iterable of items (streamed: a big import never holds every item
+        to embed in memory, only their ids)."""
         report = IndexReport()
         stored = self.stored_hashes()
-        todo: list[tuple[Item, str]] = []
-        for item in catalog.items.values():
-            digest = content_hash(item, self.embedder.model_id)
+        items: Iterable[Item] = catalog.items.values() if isinstance(catalog, Catalog) else catalog
+        total = len(catalog) if isinstance(catalog, Catalog) else total
+        seen: set[str] = set()
+        todo: list[tuple[Item, str, str]] = []
+        restamp: list[tuple[Item, str, str]] = []
+        bar = tqdm(total=total, desc=f"indexing {self.catalog_name}", unit="item", disable=not progress, mininterval=0.5)
+        for item in items:
+            seen.add(item.id)
+            digest, meta_digest = content_hash(item, self.embedder.model_id), metadata_hash(item)
             old = stored.get(item.id)
-            if old == digest:
+            if old == (digest, meta_digest):
                 report.unchanged += 1
-                continue
-            if old is None:
-                report.added += 1
+                bar.update(1)
+            elif old is not None and old[0] == digest:
+                report.restamped += 1
+                restamp.append((item, digest, meta_digest))
             else:
-                report.updated += 1
-            todo.append((item, digest))
-        stale = [item_id for item_id in stored if item_id not in catalog.items]
+                report.added += old is None
+                report.updated += old is not None
+                todo.append((item, digest, meta_digest))
+            if len(todo) >= batch_size:
+                self._write(todo)
+                bar.update(len(todo))
+                todo = []
+            if len(restamp) >= 5000:
+                self._restamp(restamp)
+                bar.update(len(restamp))
+                restamp = []
+        if todo:
+            self._write(todo)
+            bar.update(len(todo))
+        if restamp:
+            self._restamp(restamp)
+            bar.update(len(restamp))
+        bar.close()
+        stale = [item_id for item_id in stored if item_id not in seen]
         for start in range(0, len(stale), 5000):
             chunk = stale[start : start + 5000]
             self.collection.delete(ids=chunk + [i + DESC_SUFFIX for i in chunk])
         report.deleted = len(stale)
-
-        bar = tqdm(total=len(todo), desc=f"embedding {catalog.name}", unit="item", disable=not progress or not todo)
-        for start in range(0, len(todo), batch_size):
-            self._write(todo[start : start + batch_size])
-            bar.update(len(todo[start : start + batch_size]))
-        bar.close()
         return report
 
-    def _write(self, chunk: list[tuple[Item, str]]) -> None:
+    def _restamp(self, chunk: list[tuple[Item, str, str]]) -> None:
+        """New metadata on existing records (no embedding). Chroma's update needs existing ids, so
+        description records are updated only for items that have one."""
+        self.collection.update(
+            ids=[item.id for item, _, _ in chunk],
+            metadatas=[{**item_metadata(item), "part": "item", "content_hash": d, "meta_hash": m} for item, d, m in chunk],
+        )
+        with_desc = [item for item, _, _ in chunk if item.description]
+        if with_desc:
+            self.collection.update(ids=[item.id + DESC_SUFFIX for item in with_desc], metadatas=[{**item_metadata(item), "part": "description"} for item in with_desc])
+
+    def _write(self, chunk: list[tuple[Item, str, str]]) -> None:
         """Description records first, title records (which carry the content hash) last: if the
         process dies in between, the item still looks un-indexed and the next sync redoes it."""
-        with_desc = [item for item, _ in chunk if item.description]
+        with_desc = [item for item, _, _ in chunk if item.description]
         if with_desc:
             vectors = self.embedder.encode([description_text(item) for item in with_desc])
             self.collection.upsert(
@@ -175,15 +216,15 @@ class CatalogIndex:
                 embeddings=vectors,
                 metadatas=[{**item_metadata(item), "part": "description"} for item in with_desc],
             )
-        without = [item.id + DESC_SUFFIX for item, _ in chunk if not item.description]
+        without = [item.id + DESC_SUFFIX for item, _, _ in chunk if not item.description]
         if without:
             self.collection.delete(ids=without)
-        vectors = self.embedder.encode([title_text(item) for item, _ in chunk])
+        vectors = self.embedder.encode([title_text(item) for item, _, _ in chunk])
         self.collection.upsert(
-            ids=[item.id for item, _ in chunk],
+            ids=[item.id for item, _, _ in chunk],
             embeddings=vectors,
-            documents=[item.text(max_description_chars=2000) for item, _ in chunk],
-            metadatas=[{**item_metadata(item), "part": "item", "content_hash": digest} for item, digest in chunk],
+            documents=[item.text(max_description_chars=2000) for item, _, _ in chunk],
+            metadatas=[{**item_metadata(item), "part": "item", "content_hash": d, "meta_hash": m} for item, d, m in chunk],
         )
 
     def query(self, vector: np.ndarray, n: int, where: dict | None = None) -> list[tuple[str, float]]:
@@ -217,3 +258,13 @@ class CatalogIndex:
 
     def drop(self) -> None:
         self.client.delete_collection(self.name)
+
+
+def drop_catalog_collections(client, catalog_name: str) -> list[str]:
+    """Delete every collection of a catalog (one per embedding model); returns their names."""
+    dropped = []
+    for collection in client.list_collections():
+        if (collection.metadata or {}).get("catalog") == catalog_name:
+            client.delete_collection(collection.name)
+            dropped.append(collection.name)
+    return dropped

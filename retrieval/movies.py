@@ -7,8 +7,8 @@ URI: percent-escapes and `_` are undone, the disambiguation "(1984 film)" become
 dropped, and any other qualifier ("(song)", "(novel series)": mis-linked entities the source
 kept as movies) stays, so two entities never collapse into one title silently.
 
-Loader signature matches `retrieval.catalog.LOADERS`, so it can be registered there as
-`"redial": load_redial_movies`.
+Used by the conversational eval only, which builds its own index from it: the movie list is
+not a shop catalog and is not in the registry.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def load_redial_movies(data_dir: Path, report: LoadReport) -> dict[str, Item]:
 
 
 def load_redial_catalog(data_dir: Path) -> Catalog:
-    """The movie catalog as a `Catalog` (what `load_catalog("redial", ...)` returns once registered)."""
+    """The movie catalog as a `Catalog`."""
     report = LoadReport(catalog="redial")
     items = load_redial_movies(Path(data_dir), report)
     report.loaded = len(items)

@@ -17,12 +17,13 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from retrieval.catalog import Catalog, Item, load_catalog
+from retrieval.catalog import Catalog, Item
 from retrieval.config import StoreConfig
+from retrieval.registry import load_catalog
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,24 @@ def is_generated(item: Item) -> bool:
     return bool((item.source or {}).get(MARKER))
 
 
+def overlaid(item: Item, record: dict[str, Any] | None, catalog_name: str) -> Item | None:
+    """`item` with its generated description, or None when the record does not apply (another
+    catalog, dropped copy, or the item has a real description: that is never replaced)."""
+    if record is None:
+        return None
+    text = str(record.get("description") or "").strip()
+    if record.get("catalog", catalog_name) != catalog_name or record.get("status") not in USABLE_STATUSES or not text or item.description.strip():
+        return None
+    marker = {
+        "model": record.get("model", ""),
+        "prompt": record.get("prompt", {}),
+        "created_at": record.get("created_at", ""),
+        "selling_point": record.get("selling_point", ""),
+        "grounding_ok": bool((record.get("grounding") or {}).get("ok")),
+    }
+    return dataclasses.replace(item, description=text, source={**item.source, MARKER: marker})
+
+
 def apply_overlay(catalog: Catalog, records: Iterable[dict[str, Any]]) -> Catalog:
     """A new Catalog where items with an EMPTY description get their generated one.
 
@@ -106,24 +125,11 @@ def apply_overlay(catalog: Catalog, records: Iterable[dict[str, Any]]) -> Catalo
     applied = ignored = 0
     for item_id, record in latest_records(records).items():
         item = items.get(item_id)
-        text = str(record.get("description") or "").strip()
-        if (
-            item is None
-            or record.get("catalog", catalog.name) != catalog.name
-            or record.get("status") not in USABLE_STATUSES
-            or not text
-            or item.description.strip()
-        ):
+        new = overlaid(item, record, catalog.name) if item is not None else None
+        if new is None:
             ignored += 1
             continue
-        marker = {
-            "model": record.get("model", ""),
-            "prompt": record.get("prompt", {}),
-            "created_at": record.get("created_at", ""),
-            "selling_point": record.get("selling_point", ""),
-            "grounding_ok": bool((record.get("grounding") or {}).get("ok")),
-        }
-        items[item_id] = dataclasses.replace(item, description=text, source={**item.source, MARKER: marker})
+        items[item_id] = new
         applied += 1
     log.info("overlay on %s: %d descriptions applied, %d records ignored", catalog.name, applied, ignored)
     return Catalog(name=catalog.name, items=items, report=catalog.report)
@@ -131,8 +137,19 @@ def apply_overlay(catalog: Catalog, records: Iterable[dict[str, Any]]) -> Catalo
 
 def load_catalog_with_overlay(settings: StoreConfig, name: str) -> Catalog:
     """`load_catalog` plus the generated copy of `aisle describe`, if any (what search should index)."""
-    catalog = load_catalog(name, settings.data_dir)
+    catalog = load_catalog(settings, name)
     path = overlay_path(settings, name)
     if not path.is_file():
         return catalog
     return apply_overlay(catalog, read_overlay(path))
+
+
+def iter_with_overlay(settings: StoreConfig, name: str) -> Iterator[Item]:
+    """The catalog's items with generated copy applied, streamed from the registry (what
+    indexing a big catalog reads: never the whole catalog in memory)."""
+    from retrieval.registry import Registry
+
+    records = latest_records(read_overlay(overlay_path(settings, name)))
+    for chunk in Registry(settings).iter_items(name):
+        for item in chunk:
+            yield overlaid(item, records.get(item.id), name) or item

@@ -1,8 +1,8 @@
 """Catalog text is data: at import, strip whatever could act as markup, a link or a hidden
 character when the text is shown to a shopper or sent to a bot.
 
-Applied once to every text field a loader reads (`catalog.clean_text`); the raw source row stays
-in `Item.source`. What goes:
+Applied once to every text field an import reads (`catalog.clean_text`, called by
+retrieval/feeds/schema.py); the feed file itself is never changed. What goes:
 - markdown images (`![..](..)`) entirely, and markdown links (`[text](url)`) down to their text;
 - URLs with a scheme or `www.`, and e-mail addresses;
 - HTML tags (after entities are decoded, so `&lt;svg onload=..&gt;` goes too);

@@ -377,15 +377,17 @@ def load_or_train_sasrec(
     epochs: int = 200,
     retrain: bool = False,
     progress: bool = True,
-) -> SASRecRecommender:
+    train: bool = True,
+) -> SASRecRecommender | None:
     """The cached model at `settings.models_dir / sasrec-<catalog>.pt`, trained first if missing
     or stale. Training sees only the leave-one-out train histories (the last item of every user
-    stays unseen, so evals on it are fair)."""
-    from retrieval.catalog import load_catalog, load_interactions
+    stays unseen, so evals on it are fair). `train=False`: None instead of training (a request
+    must not train for minutes because the catalog or its history changed)."""
+    from retrieval.registry import load_catalog, load_interactions
 
     config = config or SASRecConfig(seed=settings.seed)
-    item_ids = sorted(load_catalog(catalog, settings.data_dir).items, key=id_sort_key)
-    train, _held_out = leave_one_out(load_interactions(catalog, settings.data_dir))
+    item_ids = sorted(load_catalog(settings, catalog).items, key=id_sort_key)
+    train, _held_out = leave_one_out(load_interactions(settings, catalog))
     fingerprint = _fingerprint(item_ids, train, config, epochs)
     path = sasrec_path(settings, catalog)
     if path.is_file() and not retrain:
@@ -396,7 +398,9 @@ def load_or_train_sasrec(
         else:
             if model.meta.get("fingerprint") == fingerprint:
                 return model
-            log.info("cached SASRec at %s was trained on other data or settings; retraining", path)
+            log.info("cached SASRec at %s was trained on other data or settings%s", path, "; retraining" if train else "")
+    if not train:
+        return None
     model = SASRecRecommender(item_ids, config)
     model.fit(train, epochs=epochs, progress=progress)
     model.meta = {"fingerprint": fingerprint, "catalog": catalog, "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S")}

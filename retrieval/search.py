@@ -42,15 +42,19 @@ class SearchFilters:
     categories: tuple[str, ...] = ()
     price_min: float | None = None
     price_max: float | None = None
+    attributes: tuple[tuple[str, str], ...] = ()  # (name, value): the item's attribute lists the value
 
     def __post_init__(self) -> None:
         if self.price_min is not None and self.price_max is not None and self.price_min > self.price_max:
             raise ValueError(f"price_min ({self.price_min}) is greater than price_max ({self.price_max})")
 
     def is_empty(self) -> bool:
-        return not (self.brands or self.exclude_brands or self.categories) and self.price_min is None and self.price_max is None
+        return not (self.brands or self.exclude_brands or self.categories or self.attributes) and self.price_min is None and self.price_max is None
 
     def matches(self, item: Item) -> bool:
+        for name, value in self.attributes:
+            if value.casefold() not in attribute_values(item.attribute(name)):
+                return False
         brand = item.brand.casefold()
         if self.brands and brand not in {b.casefold() for b in self.brands}:
             return False
@@ -70,6 +74,7 @@ class SearchFilters:
         return True
 
     def to_chroma_where(self) -> dict | None:
+        """The same filter in Chroma's language (attributes excepted: they are not stored there)."""
         clauses: list[dict] = []
         if self.brands:
             clauses.append({"brand": {"$in": [b.casefold() for b in self.brands]}})
@@ -86,6 +91,11 @@ class SearchFilters:
         if not clauses:
             return None
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def attribute_values(value: str) -> set[str]:
+    """ "S, M, L" -> {"s", "m", "l"}: an attribute may list several values (a product's variants)."""
+    return {v.strip().casefold() for v in value.split(",") if v.strip()}
 
 
 def lexical_text(item: Item) -> str:
@@ -132,19 +142,31 @@ class HybridSearcher:
         self._position = {it.id: i for i, it in enumerate(items)}
         self._brand = np.array([it.brand.casefold() for it in items], dtype=object)
         self._price = np.array([np.nan if it.price is None else it.price for it in items], dtype=np.float64)
+        # Out-of-stock items stay in the catalog (a shopper's history may name them) but are
+        # never returned: every query's mask leaves them out.
+        self._available = np.array([it.available for it in items], dtype=bool)
+        self._all_available = bool(self._available.all())
         self._matrix: np.ndarray | None = None  # loaded on the first selective filter (`_vectors`)
         self._record_item = np.zeros(0, dtype=np.int64)
         self._by_category: dict[str, list[int]] = {}
+        self._by_attribute: dict[tuple[str, str], list[int]] = {}
         for i, it in enumerate(items):
             for cat in {c.casefold() for c in it.categories}:
                 self._by_category.setdefault(cat, []).append(i)
+            for name, value in it.attributes:
+                for v in attribute_values(value):
+                    self._by_attribute.setdefault((name, v), []).append(i)
 
     def _mask(self, filters: SearchFilters | None, exclude: set[str]) -> np.ndarray | None:
-        """Boolean per item (BM25 side), equivalent to `SearchFilters.matches`."""
-        if (filters is None or filters.is_empty()) and not exclude:
+        """Boolean per item, equivalent to `SearchFilters.matches` and in stock; None = everything."""
+        if (filters is None or filters.is_empty()) and not exclude and self._all_available:
             return None
-        mask = np.ones(len(self.lexical.ids), dtype=bool)
+        mask = self._available.copy()
         if filters is not None:
+            for name, value in filters.attributes:
+                has = np.zeros_like(mask)
+                has[self._by_attribute.get((name.casefold(), value.casefold()), [])] = True
+                mask &= has
             if filters.brands:
                 mask &= np.isin(self._brand, [b.casefold() for b in filters.brands])
             if filters.exclude_brands:
@@ -274,7 +296,7 @@ def open_searcher(settings: StoreConfig, catalog_name: str | None = None, *, bui
     from retrieval.overlay import load_catalog_with_overlay
 
     catalog = catalog or load_catalog_with_overlay(settings, catalog_name or settings.catalog)
-    embedder = Embedder(settings.embed_model, batch_size=settings.embed_batch_size)
+    embedder = Embedder.from_settings(settings)
     index = CatalogIndex(make_chroma_client(settings), catalog.name, embedder)
     if build:
         index.sync(catalog, progress=progress)

@@ -36,16 +36,16 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def office_catalog(settings):
-    from retrieval.catalog import load_catalog
+    from retrieval.registry import load_catalog
 
-    return load_catalog("amazon-office-2014", settings.data_dir)
+    return load_catalog(settings, "amazon-office-2014")
 
 
 @pytest.fixture(scope="session")
 def office_interactions(settings):
-    from retrieval.catalog import load_interactions
+    from retrieval.registry import load_interactions
 
-    return load_interactions("amazon-office-2014", settings.data_dir)
+    return load_interactions(settings, "amazon-office-2014")
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,8 @@ from agent.recommend.pipeline import Recommender
 from agent.recommend.shown import ShownItem
 from agent.settings import Settings
 from agent.text import visible
-from retrieval.catalog import LOADERS, Item
+from retrieval.catalog import Item
+from retrieval.registry import Registry
 from retrieval.search import HybridSearcher
 
 log = logging.getLogger(__name__)
@@ -164,14 +165,16 @@ class Agent:
         self._engine = LazyEngine(settings, engine)
         self._searchers = dict(searchers or {})
         self._parts: dict[str, CatalogParts] = {}
+        self._versions: dict[str, int] = {}  # registry version of each catalog this agent opened
+        self.registry = Registry(settings)
         self._lock = threading.RLock()
         self._session_locks: dict[str, threading.Lock] = {}
 
     # --- shared parts ----------------------------------------------------------------------------------
 
     def catalogs(self) -> list[str]:
-        """The built-in catalogs and any catalog this agent was given a searcher for."""
-        return list(dict.fromkeys([*LOADERS, *self._searchers]))
+        """The registered catalogs (retrieval/registry.py) and any this agent was given a searcher for."""
+        return list(dict.fromkeys([*self.registry.names(), *self._searchers]))
 
     def engine(self) -> LLMEngine | None:
         """The shared LLM engine (built once); None when it cannot load (the agent then ranks by retrieval)."""
@@ -182,6 +185,12 @@ class Agent:
             raise UnknownCatalog(f"unknown catalog {catalog!r}; choose one of: {', '.join(self.catalogs())}")
         with self._lock:
             parts = self._parts.get(catalog)
+            if parts is not None and catalog in self._versions and self.registry.version(catalog) != self._versions[catalog]:
+                # `aisle catalog update` or POST /v1/events changed it: new prices, stock, items and
+                # history apply from the next turn (the index is incremental, so this is cheap).
+                log.info("catalog %s changed; reloading it", catalog)
+                parts = None
+                self._searchers.pop(catalog, None)
             if parts is None:
                 searcher = self._searchers.get(catalog)
                 if searcher is None:
@@ -189,6 +198,7 @@ class Agent:
 
                     searcher = open_searcher(self.settings, catalog, build=self.build_index, progress=False)
                     self._searchers[catalog] = searcher
+                    self._versions[catalog] = self.registry.version(catalog)
                 engine = self.engine() if (self.rank_mode != "none" or self.llm_reasons or self.llm_extract) else None
                 rec = Recommender(
                     self.settings,

@@ -73,12 +73,12 @@ def catalog_facts(item: Item) -> str:
         bits.append(f"brand {item.brand}")
     if item.categories:
         bits.append("category " + " > ".join(item.categories))
-    bits.append(f"price {money(item.price)}" if item.price is not None else "no price listed")
+    bits.append(f"price {money(item.price, item.currency)}" if item.price is not None else "no price listed")
     return "; ".join(bits)
 
 
 def item_line(n: int, item: Item, reason: str) -> str:
-    meta = [m for m in (item.brand, item.category, money(item.price) if item.price is not None else "") if m]
+    meta = [m for m in (item.brand, item.category, money(item.price, item.currency) if item.price is not None else "") if m]
     return f"{n}. {item.title}" + (f" ({' · '.join(meta)})" if meta else "") + f"\n   {reason}\n"
 
 

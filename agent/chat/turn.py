@@ -285,7 +285,7 @@ class Turn:
         n = state.last_shown.index(item_id) + 1 if item_id in state.last_shown else None
         name = f"#{n} “{item.title}”" if n else f"“{item.title}”"
         if question == "price":
-            return f"{name} is listed at {money(item.price)}." if item.price is not None else f"The catalog has no price for {name}."
+            return f"{name} is listed at {money(item.price, item.currency)}." if item.price is not None else f"The catalog has no price for {name}."
         if question == "brand":
             return f"{name} is by {item.brand} (the catalog's brand field)." if item.brand else f"The catalog lists no brand for {name}."
         if question == "category":

@@ -53,13 +53,6 @@ MAX_DESCRIPTION_CHARS = 900
 
 # Source fields that are not attributes: text we already pass, text we must not use (the
 # description is what we write), or values that go stale / invite claims (price, rating, URLs).
-_NON_ATTRIBUTES = frozenset(
-    {
-        "title", "name", "description", "short_description", "product_description", "brand", "categories",
-        "category", "price", "rating", "ratings", "reviews", "images", "image", "imurl", "url", "link",
-        "salesrank", "related", "also_bought", "also_viewed", "generated_description",
-    }
-)
 
 STATUS_OK = "ok"
 STATUS_REGENERATED = "regenerated"
@@ -108,15 +101,8 @@ class CopyResult:
 
 
 def item_attributes(item: Item) -> dict[str, str]:
-    """Short scalar source fields beyond title/brand/categories (e.g. "color", "size"), if any."""
-    attrs: dict[str, str] = {}
-    for key, value in (item.source or {}).items():
-        if str(key).casefold() in _NON_ATTRIBUTES or isinstance(value, (dict, list)) or value in (None, ""):
-            continue
-        text = str(value).strip()
-        if 0 < len(text) <= 80 and not text.startswith(("http://", "https://")):
-            attrs[str(key)] = text
-    return attrs
+    """The feed's attributes (colour, size, material ...): facts the copy may state."""
+    return dict(item.attributes)
 
 
 def item_facts(item: Item) -> dict[str, Any]:

@@ -4,6 +4,7 @@
     POST /v1/sessions           {catalog?} -> {session_id, catalog}
     GET  /v1/sessions/{id}      state, turn log, feedback
     POST /v1/feedback           {session_id, item_id, value: 1 | -1 | "up" | "down"}
+    POST /v1/events             {catalog?, events: [{user_id, item_id, timestamp?, event?, value?}]}: history
     POST /v1/chat/completions   OpenAI chat.completion (and `stream: true` as SSE chunks)
     GET  /v1/models             "aisle" (default catalog) and "aisle-<catalog>" per catalog
     GET  /health                liveness (no key needed)
@@ -52,6 +53,8 @@ from agent.entrypoints.protocol import (
     ChatMessageOut,
     ChunkChoice,
     ErrorResponse,
+    EventsIn,
+    EventsOut,
     FeedbackIn,
     FeedbackOut,
     ModelCard,
@@ -75,6 +78,7 @@ from agent.errors import (
     NotFound,
     Unauthorized,
     UnknownCatalog,
+    UnknownItem,
 )
 from agent.settings import Settings
 
@@ -112,7 +116,7 @@ def http_error(request: Request, exc: StarletteHTTPException) -> AisleError:
     """Starlette's own errors (no route, wrong method, unreadable body) as AisleErrors."""
     where = f"{request.method} {request.url.path}"
     if exc.status_code == 404:
-        return NotFound(f"no endpoint at {request.url.path}; the API serves /v1/turn, /v1/sessions, /v1/feedback, /v1/chat/completions, /v1/models and /health")
+        return NotFound(f"no endpoint at {request.url.path}; the API serves /v1/turn, /v1/sessions, /v1/feedback, /v1/events, /v1/chat/completions, /v1/models and /health")
     if exc.status_code == 405:
         return MethodNotAllowed(f"{where} is not allowed; use {(exc.headers or {}).get('Allow', 'another method')}")
     if exc.status_code == 400:
@@ -210,6 +214,25 @@ class Serving:
 
     def feedback(self, body: FeedbackIn) -> FeedbackOut:
         return FeedbackOut.model_validate(self.agent.feedback(body.session_id, body.item_id, body.vote))
+
+    def events(self, body: EventsIn) -> EventsOut:
+        """Append events to the catalog's history (all or none: one bad event refuses the batch)."""
+        from retrieval.catalog import CatalogError
+        from retrieval.feeds.events import Event, parse_timestamp
+
+        catalog = self.catalog(body.catalog) or self.agent.default_catalog
+        events = []
+        for n, e in enumerate(body.events):
+            try:
+                ts = parse_timestamp(e.timestamp)
+            except ValueError as exc:
+                raise InvalidField(f"events[{n}].timestamp: {exc}") from None
+            events.append(Event(e.user_id, e.item_id, ts, e.event, e.value))
+        try:
+            recorded = self.agent.registry.append_events(catalog, events)
+        except CatalogError as exc:
+            raise UnknownItem(str(exc)) from None
+        return EventsOut(catalog=catalog, recorded=recorded)
 
     # --- OpenAI-compatible endpoints ---
 
@@ -350,6 +373,10 @@ def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str |
     @app.post("/v1/feedback", dependencies=auth)
     def feedback(body: FeedbackIn) -> FeedbackOut:
         return serving.feedback(body)
+
+    @app.post("/v1/events", dependencies=auth, status_code=201)
+    def events(body: EventsIn) -> EventsOut:
+        return serving.events(body)
 
     @app.get("/v1/models", dependencies=auth)
     def models() -> ModelList:

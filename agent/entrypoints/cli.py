@@ -20,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-CatalogOpt = Annotated[Optional[str], typer.Option("--catalog", "-c", help="Catalog name: amazon-office-2014, amazon-office-2018, mg-shopdial.")]
+CatalogOpt = Annotated[Optional[str], typer.Option("--catalog", "-c", help="A registered catalog (aisle catalog list); default: AISLE_CATALOG or amazon-office-2014.")]
 
 
 @app.callback()
@@ -76,23 +76,23 @@ def index(
     rebuild: Annotated[bool, typer.Option("--rebuild", help="Drop the collection and embed everything again.")] = False,
 ) -> None:
     """Embed a catalog into Chroma (incremental: only new or changed items are embedded)."""
+    from agent.entrypoints.catalog_cli import index_catalog
     from retrieval.catalog import CatalogError
     from retrieval.embed import Embedder
     from retrieval.index import CatalogIndex, VectorStoreError, make_chroma_client
-    from retrieval.overlay import load_catalog_with_overlay
+    from retrieval.registry import Registry
 
     settings = settings_of(ctx)
+    name = catalog or settings.catalog
     try:
-        cat = load_catalog_with_overlay(settings, catalog or settings.catalog)
-        typer.echo(cat.report.summary(), err=True)
-        idx = CatalogIndex(make_chroma_client(settings), cat.name, Embedder(settings.embed_model, batch_size=settings.embed_batch_size))
+        registry = Registry(settings)
         if rebuild:
-            idx.drop()
-            idx = CatalogIndex(idx.client, cat.name, idx.embedder)
-        report = idx.sync(cat)
+            CatalogIndex(make_chroma_client(settings), name, Embedder.from_settings(settings)).drop()
+        registry.ensure_imported(name)  # the first use of a built-in data set imports it
+        typer.echo(registry.last_report(name).summary(show=5), err=True)
+        typer.echo(index_catalog(settings, name))
     except (CatalogError, VectorStoreError, FileNotFoundError) as exc:
         fail(str(exc))
-    typer.echo(f"{idx.name}: {report}; {idx.count()} items in the index")
 
 
 @app.command()
@@ -106,6 +106,7 @@ def search(
     category: Annotated[Optional[list[str]], typer.Option("--category", help="Only items in one of these categories (any level; repeatable).")] = None,
     price_min: Annotated[Optional[float], typer.Option("--price-min", min=0)] = None,
     price_max: Annotated[Optional[float], typer.Option("--price-max", min=0)] = None,
+    attr: Annotated[Optional[list[str]], typer.Option("--attr", help="NAME=VALUE: only items with this attribute value, e.g. --attr colour=red (repeatable).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Item ids to leave out (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -116,7 +117,11 @@ def search(
 
     settings = settings_of(ctx)
     try:
-        filters = SearchFilters(tuple(brand or ()), tuple(not_brand or ()), tuple(category or ()), price_min, price_max)
+        pairs = [a.partition("=") for a in attr or ()]
+        if any(not sep or not n.strip() or not v.strip() for n, sep, v in pairs):
+            raise ValueError("--attr takes NAME=VALUE, e.g. --attr colour=red")
+        attributes = tuple((n.strip().casefold(), v.strip()) for n, _, v in pairs)
+        filters = SearchFilters(tuple(brand or ()), tuple(not_brand or ()), tuple(category or ()), price_min, price_max, attributes)
         searcher = open_searcher(settings, catalog, progress=not as_json)
         hits = searcher.search(query, k, filters=filters, exclude_ids=exclude or ())
     except (CatalogError, VectorStoreError, FileNotFoundError, ValueError) as exc:
@@ -239,15 +244,16 @@ def recommend(
     from agent.engines.base import EngineError
     from agent.recommend.pipeline import Recommender, RecommendRequest
     from agent.recommend.rank import MODES
-    from retrieval.catalog import CatalogError, load_interactions
+    from retrieval.catalog import CatalogError
     from retrieval.index import VectorStoreError
+    from retrieval.registry import load_interactions
 
     settings = settings_of(ctx)
     name = catalog or settings.catalog
     if mode not in MODES:
         fail(f"unknown --mode {mode!r}; use one of: {', '.join(MODES)}")
     try:
-        interactions = load_interactions(name, settings.data_dir)
+        interactions = load_interactions(settings, name)
     except CatalogError as exc:
         fail(f"{exc} (--user needs a catalog with purchase histories)")
     if user not in interactions:
@@ -297,13 +303,14 @@ def describe(
     from agent.engines import make_engine
     from agent.engines.base import EngineError
     from agent.prompts import PromptError
-    from retrieval.catalog import CatalogError, load_catalog
+    from retrieval.catalog import CatalogError
     from retrieval.overlay import apply_overlay, overlay_path, read_overlay
+    from retrieval.registry import load_catalog
 
     settings = settings_of(ctx)
     name = catalog or settings.catalog
     try:
-        cat = load_catalog(name, settings.data_dir)
+        cat = load_catalog(settings, name)
     except CatalogError as exc:
         fail(str(exc))
     path = out or overlay_path(settings, name)
@@ -328,17 +335,25 @@ def describe(
 
     try:
         overlaid = apply_overlay(cat, read_overlay(path))
-        idx = CatalogIndex(make_chroma_client(settings), name, Embedder(settings.embed_model, batch_size=settings.embed_batch_size))
+        idx = CatalogIndex(make_chroma_client(settings), name, Embedder.from_settings(settings))
         index_report = idx.sync(overlaid)
     except (VectorStoreError, FileNotFoundError) as exc:
         fail(f"copy written to {path}, but re-indexing failed: {exc}. Run `aisle describe --catalog {name}` again (nothing is regenerated) once fixed.")
     typer.echo(f"{idx.name}: {index_report}")
 
 
-def main() -> None:
+def register_subcommands() -> None:
+    """Add the `catalog` and `eval` command groups (once; at run time, so `aisle --help` stays quick)."""
+    from agent.entrypoints.catalog_cli import catalog_app
     from evals.cli import eval_app
 
-    app.add_typer(eval_app, name="eval")
+    if not any(group.name == "catalog" for group in app.registered_groups):
+        app.add_typer(catalog_app, name="catalog")
+        app.add_typer(eval_app, name="eval")
+
+
+def main() -> None:
+    register_subcommands()
     app()
 
 

@@ -152,6 +152,26 @@ class ErrorInfo(BaseModel):
     code: str
 
 
+class EventIn(_Part):
+    """One interaction; the schema of `aisle catalog add --interactions` rows."""
+
+    user_id: str = Field(..., min_length=1, max_length=256)
+    item_id: str = Field(..., min_length=1, max_length=256, description="An id of the catalog's items.")
+    timestamp: float | str | None = Field(None, description="Epoch seconds or ISO 8601; histories are ordered by it when every event of a user has one.")
+    event: Literal["view", "click", "cart", "purchase", "rating"] = "purchase"
+    value: float | None = Field(None, description="A rating or a quantity, when the event has one.")
+
+
+class EventsIn(_Body):
+    catalog: str | None = Field(None, description="The catalog the items belong to (default: the server's).")
+    events: list[EventIn] = Field(..., min_length=1, max_length=1000, description="1..1000 events, appended in this order.")
+
+
+class EventsOut(BaseModel):
+    catalog: str
+    recorded: int
+
+
 class ErrorResponse(BaseModel):
     """Every error's body (OpenAI's shape); built from an `AisleError` by `AisleError.to_dict`."""
 

@@ -202,9 +202,9 @@ class Recommender:
     def collab_model(self) -> Any:
         """The collaborative recommender, or None for catalogs without interactions.
 
-        "auto": SASRec when a cached model file exists (`load_or_train_sasrec` loads it; it would
-        retrain only if the cache is stale), else co-occurrence (fitted in about a second), so a
-        fresh install never trains for minutes inside a request; "sasrec" trains if needed.
+        "auto": SASRec when a cached model that matches the current catalog and history exists,
+        else co-occurrence (fitted in about a second), so no request ever trains for minutes;
+        "sasrec" trains if needed.
         Both are fitted on leave-one-out train histories, so evals on held-out items stay fair."""
         with self._lock:
             if self._collab_loaded:
@@ -212,11 +212,11 @@ class Recommender:
             self._collab_loaded = True
             if self.collab_mode == "none":
                 return None
-            from retrieval.catalog import load_interactions
             from retrieval.collab import CooccurrenceRecommender, leave_one_out
+            from retrieval.registry import load_interactions
 
             try:
-                interactions = load_interactions(self.catalog_name, self.settings.data_dir)
+                interactions = load_interactions(self.settings, self.catalog_name)
             except CatalogError:
                 log.info("catalog %s has no interactions: semantic candidates only", self.catalog_name)
                 return None
@@ -225,9 +225,13 @@ class Recommender:
                     from retrieval.sasrec import load_or_train_sasrec, sasrec_path
 
                     if self.collab_mode == "sasrec" or sasrec_path(self.settings, self.catalog_name).is_file():
-                        self._collab = load_or_train_sasrec(self.settings, self.catalog_name, progress=False)
-                        self._collab_name = "sasrec"
-                        return self._collab
+                        # "auto" never trains inside a request: a model made stale by a catalog
+                        # update or new events gives way to co-occurrence until it is retrained.
+                        model = load_or_train_sasrec(self.settings, self.catalog_name, progress=False, train=self.collab_mode == "sasrec")
+                        if model is not None:
+                            self._collab, self._collab_name = model, "sasrec"
+                            return self._collab
+                        log.info("SASRec for %s is stale; using co-occurrence until it is retrained", self.catalog_name)
                 except Exception as exc:  # an unfinished/broken SASRec must not take recommendations down
                     if self.collab_mode == "sasrec":
                         raise
@@ -260,11 +264,11 @@ class Recommender:
         if model is not None:
             over = n * (8 if filters else 2)
             recs = model.recommend(history, over, exclude)
-            kept = [(i, s) for i, s in recs if i in items and i not in exclude and (filters is None or filters.matches(items[i]))]
+            kept = [(i, s) for i, s in recs if i in items and items[i].available and i not in exclude and (filters is None or filters.matches(items[i]))]
             lists["collab"] = kept[:n]
         weights = self.source_weights or ({"semantic": 1.0, "collab": 0.5} if asked else {"semantic": 1.0, "collab": 1.0})
         fused = fuse_candidates(lists, weights, n)
-        cands = [Candidate(items[i], s) for i, s in fused if i in items and i not in exclude]
+        cands = [Candidate(items[i], s) for i, s in fused if i in items and items[i].available and i not in exclude]
         return cands, {name: len(v) for name, v in lists.items()}
 
     def _contexts(self, req: RecommendRequest) -> tuple[RankContext, ReasonContext]:

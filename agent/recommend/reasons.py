@@ -179,13 +179,13 @@ def template_reason(item: Item, context: ReasonContext) -> str:
     if item.price is not None:
         lo, hi = context.price_min, context.price_max
         if lo is not None and hi is not None:
-            parts.append(f"{money(item.price)}, within your {money(lo)}–{money(hi)} range")
+            parts.append(f"{money(item.price, item.currency)}, within your {money(lo)}–{money(hi)} range")
         elif hi is not None:
-            parts.append(f"{money(item.price)}, within your {money(hi)} limit")
+            parts.append(f"{money(item.price, item.currency)}, within your {money(hi)} limit")
         elif lo is not None:
-            parts.append(f"{money(item.price)}, above {money(lo)}")
+            parts.append(f"{money(item.price, item.currency)}, above {money(lo)}")
         else:
-            parts.append(money(item.price))
+            parts.append(money(item.price, item.currency))
     if context.similar_to and item.id not in context.similar_to:
         parts.append("close to the item you picked")
     reason = "; ".join(parts) + "."

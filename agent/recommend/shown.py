@@ -19,6 +19,10 @@ class ShownItem:
     brand: str
     category: str
     price: float | None
+    currency: str  # ISO 4217, "" when the catalog names none
+    attributes: dict[str, str]  # colour, size ... as the feed gives them
+    url: str  # the shop's product page: data for the caller, never rendered as a link by aisle
+    image_url: str
     reason: str
     grounded: bool
     reason_source: str  # "llm" | "llm-retry" | "template" ("" when no reason was asked for)
@@ -26,7 +30,7 @@ class ShownItem:
 
     @classmethod
     def of(cls, item: Item, *, reason: str, grounded: bool, reason_source: str, score: float) -> ShownItem:
-        return cls(item.id, item.title, item.brand, item.category, item.price, reason, grounded, reason_source, score)
+        return cls(item.id, item.title, item.brand, item.category, item.price, item.currency, dict(item.attributes), item.url, item.image_url, reason, grounded, reason_source, score)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -25,7 +25,7 @@ from agent.copy.writer import (
     parse_copy,
 )
 from agent.engines.base import EngineError, LLMEngine
-from retrieval.catalog import Catalog, load_catalog
+from retrieval.catalog import Catalog
 from retrieval.overlay import (
     MARKER,
     append_records,
@@ -36,6 +36,7 @@ from retrieval.overlay import (
     overlay_path,
     read_overlay,
 )
+from retrieval.registry import load_catalog
 
 # --- helpers ---------------------------------------------------------------------------------------
 
@@ -94,7 +95,7 @@ def cold_items(office_catalog):
 
 @pytest.fixture(scope="module")
 def office_2018(settings):
-    return load_catalog("amazon-office-2018", settings.data_dir)
+    return load_catalog(settings, "amazon-office-2018")
 
 
 # --- grounding of copy (no model) ------------------------------------------------------------------
@@ -260,7 +261,7 @@ def test_overlay_never_touches_source_and_generated_text_is_retrievable(settings
     rng = random.Random(0)
     subset_ids = [cold.id, *rng.sample(sorted(i for i in office_catalog.items if i != cold.id), 59)]
     subset = Catalog(office_catalog.name, {i: office_catalog.items[i] for i in subset_ids}, office_catalog.report)
-    embedder = Embedder(settings.embed_model)
+    embedder = Embedder.from_settings(settings)
     index = CatalogIndex(make_chroma_client(tmp_settings), "overlay-test", embedder)
     index.sync(subset, progress=False)
     query = "organiser for gel refills and tiny erasers"

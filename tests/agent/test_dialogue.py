@@ -14,9 +14,9 @@ def office_vocab(office_catalog):
 
 @pytest.fixture(scope="module")
 def shop_catalog(settings):
-    from retrieval.catalog import load_catalog
+    from retrieval.registry import load_catalog
 
-    return load_catalog("mg-shopdial", settings.data_dir)
+    return load_catalog(settings, "mg-shopdial")
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ from evals.copy_eval import RESULT_KEYS, description_query, format_report, run_c
 
 @pytest.fixture(scope="module")
 def office_2018(settings):
-    from retrieval.catalog import load_catalog
+    from retrieval.registry import load_catalog
 
-    return load_catalog("amazon-office-2018", settings.data_dir)
+    return load_catalog(settings, "amazon-office-2018")
 
 
 def test_sample_is_seeded_and_queries_leave_out_title_words(office_2018):

@@ -129,9 +129,21 @@ def shop_catalog() -> Catalog:
     return make_catalog(SHOP_ROWS, name="tiny-shop")
 
 
+def share_models(home: Path) -> Path:
+    """`home` with the test home's models folder linked in: the embedding model is converted to
+    ONNX once per test home, not once per temporary home (a cache keyed by model and backend)."""
+    from tests.conftest import TEST_HOME
+
+    (TEST_HOME / "models").mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "models").exists():
+        (home / "models").symlink_to((TEST_HOME / "models").resolve(), target_is_directory=True)
+    return home
+
+
 @pytest.fixture(scope="session")
 def fast_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("aisle-fast")
+    return share_models(tmp_path_factory.mktemp("aisle-fast"))
 
 
 @pytest.fixture(scope="session")

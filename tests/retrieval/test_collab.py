@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from agent.settings import Settings
-from retrieval.catalog import load_catalog, load_interactions
 from retrieval.collab import (
     CooccurrenceRecommender,
     PopularityRecommender,
@@ -20,6 +19,7 @@ from retrieval.collab import (
     leave_one_out,
     sample_users,
 )
+from retrieval.registry import load_catalog, load_interactions
 from retrieval.sasrec import SASRecConfig, SASRecRecommender, load_or_train_sasrec
 
 CATALOG = "amazon-office-2014"
@@ -32,12 +32,12 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="module")
 def interactions(settings: Settings) -> dict[str, list[str]]:
-    return load_interactions(CATALOG, settings.data_dir)
+    return load_interactions(settings, CATALOG)
 
 
 @pytest.fixture(scope="module")
 def item_ids(settings: Settings) -> list[str]:
-    return sorted(load_catalog(CATALOG, settings.data_dir).items, key=int)
+    return sorted(load_catalog(settings, CATALOG).items, key=int)
 
 
 @pytest.fixture(scope="module")
