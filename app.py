@@ -219,9 +219,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings()
-    agent = Agent(settings, default_catalog=args.catalog, llm_reasons=args.llm_reasons, build_index=True)
-    print(f"preparing {agent.default_catalog} (builds the index on first run) and the model…", flush=True)
-    agent.warm_up()
+    # The start-up builds the default catalog's index; a shopper picking an unindexed catalog gets
+    # "not indexed; run aisle index" instead of a frozen page.
+    try:
+        agent = Agent(settings, default_catalog=args.catalog, llm_reasons=args.llm_reasons)
+        print(f"preparing {agent.default_catalog} (builds the index on first run) and the model…", flush=True)
+        agent.warm_up()
+    except AisleError as exc:  # a bad session store, an unreadable catalog: one line, what to do
+        raise SystemExit(f"error: {exc}") from None
     launch(build_ui(agent), host=args.host, port=args.port)
 
 

@@ -61,6 +61,16 @@ class InvalidField(AisleError, ValueError):
     status, code, type = 422, "invalid_request", "invalid_request_error"
 
 
+class RateLimited(AisleError):
+    """Too many requests from one session or key: retry after `retry_after_s` (the Retry-After header)."""
+
+    status, code, type = 429, "rate_limited", "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = max(1.0, float(retry_after_s))
+
+
 class Unavailable(AisleError):
     """A dependency (LLM server, vector store, session store) cannot serve now."""
 
@@ -105,3 +115,21 @@ class UnknownItem(BadRequest):
 
 class CatalogMismatch(Conflict):
     code = "catalog_mismatch"
+
+
+class TooManySessions(RateLimited):
+    """One API key holds as many live sessions as it may (settings.max_sessions_per_key)."""
+
+    code = "too_many_sessions"
+
+
+class CatalogUnavailable(Unavailable):
+    """The catalog's items cannot be read (its feed or data folder is missing or broken)."""
+
+    code = "catalog_unavailable"
+
+
+class NotIndexed(Conflict):
+    """The catalog has no search index yet: a request never builds one (that takes minutes)."""
+
+    code = "catalog_not_indexed"

@@ -75,6 +75,10 @@ class Settings(BaseSettings, StorePaths):
     llm_api_key: str = "EMPTY"
     llm_served_model: str | None = Field(default=None, description="Model name the server knows; default: the first one it lists.")
     llm_timeout_s: float = 120.0
+    llm_breaker_min_s: float = Field(
+        default=1.0, ge=0.0, description="After the LLM fails (server down, timeout) its calls fail fast for this long, then one trial call goes through; doubles per failed trial."
+    )
+    llm_breaker_max_s: float = Field(default=60.0, ge=0.0, description="Longest back-off between trials of a failing LLM (see llm_breaker_min_s).")
     llm_threads: int | None = Field(default=None, description="torch CPU threads for the transformers engine; default: torch's own.")
     llm_dtype: Literal["float32", "bfloat16", "auto"] = Field(
         default="float32", description="transformers engine: weights dtype for generation (float32: batched output equals one-by-one)."
@@ -93,10 +97,26 @@ class Settings(BaseSettings, StorePaths):
     llm_weight: float = Field(default=0.5, ge=0.0, le=1.0, description="Weight of the LLM score against the retrieval score.")
     collab: Literal["auto", "sasrec", "cooc", "none"] = Field(default="auto", description="Collaborative candidates: auto = SASRec when trained, else co-occurrence.")
 
+    # --- serving many shoppers (agent/engines/scheduler.py, agent/entrypoints/api.py) ---
+    llm_slots: int = Field(default=1, ge=1, le=256, description="LLM calls run at once (1 for a CPU engine; more for a vLLM server that batches).")
+    llm_queue_max: int = Field(default=16, ge=0, le=10_000, description="LLM calls that may wait; one more answers without the LLM at once.")
+    turn_budget_s: float = Field(default=1.0, gt=0, description="How long a turn may wait for the LLM before it answers without it (and says so); bench/serve.py.")
+    rate_session_per_min: int = Field(default=30, ge=0, description="Turns per session per minute before 429 (0 = no limit).")
+    rate_key_per_min: int = Field(default=600, ge=0, description="Requests per API key (or per client address without a key) per minute before 429 (0 = no limit).")
+
     # --- chat ---
     llm_reasons: bool = Field(default=False, description="Chat reasons written by the LLM (grounding-checked) instead of from catalog fields.")
     llm_extract: bool | None = Field(default=None, description="LLM reading of constraints; default: on only for a model you chose.")
     llm_intro: bool = Field(default=False, description="Let the LLM write a one-line opener (checked before it is shown).")
+
+    # --- sessions (agent/chat/store.py) ---
+    sessions_url: str | None = Field(
+        default=None,
+        pattern=r"^postgres(ql)?://",
+        description="PostgreSQL URL (postgresql://user:password@host:port/dbname) of a session store that several replicas share; unset = SQLite at home/sessions.sqlite.",
+    )
+    session_ttl_s: float = Field(default=30 * 86400, ge=0, description="Seconds a session may stay idle before it expires and is deleted (0 = never).")
+    max_sessions_per_key: int = Field(default=10_000, ge=0, description="Live sessions one API key may hold; one more answers 429 (0 = no cap). Without a key, all sessions share one cap.")
 
     # --- misc ---
     seed: int = 0

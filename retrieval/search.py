@@ -295,11 +295,12 @@ def open_searcher(settings: StoreConfig, catalog_name: str | None = None, *, bui
     index, building or completing the index when `build`."""
     from retrieval.overlay import load_catalog_with_overlay
 
-    catalog = catalog or load_catalog_with_overlay(settings, catalog_name or settings.catalog)
+    name = catalog.name if catalog is not None else catalog_name or settings.catalog
     embedder = Embedder.from_settings(settings)
-    index = CatalogIndex(make_chroma_client(settings), catalog.name, embedder)
+    index = CatalogIndex(make_chroma_client(settings), name, embedder)
+    if not build and index.collection.count() == 0:  # checked before the catalog is read: a refusal stays instant
+        raise VectorStoreError(f"no index for catalog {name!r}; run: aisle index --catalog {name}")
+    catalog = catalog or load_catalog_with_overlay(settings, name)
     if build:
         index.sync(catalog, progress=progress)
-    elif index.count() == 0:
-        raise VectorStoreError(f"no index for catalog {catalog.name!r}; run: aisle index --catalog {catalog.name}")
     return HybridSearcher(catalog, index, embedder)

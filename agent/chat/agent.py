@@ -19,17 +19,18 @@ does not hold. `llm_reasons=True` uses the recommender's LLM reasons (grounding-
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from agent.chat.replies import (
     constraints_of,
 )
-from agent.chat.store import ConcurrentUpdate, SessionStore, UnknownSession
+from agent.chat.store import BaseSessionStore, ConcurrentUpdate, UnknownSession, make_session_store
 from agent.chat.turn import Turn, TurnOptions
 from agent.dialogue import (
     CatalogVocab,
@@ -40,16 +41,18 @@ from agent.dialogue import (
 )
 from agent.engines import LazyEngine
 from agent.engines.base import LLMEngine
-from agent.errors import BadRequest, CatalogMismatch, EmptyMessage, InvalidText, MessageTooLong, UnknownCatalog, UnknownItem
+from agent.engines.scheduler import LLMScheduler, ScheduledEngine, turn_scope
+from agent.errors import BadRequest, CatalogMismatch, CatalogUnavailable, EmptyMessage, InvalidText, MessageTooLong, NotIndexed, Unavailable, UnknownCatalog, UnknownItem
 from agent.recommend.pipeline import Recommender
 from agent.recommend.shown import ShownItem
 from agent.settings import Settings
 from agent.text import visible
-from retrieval.catalog import Item
+from retrieval.catalog import CatalogError, Item
 from retrieval.registry import Registry
 from retrieval.search import HybridSearcher
 
 log = logging.getLogger(__name__)
+turn_log = logging.getLogger("aisle.turns")
 
 MAX_MESSAGE_CHARS = 2000
 __all__ = [
@@ -133,7 +136,7 @@ class Agent:
         self,
         settings: Settings,
         *,
-        store: SessionStore | None = None,
+        store: BaseSessionStore | None = None,
         engine: LLMEngine | None = None,
         searchers: dict[str, HybridSearcher] | None = None,
         default_catalog: str | None = None,
@@ -144,10 +147,10 @@ class Agent:
         llm_reasons: bool | None = None,
         llm_extract: bool | None = None,
         llm_intro: bool | None = None,
-        build_index: bool = True,
+        build_index: bool = False,
     ) -> None:
         self.settings = settings
-        self.store = store or SessionStore(settings.sessions_db)
+        self.store = store or make_session_store(settings)
         self.default_catalog = default_catalog or settings.catalog
         # Keyword arguments override the settings' knobs for this agent (tests, benchmarks).
         self.k = k if k is not None else settings.k
@@ -161,10 +164,18 @@ class Agent:
             llm_extract = settings.llm_extract
         self.llm_extract = llm_extract if llm_extract is not None else (settings.llm != "transformers" or settings.llm_model is not None)
         self.llm_intro = llm_intro if llm_intro is not None else settings.llm_intro
+        # A request never builds an index (minutes of embedding): `warm_up` does, at start-up; a
+        # turn on an unindexed catalog answers NotIndexed. `build_index=True` (the terminal chat,
+        # one user) builds on first use instead.
         self.build_index = build_index
         self._engine = LazyEngine(settings, engine)
+        # Every LLM call of every turn goes through one fair, bounded queue with a per-turn deadline.
+        self.scheduler = LLMScheduler(slots=settings.llm_slots, max_waiting=settings.llm_queue_max)
+        self._scheduled = ScheduledEngine(self._engine.get, self.scheduler, unavailable=lambda: self._engine.error or "", status=self._engine.status)
         self._searchers = dict(searchers or {})
         self._parts: dict[str, CatalogParts] = {}
+        self._catalog_locks: dict[str, threading.Lock] = {}
+        self.on_turn: list[Callable[[TurnResult], None]] = []  # called after every turn (metrics)
         self._versions: dict[str, int] = {}  # registry version of each catalog this agent opened
         self.registry = Registry(settings)
         self._lock = threading.RLock()
@@ -176,46 +187,75 @@ class Agent:
         """The registered catalogs (retrieval/registry.py) and any this agent was given a searcher for."""
         return list(dict.fromkeys([*self.registry.names(), *self._searchers]))
 
+    def llm_status(self) -> dict[str, Any]:
+        """The engine's circuit state for health checks: {"state", "error", "retry_in_s", "failures"}."""
+        return self._engine.status()
+
     def engine(self) -> LLMEngine | None:
-        """The shared LLM engine (built once); None when it cannot load (the agent then ranks by retrieval)."""
+        """The shared LLM engine (built on first use, behind a circuit breaker: a failing one fails
+        fast, and callers rank by retrieval and use template reasons)."""
         return self._engine.get()
 
-    def parts(self, catalog: str) -> CatalogParts:
+    def parts(self, catalog: str, *, build: bool | None = None) -> CatalogParts:
+        """The catalog's searcher, recommender and vocabulary, opened on first use. Only that
+        catalog's lock is held while it opens: turns on other catalogs go on."""
         if catalog not in self.catalogs():
             raise UnknownCatalog(f"unknown catalog {catalog!r}; choose one of: {', '.join(self.catalogs())}")
+        parts = self._parts.get(catalog)
+        if parts is not None and not self._changed(catalog):
+            return parts
         with self._lock:
+            lock = self._catalog_locks.setdefault(catalog, threading.Lock())
+        with lock:
             parts = self._parts.get(catalog)
-            if parts is not None and catalog in self._versions and self.registry.version(catalog) != self._versions[catalog]:
+            if parts is not None and self._changed(catalog):
                 # `aisle catalog update` or POST /v1/events changed it: new prices, stock, items and
                 # history apply from the next turn (the index is incremental, so this is cheap).
                 log.info("catalog %s changed; reloading it", catalog)
                 parts = None
                 self._searchers.pop(catalog, None)
             if parts is None:
-                searcher = self._searchers.get(catalog)
-                if searcher is None:
-                    from retrieval.search import open_searcher
-
-                    searcher = open_searcher(self.settings, catalog, build=self.build_index, progress=False)
-                    self._searchers[catalog] = searcher
-                    self._versions[catalog] = self.registry.version(catalog)
-                engine = self.engine() if (self.rank_mode != "none" or self.llm_reasons or self.llm_extract) else None
-                rec = Recommender(
-                    self.settings,
-                    catalog,
-                    engine=engine,
-                    searcher=searcher,
-                    n_candidates=max(self.n_candidates, self.k),
-                    n_orders=self.n_orders,
-                )
-                vocab = CatalogVocab.from_catalog(searcher.catalog)
-                parts = CatalogParts(rec, vocab, Understander(vocab, engine=engine, llm_extract=self.llm_extract))
+                parts = self._open(catalog, self.build_index if build is None else build)
                 self._parts[catalog] = parts
             return parts
 
+    def _changed(self, catalog: str) -> bool:
+        return catalog in self._versions and self.registry.version(catalog) != self._versions[catalog]
+
+    def _open(self, catalog: str, build: bool) -> CatalogParts:
+        searcher = self._searchers.get(catalog)
+        if searcher is None:
+            from retrieval.index import VectorStoreError
+            from retrieval.search import open_searcher
+
+            try:
+                self.registry.ensure_imported(catalog)  # a built-in's first use imports it (version 0 -> 1)
+                version = self.registry.version(catalog)
+                searcher = open_searcher(self.settings, catalog, build=build, progress=False)
+            except VectorStoreError as exc:
+                if "no index" in str(exc):
+                    raise NotIndexed(f"catalog {catalog!r} is not indexed yet; run: aisle index --catalog {catalog} (the server never indexes inside a request)") from exc
+                raise Unavailable(str(exc), code="vector_store_unavailable") from exc
+            except CatalogError as exc:
+                raise CatalogUnavailable(f"catalog {catalog!r} cannot be read: {exc}") from exc
+            self._searchers[catalog] = searcher
+            self._versions[catalog] = version
+        engine = self._scheduled if (self.rank_mode != "none" or self.llm_reasons or self.llm_extract) else None
+        rec = Recommender(
+            self.settings,
+            catalog,
+            engine=engine,
+            searcher=searcher,
+            n_candidates=max(self.n_candidates, self.k),
+            n_orders=self.n_orders,
+        )
+        vocab = CatalogVocab.from_catalog(searcher.catalog)
+        return CatalogParts(rec, vocab, Understander(vocab, engine=engine, llm_extract=self.llm_extract))
+
     def warm_up(self, catalog: str | None = None) -> None:
-        """Load the index, vocabularies and the model now instead of on the first message."""
-        self.parts(catalog or self.default_catalog)
+        """Load (building it if needed) the index, vocabularies and the model now, at start-up,
+        instead of on the first message."""
+        self.parts(catalog or self.default_catalog, build=True)
         if self.rank_mode != "none" or self.llm_reasons:
             self.engine()
 
@@ -225,11 +265,11 @@ class Agent:
 
     # --- sessions ------------------------------------------------------------------------------------------
 
-    def new_session(self, catalog: str | None = None) -> str:
+    def new_session(self, catalog: str | None = None, *, owner: str = "") -> str:
         catalog = catalog or self.default_catalog
         if catalog not in self.catalogs():
             raise UnknownCatalog(f"unknown catalog {catalog!r}; choose one of: {', '.join(self.catalogs())}")
-        return self.store.create(catalog, DialogueState(catalog=catalog).model_dump())
+        return self.store.create(catalog, DialogueState(catalog=catalog).model_dump(), owner=owner)
 
     def session_info(self, session_id: str) -> dict[str, Any]:
         rec = self.store.get(session_id)
@@ -278,8 +318,18 @@ class Agent:
         if catalog is not None and catalog != record.catalog:
             raise CatalogMismatch(f"session {session_id} uses catalog {record.catalog!r}, not {catalog!r}; start a new session for {catalog!r}")
         parts = self.parts(record.catalog)
+        deadline = time.monotonic() + self.settings.turn_budget_s
         with self._session_lock(session_id):
-            yield from self._turn_locked(session_id, text, parts)
+            steps = self._turn_locked(session_id, text, parts)
+            while True:
+                # The LLM scheduler reads the turn's session and deadline from the context; set it
+                # around each step, since a streamed turn may resume on another thread.
+                with turn_scope(session_id, deadline):
+                    try:
+                        piece = next(steps)
+                    except StopIteration:
+                        return
+                yield piece
 
     def _turn_locked(self, session_id: str, text: str, parts: CatalogParts) -> Iterator[str | TurnResult]:
         t0 = time.perf_counter()
@@ -289,7 +339,7 @@ class Agent:
         plan = apply(u, state, parts.items)
         state.remember("user", text)
         state.turns += 1
-        turn = Turn(state, u, plan, parts, TurnOptions(self.k, self.rank_mode, self.llm_reasons, self.llm_intro), engine=self.engine() if self.llm_intro else None)
+        turn = Turn(state, u, plan, parts, TurnOptions(self.k, self.rank_mode, self.llm_reasons, self.llm_intro), engine=self._scheduled if self.llm_intro else None)
         turn.timings["understand"] = (time.perf_counter() - t0) * 1e3
         yield from turn.run()
 
@@ -301,7 +351,7 @@ class Agent:
         for item_id, value in turn.votes:
             self.store.set_feedback(session_id, item_id, value)
         turn_no = self.store.record_turn(session_id, text, reply, payload, state=state.model_dump(), expected_version=record.version)
-        yield TurnResult(
+        result = TurnResult(
             session_id=session_id,
             catalog=state.catalog,
             reply=reply,
@@ -313,3 +363,28 @@ class Agent:
             timings_ms=turn.timings,
             debug=turn.debug,
         )
+        self._report(result)
+        yield result
+
+    def _report(self, result: TurnResult) -> None:
+        """One structured log line per turn (logger `aisle.turns`, JSON), then the `on_turn` hooks."""
+        turn_log.info(
+            json.dumps(
+                {
+                    "event": "turn",
+                    "session": result.session_id,
+                    "catalog": result.catalog,
+                    "turn_no": result.turn_no,
+                    "action": result.action,
+                    "items": [i.id for i in result.items],
+                    "timings_ms": {k: round(v, 1) for k, v in result.timings_ms.items()},
+                    "degraded": result.debug.get("fallback"),
+                    "llm_valid": result.debug.get("llm_valid"),
+                }
+            )
+        )
+        for hook in self.on_turn:
+            try:
+                hook(result)
+            except Exception:  # a metrics hook must never fail a shopper's turn
+                log.exception("on_turn hook failed")

@@ -58,6 +58,9 @@ class TurnOptions:
     llm_intro: bool
 
 
+BUSY_NOTE = "(Ordered by search relevance this time: the language model is busy with other shoppers.)"
+
+
 @dataclass
 class Turn:
     state: DialogueState
@@ -197,6 +200,8 @@ class Turn:
             for key in ("retrieval", "rank", "reasons"):
                 self.timings[key] = self.timings.get(key, 0.0) + result.timings_ms.get(key, 0.0)
             self.debug.update(llm_valid=result.llm_valid, fallback=result.fallback, n_candidates=result.n_candidates)
+            if result.fallback and result.fallback.startswith("LLMBusy") and BUSY_NOTE not in self.notes:
+                self.notes.append(BUSY_NOTE)  # say so: the order is the search's, not the model's
             if not closest and not found:
                 closest = [r for r in result.closest if r.item.id not in seen]
             new = [r for r in result.items if r.item.id not in seen][: k - len(found)]
@@ -262,17 +267,20 @@ class Turn:
     # --- explain and answer ----------------------------------------------------------------------------
 
     def _explain(self, item_id: str) -> Iterator[str]:
-        """Catalog facts first (instant), then the recommender's reason for the item."""
+        """Catalog facts first (instant), then the reason: the LLM's (grounding-checked) with
+        `llm_reasons`, else the template reason from catalog fields and the conversation."""
         state = self.state
         item = self.parts.items[item_id]
         n = state.last_shown.index(item_id) + 1 if item_id in state.last_shown else None
         yield f"#{n} “{item.title}” — {catalog_facts(item)}.\n" if n else f"“{item.title}” — {catalog_facts(item)}.\n"
         req = RecommendRequest(query=state.query(), conversation=[Message(role=m["role"], content=m["content"]) for m in state.recent], k=self.options.k)
         t = time.perf_counter()
-        try:
-            reason, grounded = self.parts.recommender.explain(item_id, req)
-        except UnknownItem:
-            reason, grounded = "", False
+        reason, grounded = "", False
+        if self.options.llm_reasons:  # otherwise the same catalog-field reason the item was shown with
+            try:
+                reason, grounded = self.parts.recommender.explain(item_id, req)
+            except UnknownItem:
+                pass
         self.timings["reasons"] = (time.perf_counter() - t) * 1e3
         if not reason or not grounded:
             reason = state_reason(item, state)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from agent.engines.base import (
     ContextOverflow,
@@ -18,9 +19,13 @@ from agent.engines.base import (
     LLMEngine,
     Message,
 )
+from agent.engines.breaker import BreakerEngine, CircuitBreaker, CircuitOpen
 from agent.settings import Settings
 
 __all__ = [
+    "BreakerEngine",
+    "CircuitBreaker",
+    "CircuitOpen",
     "ContextOverflow",
     "EngineError",
     "EngineTimeout",
@@ -62,22 +67,55 @@ def make_engine(settings: Settings) -> LLMEngine:
 
 
 class LazyEngine:
-    """The engine of `settings`, built on first use (thread-safe). When it cannot load, `get`
-    returns None and `error` says why, so callers degrade to retrieval order and template
-    reasons instead of failing a request; the attempt is not repeated."""
+    """The engine of `settings` behind a circuit breaker, built on first use (thread-safe).
+
+    `get` returns one `BreakerEngine` (breaker.py) for the life of this object: a failed build or
+    a failing server makes its calls raise EngineUnavailable at once (callers degrade to retrieval
+    order and template reasons) for a back-off of `llm_breaker_min_s` doubling to
+    `llm_breaker_max_s`, after which one call tries again; the engine is rebuilt if it never
+    loaded. So a server that is down at start-up, or restarts later, is used again without
+    restarting aisle, and a hanging server costs one `llm_timeout_s` rather than one per call.
+    `status()` is what health checks report.
+
+    An engine passed in is used as given, unguarded: it is either already guarded (the agent's
+    shared engine, handed to its recommenders) or a test's or an eval's own engine, where every
+    call should reach the model (`status()` then always says "closed")."""
 
     def __init__(self, settings: Settings, engine: LLMEngine | None = None) -> None:
         self.settings = settings
-        self._engine = engine
-        self.error: str | None = None
+        self._given = engine
+        breaker = CircuitBreaker(min_s=settings.llm_breaker_min_s, max_s=settings.llm_breaker_max_s, name=f"LLM engine ({settings.llm})")
+        self._guarded = BreakerEngine(lambda: make_engine(settings), breaker, kind=settings.llm)
+        self._tried = engine is not None
         self._lock = threading.Lock()
 
-    def get(self) -> LLMEngine | None:
+    def get(self) -> LLMEngine:
+        """The engine. The first call builds it (so warm-up loads the model); if that fails, the
+        engine is still returned: its calls fail fast, and retry the build after the back-off."""
+        if self._given is not None:
+            return self._given
         with self._lock:
-            if self._engine is None and self.error is None:
+            if not self._tried:
+                self._tried = True
                 try:
-                    self._engine = make_engine(self.settings)
+                    self._guarded.load()
                 except EngineError as exc:
-                    self.error = f"{type(exc).__name__}: {exc}"
-                    log.error("LLM engine unavailable; continuing with retrieval order and template reasons: %s", self.error)
-            return self._engine
+                    log.error("LLM engine unavailable; continuing with retrieval order and template reasons, retrying with back-off: %s: %s", type(exc).__name__, exc)
+            return self._guarded
+
+    @property
+    def error(self) -> str | None:
+        """Why the engine is not usable now (its last failure), None when it is."""
+        return self._guarded.breaker.error
+
+    def status(self) -> dict[str, Any]:
+        """{"state", "error", "retry_in_s", "failures"} for health checks.
+
+        state: "closed" (calls go through; also before the first build), "open" (failing fast for
+        retry_in_s more seconds), "half-open" (the next call, or the one in flight, is the trial),
+        or "unavailable" (the engine has never been built and its last build failed; retry_in_s
+        says when the next call tries again). retry_in_s is None when closed."""
+        status = self._guarded.breaker.status()
+        if status["state"] != "closed" and not self._guarded.built:
+            status["state"] = "unavailable"
+        return status

@@ -18,7 +18,9 @@ Behaviour worth knowing:
   rejects that field we ask again once without it and remember. Labels that are absent from the
   top-20 get probability 0; if no label appears at all the result is uniform. See score_choices.
 - No hidden retries: the client's own retry loop is off (max_retries=0). A dead server or a slow
-  one shows up at once as EngineUnavailable / EngineTimeout, and callers fall back.
+  one shows up at once as EngineUnavailable / EngineTimeout (HTTP 502/503/504 too), costing at
+  most one `llm_timeout_s`; retrying with back-off is the circuit breaker's job
+  (agent/engines/breaker.py, applied by LazyEngine), not this client's.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -135,9 +138,24 @@ class OpenAIEngine(LLMEngine):
         if not conversations:
             return []
         workers = min(self.batch_workers, len(conversations))
+        failed = threading.Event()
+
+        def one(conv: Sequence[Message]) -> str:
+            # After a failure the batch fails anyway: requests not yet sent are skipped, so a
+            # hanging server costs one timeout, not one per round of `workers` requests.
+            if failed.is_set():
+                raise EngineError("skipped: another request of this batch failed")
+            try:
+                return self.chat(conv, max_tokens=max_tokens, temperature=temperature)
+            except Exception:
+                failed.set()
+                raise
+
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aisle-openai") as pool:
-            futures = [pool.submit(self.chat, conv, max_tokens=max_tokens, temperature=temperature) for conv in conversations]
-            return [f.result() for f in futures]  # the first failure propagates as its typed error
+            futures = [pool.submit(one, conv) for conv in conversations]
+            # The first failure in order propagates as its typed error (a skipped request always
+            # comes after the one that failed).
+            return [f.result() for f in futures]
 
     def score_choices(self, messages: Sequence[Message], choices: Sequence[str]) -> dict[str, float]:
         """P(label) for the assistant's first token, renormalised over `choices`.
@@ -240,6 +258,12 @@ class OpenAIEngine(LLMEngine):
                 f"and that AISLE_LLM_SERVED_MODEL={self.__dict__.get('model_id') or '(unset)'} is a model it serves."
             ) from exc
         except openai.APIStatusError as exc:
+            # A proxy in front of a server that is restarting, or a server shedding load: the
+            # server is not there for now (the circuit breaker backs off), not a bad request.
+            if exc.status_code in (502, 503):
+                raise EngineUnavailable(f"the LLM server at {self.url} is not available (HTTP {exc.status_code}: {_error_text(exc)}); is it starting or overloaded?") from exc
+            if exc.status_code == 504:
+                raise EngineTimeout(f"the LLM server at {self.url} timed out behind a gateway (HTTP 504): {_error_text(exc)}") from exc
             raise EngineError(f"the LLM server at {self.url} failed with HTTP {exc.status_code}: {_error_text(exc)}") from exc
         except Exception as exc:
             # Errors raised while iterating a stream come straight from the HTTP library.

@@ -3,19 +3,23 @@
     POST /v1/turn               {session_id?, message, catalog?} -> {session_id, reply, items: [...]}
     POST /v1/sessions           {catalog?} -> {session_id, catalog}
     GET  /v1/sessions/{id}      state, turn log, feedback
+    DELETE /v1/sessions/{id}    204; the session, its turns and feedback are gone
     POST /v1/feedback           {session_id, item_id, value: 1 | -1 | "up" | "down"}
     POST /v1/events             {catalog?, events: [{user_id, item_id, timestamp?, event?, value?}]}: history
     POST /v1/chat/completions   OpenAI chat.completion (and `stream: true` as SSE chunks)
     GET  /v1/models             "aisle" (default catalog) and "aisle-<catalog>" per catalog
     GET  /health                liveness (no key needed)
+    GET  /ready                 can it serve: index, session store, LLM (200 ready/degraded, 503 + reasons)
+    GET  /metrics               Prometheus metrics (behind the key)
     GET  /openapi.json          the schema, only with `create_app(docs=True)` and behind the key
 
 Errors are JSON in OpenAI's shape, {"error": {"message", "type", "code"}}, with a 4xx status that
 says what to fix: 400 bad JSON, text that is not Unicode, an empty message, an unknown catalog or
-item; 401 missing or wrong API key; 404 unknown session, model or path; 405 wrong method; 409
-session on another catalog or updated concurrently; 413 message or body too large; 422 a field
-missing or of the wrong JSON type (no coercion). Every check runs before any work: a bad request
-never runs a turn or creates a session. A streamed turn that fails after the headers went out
+item; 401 missing or wrong API key; 404 unknown or expired session, model or path; 405 wrong
+method; 409 session on another catalog or updated concurrently; 413 message or body too large; 422
+a field missing or of the wrong JSON type (no coercion); 429 (with Retry-After) the key holds its
+maximum of live sessions; 503 the session store cannot read or write. Every check runs before any
+work: a bad request never runs a turn or creates a session. A streamed turn that fails after the headers went out
 reports the error in-band, as an SSE event in the same shape.
 
 No Swagger UI or ReDoc: both load scripts from a CDN, which an offline shop server must not do.
@@ -28,6 +32,7 @@ model itself serialises generation.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 import uuid
@@ -36,12 +41,13 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.chat.agent import Agent, TurnResult, check_message
 from agent.chat.store import SessionRecord
+from agent.entrypoints.metrics import ServingMetrics
 from agent.entrypoints.protocol import (
     MAX_BODY_BYTES,
     MODEL_PREFIX,
@@ -66,6 +72,7 @@ from agent.entrypoints.protocol import (
     Usage,
     sse_event,
 )
+from agent.entrypoints.ratelimit import RequestLimits, key_id
 from agent.errors import (
     AisleError,
     BadRequest,
@@ -76,7 +83,9 @@ from agent.errors import (
     InvalidText,
     MethodNotAllowed,
     NotFound,
+    RateLimited,
     Unauthorized,
+    Unavailable,
     UnknownCatalog,
     UnknownItem,
 )
@@ -84,7 +93,7 @@ from agent.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 401, 404, 409, 413, 422)}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 401, 404, 409, 413, 422, 429, 503)}
 
 
 # --- errors: one answer for every failure ------------------------------------------------------------
@@ -94,6 +103,8 @@ def error_response(exc: AisleError, headers: dict[str, str] | None = None) -> JS
     """The one place an error becomes an HTTP answer: status and body come from the error's type."""
     if isinstance(exc, Unauthorized):
         headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+    if isinstance(exc, RateLimited):
+        headers = {**(headers or {}), "Retry-After": str(int(math.ceil(exc.retry_after_s)))}
     return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 
@@ -181,8 +192,10 @@ class Serving:
     """The work behind each route, every check first: a request that fails one never runs a turn
     and never creates a session."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, limits: RequestLimits | None = None, *, owner: str = "") -> None:
         self.agent = agent
+        self.limits = limits
+        self.owner = owner  # the server key's fingerprint: sessions it creates count against its cap
 
     # --- checks ---
 
@@ -203,14 +216,25 @@ class Serving:
 
     def new_session(self, body: SessionIn | None) -> SessionOut:
         catalog = self.catalog(body.catalog if body else None) or self.agent.default_catalog
-        return SessionOut(session_id=self.agent.new_session(catalog), catalog=catalog)
+        return SessionOut(session_id=self.agent.new_session(catalog, owner=self.owner), catalog=catalog)
+
+    def delete_session(self, session_id: str) -> None:
+        self.agent.store.delete(session_id)
 
     def turn(self, body: TurnIn) -> dict[str, Any]:
         text = check_message(body.message)
         catalog = self.catalog(body.catalog)
-        if body.session_id is not None:
-            self.session(body.session_id, catalog)
-        return self.agent.turn(body.session_id, text, catalog=catalog).public()
+        session_id = body.session_id
+        if session_id is not None:
+            self.session(session_id, catalog)
+        else:
+            session_id = self.agent.new_session(catalog, owner=self.owner)
+        self.limit_session(session_id)
+        return self.agent.turn(session_id, text, catalog=catalog).public()
+
+    def limit_session(self, session_id: str) -> None:
+        if self.limits is not None:
+            self.limits.check_session(session_id)
 
     def feedback(self, body: FeedbackIn) -> FeedbackOut:
         return FeedbackOut.model_validate(self.agent.feedback(body.session_id, body.item_id, body.vote))
@@ -263,7 +287,8 @@ class Serving:
         if session_id:
             self.session(session_id, catalog, named_by=f"model {body.model!r}")
         else:
-            session_id = self.agent.new_session(catalog)
+            session_id = self.agent.new_session(catalog, owner=self.owner)
+        self.limit_session(session_id)
         completion_id, created = "chatcmpl-" + uuid.uuid4().hex, int(time.time())
         if body.stream:
             return session_id, _sse(self.agent, session_id, text, completion_id, created, body.model)
@@ -302,6 +327,36 @@ def _sse(agent: Agent, session_id: str, text: str, completion_id: str, created: 
     yield sse_event("[DONE]")
 
 
+# --- readiness -----------------------------------------------------------------------------------------------
+
+
+def readiness(agent: Agent) -> dict[str, dict[str, str]]:
+    """Each dependency's state: "ok", "degraded" (turns still answer) or "fail" (they cannot)."""
+    checks: dict[str, dict[str, str]] = {}
+    try:
+        agent.store.ping()
+        checks["session_store"] = {"status": "ok", "detail": "writable"}
+    except AisleError as exc:  # StoreUnavailable says what is wrong and what to do
+        checks["session_store"] = {"status": "fail", "detail": str(exc)}
+    catalog = agent.default_catalog
+    try:
+        parts = agent.parts(catalog)
+        checks["index"] = {"status": "ok", "detail": f"{catalog}: {len(parts.items)} items"}
+    except AisleError as exc:
+        checks["index"] = {"status": "fail", "detail": str(exc)}
+    except Exception as exc:  # a broken vector store
+        checks["index"] = {"status": "fail", "detail": f"{catalog}: {type(exc).__name__}: {exc}"}
+    llm = agent.llm_status()
+    if agent.rank_mode == "none" and not agent.llm_reasons and not agent.llm_extract:
+        checks["llm"] = {"status": "ok", "detail": "not used (rank mode none)"}
+    elif llm.get("state") in ("open", "unavailable") or llm.get("error"):
+        checks["llm"] = {"status": "degraded", "detail": f"{llm.get('state')}: {llm.get('error') or 'not reachable'}; turns use retrieval order and template reasons"}
+    else:
+        checks["llm"] = {"status": "ok", "detail": str(llm.get("state", "ok"))}
+    checks["llm_queue"] = {"status": "ok", "detail": f"{agent.scheduler.running} running, {agent.scheduler.depth} waiting"}
+    return checks
+
+
 # --- the app -----------------------------------------------------------------------------------------------
 
 
@@ -309,7 +364,9 @@ def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str |
     """Build the API. `api_key`: when set, every /v1 request (and /openapi.json) needs
     `Authorization: Bearer <key>`. `docs`: serve the OpenAPI schema at /openapi.json."""
     agent = agent or Agent(settings)
-    serving = Serving(agent)
+    limits = RequestLimits(per_key_per_min=settings.rate_key_per_min, per_session_per_min=settings.rate_session_per_min)
+    serving = Serving(agent, limits, owner=key_id(api_key, None) if api_key else "")
+    metrics = ServingMetrics(agent, limits)
     app = FastAPI(
         title="aisle",
         version="1",
@@ -346,11 +403,33 @@ def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str |
         if not secrets.compare_digest(authorization[7:].strip().encode(), api_key.encode()):
             raise Unauthorized("wrong API key")
 
-    auth = [Depends(require_key)]
+    def limit_key(request: Request, authorization: str | None = Header(None)) -> None:
+        """Per-key request limit (per client address when the server has no key)."""
+        given = authorization[7:].strip() if api_key and authorization else None
+        limits.check_key(key_id(given, request.client.host if request.client else None))
+
+    auth = [Depends(require_key), Depends(limit_key)]
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "catalogs": agent.catalogs(), "default_catalog": agent.default_catalog}
+        """Liveness: the process answers. Whether it can serve is /ready."""
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    def ready() -> JSONResponse:
+        """Can this process serve turns? 200 "ready" or "degraded" (serving, without the LLM), 503
+        with the reasons when it cannot (no index, session store not writable)."""
+        checks = readiness(agent)
+        failing = [f"{name}: {c['detail']}" for name, c in checks.items() if c["status"] == "fail"]
+        degraded = [name for name, c in checks.items() if c["status"] == "degraded"]
+        if failing:
+            error = Unavailable("not ready: " + "; ".join(failing), code="not_ready")
+            return JSONResponse({**error.to_dict(), "checks": checks}, status_code=error.status)
+        return JSONResponse({"status": "degraded" if degraded else "ready", "checks": checks, "catalogs": agent.catalogs(), "default_catalog": agent.default_catalog})
+
+    @app.get("/metrics", dependencies=[Depends(require_key)])
+    def prometheus() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     if docs:
 
@@ -365,6 +444,11 @@ def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str |
     @app.get("/v1/sessions/{session_id}", dependencies=auth)
     def get_session(session_id: str) -> dict[str, Any]:
         return agent.session_info(session_id)
+
+    @app.delete("/v1/sessions/{session_id}", dependencies=auth, status_code=204)
+    def delete_session(session_id: str) -> Response:
+        serving.delete_session(session_id)
+        return Response(status_code=204)
 
     @app.post("/v1/turn", dependencies=auth, response_model=TurnOut)
     def turn(body: TurnIn) -> dict[str, Any]:
@@ -397,6 +481,14 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, api_
     """Run the API with uvicorn (blocking). Loads the default catalog and model first when `warm`."""
     import uvicorn
 
+    # One JSON line per turn on stderr (logger aisle.turns), beside uvicorn's access log.
+    turns = logging.getLogger("aisle.turns")
+    if not turns.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        turns.addHandler(handler)
+        turns.setLevel(logging.INFO)
+        turns.propagate = False
     agent = Agent(settings)
     if warm:
         agent.warm_up()

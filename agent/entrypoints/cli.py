@@ -154,7 +154,7 @@ def chat(
 
     settings = settings_of(ctx)
     try:
-        agent = Agent(settings, llm_reasons=llm_reasons)
+        agent = Agent(settings, llm_reasons=llm_reasons, build_index=True)  # one user: index on first use
         if session is None:
             session = agent.new_session(catalog)
         elif catalog is not None and agent.store.get(session).catalog != catalog:
@@ -215,6 +215,7 @@ def serve(
 ) -> None:
     """HTTP API for bots: /v1/turn, /v1/sessions, /v1/feedback and OpenAI-compatible /v1/chat/completions."""
     from agent.entrypoints.api import serve as run_server
+    from agent.errors import AisleError
     from retrieval.catalog import CatalogError
     from retrieval.index import VectorStoreError
 
@@ -225,7 +226,7 @@ def serve(
         typer.secho(f"warning: listening on {host} without --api-key: anyone who can reach it can use it", err=True, fg=typer.colors.YELLOW)
     try:
         run_server(settings, host=host, port=port, api_key=api_key, docs=docs)
-    except (CatalogError, VectorStoreError) as exc:
+    except (AisleError, CatalogError, VectorStoreError) as exc:  # AisleError: e.g. the session store cannot open
         fail(str(exc))
 
 
@@ -343,12 +344,14 @@ def describe(
 
 
 def register_subcommands() -> None:
-    """Add the `catalog` and `eval` command groups (once; at run time, so `aisle --help` stays quick)."""
+    """Add the `catalog`, `sessions` and `eval` command groups (once; at run time, so `aisle --help` stays quick)."""
     from agent.entrypoints.catalog_cli import catalog_app
+    from agent.entrypoints.sessions_cli import sessions_app
     from evals.cli import eval_app
 
     if not any(group.name == "catalog" for group in app.registered_groups):
         app.add_typer(catalog_app, name="catalog")
+        app.add_typer(sessions_app, name="sessions")
         app.add_typer(eval_app, name="eval")
 
 

@@ -177,7 +177,8 @@ class Recommender:
         return self._brands
 
     def engine(self) -> LLMEngine | None:
-        """The LLM engine, built on first use; None (with the reason kept) when it cannot load."""
+        """The LLM engine, built on first use behind a circuit breaker (agent/engines/breaker.py): when
+        it cannot load or its server is down, its calls fail fast and ranking falls back."""
         return self._engine.get()
 
     def reranker(self, engine: LLMEngine, mode: str) -> Reranker:
