@@ -40,6 +40,8 @@ SHOPPING_FEATURES = frozenset(
     """quiet silent heavy-duty compact small large lightweight durable fine medium bold erasable
     washable retractable refill refills duplex color colour fast cheap wide""".split()
 )
+# How an item says it makes little noise: any of them meets a shopper's "quiet" or "silent".
+NOISE_WORDS = frozenset({"quiet", "quieter", "silent", "whisper", "noiseless", "low noise", "low-noise"})
 FEATURE_PHRASES = (
     "heavy duty", "heavy-duty", "long battery", "long lasting", "fine point", "fine tip", "extra fine",
     "water resistant", "acid free", "high yield", "noise cancel",

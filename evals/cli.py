@@ -19,3 +19,8 @@ eval_app.command("compare")(compare_command)
 from evals.copy_eval import copy_command  # noqa: E402
 
 eval_app.command("copy")(copy_command)
+
+# --- simulated shoppers ------------------------------------------------------------------------------
+from evals.simulate import simulate_command  # noqa: E402
+
+eval_app.command("simulate")(simulate_command)

@@ -33,6 +33,8 @@ from agent.chat.replies import (
 from agent.dialogue import DialogueState, Plan, Understanding, content_stems, keep_budget, record_shown, relax_cheaper
 from agent.engines.base import EngineError, LLMEngine, Message
 from agent.errors import UnknownItem
+from agent.facts import must_haves
+from agent.recommend.must_have import unmet
 from agent.recommend.pipeline import Recommendation, RecommendRequest
 from agent.recommend.shown import ShownItem
 from agent.text import money, stems, whole_sentences
@@ -149,6 +151,9 @@ class Turn:
         if not found:
             yield nothing_found(state, plan)
             return
+        missing = unmet([r.item for r in found], must_haves(state.features))
+        if missing:  # a stated constraint is never broken silently
+            self.notes.append(f"Nothing I found says {' or '.join(f'“{f}”' for f in missing)}; these are the closest matches.")
 
         t = time.perf_counter()
         for n, rec in enumerate(found, start=1):
@@ -262,6 +267,7 @@ class Turn:
             conversation=conversation,
             rank_mode=rank_mode or self.options.rank_mode,
             with_reasons=self.options.llm_reasons,
+            must_have=must_haves(state.features),
         )
 
     # --- explain and answer ----------------------------------------------------------------------------

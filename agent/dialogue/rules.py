@@ -132,7 +132,7 @@ class Understander:
         last_shown = [i for i in state.last_shown if i in items]
         self._references(msg, u, last_shown, items)
         self._categories(msg, u)
-        self._features(msg.text, u)
+        u.features.extend(feature_words(msg.text, u.features))
         if self._follow_up(msg, u, state, last_shown):
             return u
         self._flags(msg, u)
@@ -339,17 +339,6 @@ class Understander:
                     u.categories.append(cat)
                     taken[i : i + n] = [True] * n
 
-    @staticmethod
-    def _features(text: str, u: Understanding) -> None:
-        """Feature phrases ("heavy duty", "stainless steel"), then single feature words not already in one."""
-        for phrase, pattern in P.FEATURE_PHRASE_RES:
-            if pattern.search(text) and phrase not in u.features:
-                u.features.append(phrase)
-        in_phrases = {w for f in u.features for w in re.findall(r"[a-z0-9]+", f)}
-        for t in _toks(text):
-            if t.text in P.FEATURE_WORDS and t.text not in u.features and t.text not in in_phrases:
-                u.features.append(t.text)
-
     def _head_word(self, msg: _Message) -> str | None:
         """The product noun: the last content word of the part before "for", "with", "under", ...
 
@@ -361,6 +350,20 @@ class Understander:
                 continue
             return word
         return None
+
+
+def feature_words(text: str, known: list[str] | None = None) -> list[str]:
+    """Feature phrases ("heavy duty", "stainless steel"), then single feature words not already in
+    one (of this text or of the `known` features)."""
+    found = list(known or [])
+    for phrase, pattern in P.FEATURE_PHRASE_RES:
+        if pattern.search(text) and phrase not in found:
+            found.append(phrase)
+    in_phrases = {w for f in found for w in re.findall(r"[a-z0-9]+", f)}
+    for t in _toks(text):
+        if t.text in P.FEATURE_WORDS and t.text not in found and t.text not in in_phrases:
+            found.append(t.text)
+    return found[len(known or []) :]
 
 
 def _number(text: str) -> float:

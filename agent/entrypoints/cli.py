@@ -242,7 +242,9 @@ def recommend(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Recommend items for a user (history + optional query): candidates, LLM re-ranking, grounded reasons."""
+    from agent.dialogue.rules import feature_words
     from agent.engines.base import EngineError
+    from agent.facts import must_haves
     from agent.recommend.pipeline import Recommender, RecommendRequest
     from agent.recommend.rank import MODES
     from retrieval.catalog import CatalogError
@@ -261,7 +263,8 @@ def recommend(
         fail(f"unknown user {user!r} in catalog {name!r} ({len(interactions)} users; ids look like {', '.join(sorted(interactions)[:3])}, ...)")
     try:
         rec = Recommender(settings, name, n_candidates=max(20, k))
-        result = rec.recommend(RecommendRequest(query=query, history=interactions[user], k=k, rank_mode=mode, with_reasons=not no_reasons))
+        must_have = must_haves(feature_words(query)) if query else ()
+        result = rec.recommend(RecommendRequest(query=query, history=interactions[user], k=k, rank_mode=mode, with_reasons=not no_reasons, must_have=must_have))
     except (CatalogError, VectorStoreError, EngineError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     if as_json:
@@ -272,6 +275,8 @@ def recommend(
     typer.echo(f"user {user}: {len(interactions[user])} items bought, latest: " + " | ".join(h[:50] for h in history))
     if result.fallback:
         typer.secho(f"note: LLM ranking not used, retriever order shown ({result.fallback})", err=True, fg=typer.colors.YELLOW)
+    if result.unmet:
+        typer.secho(f"note: no candidate's record says {' or '.join(result.unmet)}; the closest items are shown", err=True, fg=typer.colors.YELLOW)
     if not result.items:
         typer.echo("no items match")
     for rank, r in enumerate(result.items, start=1):

@@ -5,7 +5,8 @@
    when a trained model is cached, else co-occurrence; only catalogs with interactions), fused by
    weighted reciprocal rank fusion. Filters and exclusions apply to both sources; the history
    is always excluded.
-2. Re-ranking (`agent.recommend.rank`): one-pass label scoring, generative listwise, or none.
+2. Re-ranking (`agent.recommend.rank`): one-pass label scoring, generative listwise, or none;
+   then the items whose record states the asked must-haves first (`agent.recommend.must_have`).
 3. Reasons (`agent.recommend.reasons`): LLM sentences checked by `agent.grounding`, retried once, else a
    template reason.
 
@@ -29,6 +30,7 @@ from agent.engines import LazyEngine
 from agent.engines.base import LLMEngine, Message
 from agent.errors import UnknownItem
 from agent.prompts import resolve_prompt
+from agent.recommend.must_have import lift
 from agent.recommend.rank import MODES, Candidate, RankContext, Reranker
 from agent.recommend.reasons import ReasonContext, ReasonWriter
 from agent.recommend.shown import ShownItem
@@ -54,6 +56,9 @@ class RecommendRequest:
     # Relevance gate applied to the candidates BEFORE ranking (the chat passes "mentions the product
     # noun"), so the ranker only orders items that can be shown and one search usually suffices.
     relevant: Callable[[Item], bool] | None = None
+    # Features the shopper asked for ("quiet", "cross-cut"): items whose record states them are
+    # lifted above the others after ranking, before the top k is cut (agent.recommend.must_have).
+    must_have: tuple[str, ...] = ()
 
 
 @dataclass
@@ -89,6 +94,7 @@ class RecommendResult:
     sources: dict[str, int] = field(default_factory=dict)  # candidates contributed per source
     dropped: list[str] = field(default_factory=list)  # LLM labels/ids that were not candidates
     closest: list[Recommendation] = field(default_factory=list)  # when the gate kept nothing: the ungated top-k, retriever order
+    unmet: list[str] = field(default_factory=list)  # must-haves that no candidate's record states
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +105,7 @@ class RecommendResult:
             "n_candidates": self.n_candidates,
             "sources": dict(self.sources),
             "dropped": list(self.dropped),
+            "unmet": list(self.unmet),
         }
 
 
@@ -312,7 +319,8 @@ class Recommender:
         ranked = ranker.rank(cands, rank_ctx)
         llm_valid = ranked.llm_valid and fallback is None
         fallback = fallback or ranked.fallback
-        top = ranked.items[: req.k]
+        lifted, unmet = lift(ranked.items, req.must_have, lambda r: r.item)
+        top = lifted[: req.k]
         t2 = time.perf_counter()
 
         reasons = self.reason_writer(engine).write([r.item for r in top], reason_ctx) if req.with_reasons and top else []
@@ -338,7 +346,7 @@ class Recommender:
             )
         t4 = time.perf_counter()
         timings = {"retrieval": (t1 - t0) * 1e3, "rank": (t2 - t1) * 1e3, "reasons": (t3 - t2) * 1e3, "total": (t4 - t0) * 1e3}
-        return RecommendResult(out, timings, llm_valid, fallback, len(cands), sources, ranked.dropped, closest=closest)
+        return RecommendResult(out, timings, llm_valid, fallback, len(cands), sources, ranked.dropped, closest=closest, unmet=unmet)
 
     def explain(self, item_id: str, req: RecommendRequest) -> tuple[str, bool]:
         """A reason for one item ("why that one?"): (text, grounded). Raises UnknownItem for

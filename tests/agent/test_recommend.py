@@ -145,3 +145,19 @@ def test_cli_json(settings, office_interactions, office_searcher):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout if hasattr(result, "stdout") else result.output)
     assert len(payload["items"]) == 2 and all("grounded" in i for i in payload["items"])
+
+
+def test_a_quiet_shredder_comes_first_on_the_real_catalog(settings, office_searcher):
+    """"I need a quiet paper shredder": every candidate whose record says quiet (or silent,
+    whisper...) is shown before those that do not, whatever order the ranker gave."""
+    from agent.dialogue.rules import feature_words
+    from agent.facts import has_feature, must_haves
+
+    query = "I need a quiet paper shredder for my home office"
+    must_have = must_haves(feature_words(query))
+    assert must_have == ("quiet",)
+    rec = Recommender(settings, searcher=office_searcher, n_candidates=20, collab="none")
+    result = rec.recommend(RecommendRequest(query=query, k=5, rank_mode="none", with_reasons=False, must_have=must_have))
+    quiet = [has_feature(r.item, "quiet") for r in result.items]
+    assert quiet[0] and quiet == sorted(quiet, reverse=True), [(r.item.id, r.item.title) for r in result.items]
+    assert result.unmet == []

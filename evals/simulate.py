@@ -1,0 +1,599 @@
+"""`aisle eval simulate`: simulated shoppers look for their held-out item in a conversation.
+
+Protocol: each sampled user's last item (leave-one-out) is the target. A shopper opens with a vague
+need built from the target's most specific category, then reacts to each answer the way the
+records allow: it states the target's brand, rejects a brand it did not ask for, asks for something
+cheaper when prices say the target is cheaper than everything shown, states a feature word of the
+target's record that the shown items lack, or rejects a shown item by its position. The
+conversation succeeds when the target is among the top 5 shown, and stops there.
+
+The shopper never sees the target's title: it gets a `Target` (category path, brand, price,
+feature words) with no title field, and every message is checked against the title
+(`check_no_title`: not the whole title, no run of 4 of its words) before any system reads it.
+
+Systems answer the same messages for the same users, one conversation each:
+- retrieval only: hybrid search over the messages so far, joined (no dialogue state);
+- the agent: `agent.chat.agent.Agent` with its defaults, re-ranking off unless `--llm`.
+Another variant is one more `System` in `build_systems`.
+
+Metrics per system: success by turn (cumulative), success rate, mean turns to success, constraint
+violations (a shown item that breaks something the shopper said: the brand it asked for, a brand
+or an item it rejected, its price bound), out-of-catalog ids and latency per turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Optional, Protocol
+
+import typer
+from tqdm.auto import tqdm
+
+from agent.dialogue.patterns import FEATURE_WORDS
+from agent.lexicon import FILLER, is_non_brand
+from agent.settings import Settings
+from agent.text import find_seq, stem, tokens
+from evals import report as rep
+from evals.metrics import latency_summary, rate
+from retrieval.catalog import Item
+
+log = logging.getLogger(__name__)
+
+TOP_K = 5  # success: the target among the first 5 shown items
+TITLE_RUN = 4  # a message may not repeat this many consecutive words of the target's title
+MAX_FEATURES = 8
+ORDINAL_WORDS = ("first", "second", "third", "fourth", "fifth")
+
+
+# --- what the shopper knows about the target ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """The held-out item as the shopper knows it: never its title (there is no field for it)."""
+
+    id: str
+    categories: tuple[str, ...]
+    brand: str
+    price: float | None
+    features: tuple[str, ...]  # distinguishing words of its record, best first
+
+    @property
+    def category(self) -> str:
+        return self.categories[-1] if self.categories else ""
+
+    @property
+    def need(self) -> str:
+        """The most specific category as a need; a one-word one that is no plural noun only
+        qualifies its parent ("Calculators > Basic") and is read with it: "basic calculators"."""
+        if not self.categories:
+            return ""
+        last = self.categories[-1].lower()
+        parent = self.categories[-2].lower() if len(self.categories) > 1 else ""
+        if len(tokens(last)) == 1 and not last.endswith("s") and len(tokens(parent)) == 1 and stem(last) != stem(parent):
+            return f"{last} {parent}"
+        return last
+
+
+class FeatureWords:
+    """Words of a record worth asking for: content words of its title, attributes and description
+    that at least one other item also has (a feature, not an identifier such as a model number)
+    and at most `max_share` of the catalog has (it distinguishes). Lexicon features (colours,
+    materials, "quiet", ...) come first, then the rarer words."""
+
+    def __init__(self, items: Mapping[str, Item], max_share: float = 0.2) -> None:
+        self.df: Counter[str] = Counter()
+        for item in items.values():
+            self.df.update(set(record_stems(item)))
+        self.max_df = max(2, int(max_share * len(items)))
+
+    def of(self, item: Item) -> tuple[str, ...]:
+        skip = {stem(w) for w in tokens(" ".join((item.brand, *item.categories)))}
+        named = {stem(w) for w in tokens(" ".join((item.title, *(v for _n, v in item.attributes))))}
+        seen: dict[str, str] = {}
+        for word in tokens(_record_text(item)):
+            s = stem(word)
+            if len(word) < 4 or not word.isalpha() or word.endswith("ly") or word in FILLER or s in skip or s in seen:
+                continue
+            if 2 <= self.df[s] <= self.max_df:
+                seen[s] = word
+        # The title and attributes name what the item is; a description word is often just prose.
+        ranked = sorted(seen.items(), key=lambda kv: (kv[1] not in FEATURE_WORDS, kv[0] not in named, self.df[kv[0]], kv[1]))
+        return tuple(word for _s, word in ranked[:MAX_FEATURES])
+
+    def target(self, item: Item) -> Target:
+        return target_view(item, self.of(item))
+
+
+def target_view(item: Item, features: Sequence[str]) -> Target:
+    """What the shopper is told about the item: every field that could say the title is left out
+    (a category or brand that holds the whole title or TITLE_RUN of its words, such a feature)."""
+
+    def safe(text: str) -> bool:
+        return not title_leaks(text, item.title)
+
+    categories = tuple(c for c in item.categories if safe(c))
+    brand = item.brand if safe(item.brand) and not is_non_brand(item.brand) else ""
+    return Target(item.id, categories, brand, item.price, tuple(w for w in features if safe(w)))
+
+
+def brand_key(brand: str) -> str:
+    """'Scotch®' and 'scotch' are one brand."""
+    return " ".join(tokens(brand))
+
+
+def _record_text(item: Item) -> str:
+    return " ".join((item.title, " ".join(v for _n, v in item.attributes), item.description[:2000]))
+
+
+def record_stems(item: Item) -> list[str]:
+    return [stem(w) for w in tokens(_record_text(item))]
+
+
+# --- the title guard ------------------------------------------------------------------------------
+
+
+class TitleLeak(AssertionError):
+    """A shopper message gave away the target's title."""
+
+
+def title_leaks(message: str, title: str) -> bool:
+    """Does the message hold the whole title or a run of TITLE_RUN consecutive words of it?"""
+    said, words = tokens(message), tokens(title)
+    if not words:
+        return False
+    if find_seq(said, words):
+        return True
+    return any(find_seq(said, words[i : i + TITLE_RUN]) for i in range(len(words) - TITLE_RUN + 1))
+
+
+def check_no_title(message: str, title: str) -> str:
+    if title_leaks(message, title):
+        raise TitleLeak(f"shopper message {message!r} repeats the target's title")
+    return message
+
+
+# --- the shopper -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Said:
+    """What the shopper has asked for so far: the constraints a shown item must not break."""
+
+    brand: str = ""
+    avoid_brands: set[str] = field(default_factory=set)
+    rejected_ids: set[str] = field(default_factory=set)
+    price_max: float | None = None
+    features: list[str] = field(default_factory=list)
+
+    def broken_by(self, item: Item) -> list[str]:
+        brand = brand_key(item.brand)
+        broken = []
+        if self.brand and brand != brand_key(self.brand):
+            broken.append("brand")
+        if brand and brand in {brand_key(b) for b in self.avoid_brands}:
+            broken.append("rejected brand")
+        if item.id in self.rejected_ids:
+            broken.append("rejected item")
+        if self.price_max is not None and item.price is not None and item.price > self.price_max:
+            broken.append("price")
+        return broken
+
+
+class Shopper(ABC):
+    """One simulated shopper for one conversation. A subclass decides what to say; `said` records
+    the constraints it stated, which the eval checks every later answer against."""
+
+    name = "shopper"
+
+    def __init__(self) -> None:
+        self.said = Said()
+
+    @abstractmethod
+    def first_message(self, target: Target) -> str: ...
+
+    @abstractmethod
+    def react(self, shown: Sequence[Item], target: Target, turn: int) -> str | None:
+        """The next message after seeing `shown` (best first), or None to stop (target found)."""
+
+
+class ScriptedShopper(Shopper):
+    """Rules over the records: one new thing per turn, in this order of preference:
+    the target's brand; "not <brand>" for a shown brand after the brand was asked for; cheaper,
+    under the cheapest shown price; a feature word the shown items lack ("one with wifi,
+    please"); "I don't like the
+    second one" for a shown item lacking a stated feature; "show me something else"."""
+
+    name = "scripted"
+
+    def first_message(self, target: Target) -> str:
+        return f"I'm looking for {target.need}" if target.need else "I'm looking for something for the office"
+
+    def react(self, shown: Sequence[Item], target: Target, turn: int) -> str | None:
+        if any(item.id == target.id for item in shown[:TOP_K]):
+            return None
+        for step in (self._ask_brand, self._avoid_brand, self._cheaper, self._feature, self._reject_item):
+            message = step(shown, target)
+            if message:
+                return message
+        return "Show me something else."
+
+    def _ask_brand(self, shown: Sequence[Item], target: Target) -> str | None:
+        if not target.brand or self.said.brand:
+            return None
+        if shown and all(brand_key(i.brand) == brand_key(target.brand) for i in shown):
+            return None
+        self.said.brand = target.brand
+        return f"I'd prefer something from {target.brand}."
+
+    def _avoid_brand(self, shown: Sequence[Item], target: Target) -> str | None:
+        if not self.said.brand:
+            return None
+        avoid = {brand_key(b) for b in self.said.avoid_brands} | {brand_key(target.brand)}
+        other = next((i.brand for i in shown if brand_key(i.brand) and brand_key(i.brand) not in avoid and not is_non_brand(i.brand)), None)
+        if other is None:
+            return None
+        self.said.avoid_brands.add(other)
+        return f"Not {other}, please."
+
+    def _cheaper(self, shown: Sequence[Item], target: Target) -> str | None:
+        prices = [i.price for i in shown]
+        if target.price is None or not prices or any(p is None for p in prices):
+            return None
+        bound = min(p for p in prices if p is not None)
+        if target.price >= bound or (self.said.price_max is not None and bound >= self.said.price_max):
+            return None
+        self.said.price_max = bound
+        return f"Something cheaper, under ${bound:.2f}, please."
+
+    def _feature(self, shown: Sequence[Item], target: Target) -> str | None:
+        shown_stems = [set(record_stems(i)) for i in shown]
+        best, best_lacking = None, 0
+        for word in target.features:
+            if word in self.said.features:
+                continue
+            lacking = sum(1 for s in shown_stems if stem(word) not in s) if shown else 1
+            if lacking > best_lacking:
+                best, best_lacking = word, lacking
+        if best is None:
+            return None
+        self.said.features.append(best)
+        # Not "Preferably X.": the agent's rules keep "preferably" in the need, and nothing matches it.
+        return f"One with {best}, please."
+
+    def _reject_item(self, shown: Sequence[Item], target: Target) -> str | None:
+        wanted = {stem(w) for w in self.said.features}
+        for pos, item in enumerate(shown[: len(ORDINAL_WORDS)]):
+            if item.id in self.said.rejected_ids:
+                continue
+            if self.said.broken_by(item) or (wanted and not wanted <= set(record_stems(item))):
+                self.said.rejected_ids.add(item.id)
+                return f"I don't like the {ORDINAL_WORDS[pos]} one."
+        return None
+
+
+SHOPPERS: dict[str, Callable[[], Shopper]] = {"scripted": ScriptedShopper}
+
+
+# --- the systems -----------------------------------------------------------------------------------
+
+
+class Conversation(Protocol):
+    def say(self, message: str) -> list[str]:
+        """The ids shown in answer to `message`, best first."""
+
+
+@dataclass
+class System:
+    name: str
+    label: str
+    start: Callable[[], Conversation]  # a new conversation (no memory of other users)
+
+
+class RetrievalConversation:
+    """No dialogue state: each turn searches the messages so far, joined."""
+
+    def __init__(self, searcher: Any, k: int = TOP_K) -> None:
+        self.searcher, self.k = searcher, k
+        self.messages: list[str] = []
+
+    def say(self, message: str) -> list[str]:
+        self.messages.append(message)
+        return [h.item.id for h in self.searcher.search(" ".join(self.messages), self.k)]
+
+
+class AgentConversation:
+    def __init__(self, agent: Any, catalog: str) -> None:
+        self.agent, self.catalog = agent, catalog
+        self.session = agent.new_session(catalog)
+
+    def say(self, message: str) -> list[str]:
+        return [i.id for i in self.agent.turn(self.session, message, catalog=self.catalog).items]
+
+
+def build_systems(agent: Any, catalog: str) -> list[System]:
+    searcher = agent.parts(catalog).recommender.searcher
+    return [
+        System("retrieval", "Retrieval only (hybrid search of the messages)", lambda: RetrievalConversation(searcher)),
+        System("agent", f"Current agent (rank mode {agent.rank_mode})", lambda: AgentConversation(agent, catalog)),
+    ]
+
+
+# --- one conversation --------------------------------------------------------------------------------
+
+
+@dataclass
+class Dialogue:
+    user: str
+    target: str
+    messages: list[str] = field(default_factory=list)
+    shown: list[list[str]] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+    success_turn: int | None = None
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    out_of_catalog: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def simulate(system: System, shopper: Shopper, item: Item, target: Target, items: Mapping[str, Item], max_turns: int, user: str = "") -> Dialogue:
+    """Play one conversation; the title guard sees every message before the system does."""
+    dialogue = Dialogue(user, target.id)
+    conversation = system.start()
+    message: str | None = shopper.first_message(target)
+    turn = 0
+    while message is not None and turn < max_turns:
+        turn += 1
+        dialogue.messages.append(check_no_title(message, item.title))
+        t0 = time.perf_counter()
+        shown_ids = [str(i) for i in conversation.say(message)][:TOP_K]
+        dialogue.latency_ms.append((time.perf_counter() - t0) * 1e3)
+        dialogue.shown.append(shown_ids)
+        dialogue.out_of_catalog += [i for i in shown_ids if i not in items]
+        shown = [items[i] for i in shown_ids if i in items]  # an unknown id has no record to react to
+        for it in shown:
+            broken = shopper.said.broken_by(it)
+            if broken:
+                dialogue.violations.append({"turn": turn, "item": it.id, "broken": broken})
+        if target.id in shown_ids:
+            dialogue.success_turn = turn
+            break
+        message = shopper.react(shown, target, turn)
+    return dialogue
+
+
+# --- the eval -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SimulateConfig:
+    catalog: str = "amazon-office-2014"
+    users: int = 20
+    max_turns: int = 5
+    seed: int = 0
+    llm: bool = False  # the agent re-ranks with its LLM (settings' rank mode) instead of "none"
+    shopper: str = "scripted"
+    out: Path = field(default_factory=lambda: Path("eval-out/simulate"))
+    progress: bool = True
+
+
+def summarise(dialogues: Sequence[Dialogue], max_turns: int) -> dict[str, Any]:
+    n = len(dialogues)
+    turns = [d.success_turn for d in dialogues if d.success_turn is not None]
+    latencies = [ms for d in dialogues for ms in d.latency_ms]
+    broken = Counter(b for d in dialogues for v in d.violations for b in v["broken"])
+    ooc = [i for d in dialogues for i in d.out_of_catalog]
+    return {
+        "users": n,
+        "success_by_turn": {t: rate(sum(1 for x in turns if x <= t), n) for t in range(1, max_turns + 1)},
+        "success_rate": rate(len(turns), n),
+        "successes": len(turns),
+        "mean_turns_to_success": sum(turns) / len(turns) if turns else None,
+        "violations": sum(len(d.violations) for d in dialogues),
+        "violations_by_kind": dict(sorted(broken.items())),
+        "conversations_with_violations": sum(1 for d in dialogues if d.violations),
+        "shown_items": sum(len(s) for d in dialogues for s in d.shown),
+        "empty_answers": sum(1 for d in dialogues for s in d.shown if not s),
+        "out_of_catalog": len(ooc),
+        "out_of_catalog_examples": sorted(set(ooc))[:5],
+        "errors": sum(1 for d in dialogues if d.error),
+        "error_examples": [d.error for d in dialogues if d.error][:5],
+        "turns": len(latencies),
+        "latency": latency_summary(latencies),
+    }
+
+
+def make_agent(settings: Settings, cfg: SimulateConfig, store_dir: Path) -> Any:
+    """The current agent, its sessions in a throw-away store (the eval leaves no sessions behind)."""
+    from agent.chat.agent import Agent
+    from agent.chat.store import SessionStore
+
+    return Agent(settings, store=SessionStore(store_dir / "sessions.sqlite"), rank_mode=None if cfg.llm else "none", build_index=True)
+
+
+@dataclass
+class Shoppers:
+    """Plays one conversation per (system, user): a fresh shopper, the same target view."""
+
+    new_shopper: Callable[[], Shopper]
+    features: FeatureWords
+    items: Mapping[str, Item]
+    max_turns: int
+
+    def play(self, system: System, user: str, target_id: str) -> Dialogue:
+        item = self.items[target_id]
+        try:
+            return simulate(system, self.new_shopper(), item, self.features.target(item), self.items, self.max_turns, user)
+        except TitleLeak:
+            raise  # a bug in the shopper, not a result: the run stops
+        except Exception as exc:  # an eval must finish and report what broke
+            log.warning("%s failed for user %s: %s", system.name, user, exc)
+            return Dialogue(user, target_id, error=f"{user}: {type(exc).__name__}: {exc}"[:300])
+
+
+def run_simulate_eval(settings: Settings, cfg: SimulateConfig, *, agent: Any = None, interactions: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+    """Every system converses with the same shoppers; writes results.json and report.md to cfg.out."""
+    with tempfile.TemporaryDirectory(prefix="aisle-simulate-") as tmp:
+        agent = agent or make_agent(settings, cfg, Path(tmp))
+        return _run(settings, cfg, agent, interactions)
+
+
+def _run(settings: Settings, cfg: SimulateConfig, agent: Any, interactions: Mapping[str, Sequence[str]] | None) -> dict[str, Any]:
+    from retrieval.collab import leave_one_out, sample_users
+
+    t_start = time.perf_counter()
+    env = rep.environment()
+    if interactions is None:
+        from retrieval.registry import load_interactions
+
+        interactions = load_interactions(settings, cfg.catalog)
+    systems = build_systems(agent, cfg.catalog)
+    items = agent.parts(cfg.catalog).recommender.catalog.items
+    _histories, targets = leave_one_out(interactions)
+    eligible = [u for u, t in targets.items() if t in items]
+    users = sample_users(eligible, cfg.users, seed=cfg.seed)
+    shoppers = Shoppers(SHOPPERS[cfg.shopper], FeatureWords(items), items, cfg.max_turns)
+    results: dict[str, dict[str, Any]] = {}
+    seconds: dict[str, float] = {}
+    dialogues: dict[str, list[dict[str, Any]]] = {}
+    for system in systems:
+        t0 = time.perf_counter()
+        played = [shoppers.play(system, user, targets[user]) for user in tqdm(users, desc=system.label, unit="shopper", disable=not cfg.progress, leave=False)]
+        seconds[system.name] = time.perf_counter() - t0
+        results[system.name] = {"label": system.label, **summarise(played, cfg.max_turns)}
+        dialogues[system.name] = [_transcript(d) for d in played]
+    result: dict[str, Any] = {
+        "kind": "simulate",
+        "config": {
+            "catalog": cfg.catalog,
+            "catalog_items": len(items),
+            "users_requested": cfg.users,
+            "users_evaluated": len(users),
+            "users_eligible": len(eligible),
+            "sampled_users_sha256": rep.ids_hash(users),
+            "seed": cfg.seed,
+            "max_turns": cfg.max_turns,
+            "top_k": TOP_K,
+            "shopper": cfg.shopper,
+            "agent_rank_mode": agent.rank_mode,
+            "llm": cfg.llm,
+            "git": rep.git_state(),
+            **{f"env_{k}": v for k, v in env.items()},
+        },
+        "systems": results,
+        "dialogues": dialogues,
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "notes": [],
+    }
+    result["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    write_simulate_outputs(result, cfg.out)
+    return result
+
+
+def _transcript(d: Dialogue) -> dict[str, Any]:
+    return {"user": d.user, "target": d.target, "success_turn": d.success_turn, "turns": [{"shopper": m, "shown": s} for m, s in zip(d.messages, d.shown)], "violations": d.violations, "error": d.error}
+
+
+# --- outputs -------------------------------------------------------------------------------------------
+
+
+def write_simulate_outputs(result: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    plots = {"success_by_turn": lambda path: plot_success(result, path)}
+    result["figures"] = rep.draw_figures(plots, out, result["notes"])
+    rep.write_json(result, out)
+    (out / rep.REPORT_FILE).write_text(simulate_markdown(result), encoding="utf-8")
+
+
+def plot_success(result: dict[str, Any], path: Path) -> Path:
+    plt = rep._pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for s in result["systems"].values():
+        xs = [int(t) for t in s["success_by_turn"]]
+        ax.plot(xs, [s["success_by_turn"][t] or 0.0 for t in s["success_by_turn"]], marker="o", linewidth=2, label=s["label"])
+    ax.set_xticks(range(1, result["config"]["max_turns"] + 1))
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("turn")
+    ax.set_ylabel(f"share of shoppers with the target in the top {TOP_K}")
+    ax.set_title(f"Simulated shoppers: success by turn ({result['config']['users_evaluated']} users)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def summary_rows(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    turns = range(1, result["config"]["max_turns"] + 1)
+    header = ["system", *[f"success@{t}" for t in turns], "mean turns", "violations", "out-of-catalog", "empty answers", "errors", "p50/turn", "p95/turn", "seconds"]
+    rows = []
+    for name, s in result["systems"].items():
+        by_turn = s["success_by_turn"]
+        rows.append([
+            s["label"], *[rep.pct(by_turn.get(t, by_turn.get(str(t)))) for t in turns], rep.fmt(s["mean_turns_to_success"], 2), s["violations"], s["out_of_catalog"], s["empty_answers"], s["errors"],
+            rep.ms(s["latency"]["p50_ms"]), rep.ms(s["latency"]["p95_ms"]), result["seconds"].get(name),
+        ])
+    return header, rows
+
+
+def simulate_markdown(result: dict[str, Any]) -> str:
+    cfg = result["config"]
+    header, rows = summary_rows(result)
+    lines = [
+        "# Simulated-shopper eval", "",
+        f"{cfg['users_evaluated']} of {cfg['users_eligible']} eligible users of `{cfg['catalog']}` ({cfg['catalog_items']} items; seed {cfg['seed']}, hash `{cfg['sampled_users_sha256']}`), "
+        f"up to {cfg['max_turns']} shopper turns each; success = the held-out item among the top {cfg['top_k']} shown. Shopper `{cfg['shopper']}`; "
+        f"agent rank mode `{cfg['agent_rank_mode']}`. Total {result['total_seconds']} s on {cfg.get('env_cpu_count')} CPU cores.", "",
+        rep.md_table(header, rows), "",
+        "Mean turns are over the successful conversations. A violation is a shown item that breaks something the shopper said "
+        "(the brand it asked for, a brand or item it rejected, its price bound).", "",
+        rep.md_table(["system", "violations by kind", "conversations with a violation", "shown items"],
+                     [[s["label"], ", ".join(f"{k} ×{v}" for k, v in s["violations_by_kind"].items()) or "–", s["conversations_with_violations"], s["shown_items"]] for s in result["systems"].values()]), "",
+    ]
+    if "success_by_turn" in result.get("figures", {}):
+        lines += ["![Success by turn](success_by_turn.png)", ""]
+    for name, examples in result.get("dialogues", {}).items():
+        lines += [f"## Example conversations: {result['systems'][name]['label']}", ""]
+        for ex in examples[:3]:
+            said = " → ".join(f"“{t['shopper']}”" for t in ex["turns"])
+            lines.append(f"- target `{ex['target']}`: {said}; success at turn {ex['success_turn'] or '–'}")
+        lines.append("")
+    if result.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
+    lines += ["## Configuration", "", rep.md_table(["key", "value"], rep.config_rows(cfg)), ""]
+    return "\n".join(lines)
+
+
+# --- CLI -------------------------------------------------------------------------------------------------
+
+
+def simulate_command(
+    ctx: typer.Context,
+    catalog: Annotated[str, typer.Option("--catalog", "-c", help="A catalog with interactions (the targets are held-out items).")] = "amazon-office-2014",
+    users: Annotated[int, typer.Option("--users", "-n", min=1, help="Simulated shoppers (seeded sample of users).")] = 20,
+    max_turns: Annotated[int, typer.Option("--max-turns", min=1, max=20, help="Shopper turns per conversation.")] = 5,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    llm: Annotated[bool, typer.Option("--llm", help="Let the agent re-rank with its LLM (slow on CPU); default rank mode none.")] = False,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine with --llm: transformers | vllm | openai.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default eval-out/simulate-<timestamp>, git-ignored).")] = None,
+) -> None:
+    """Simulated shoppers look for their held-out item: retrieval only vs the current agent."""
+    from evals.ranking import eval_options
+
+    settings, _prompts = eval_options(ctx, engine, None, ())
+    out = out or Path("eval-out") / f"simulate-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg = SimulateConfig(catalog=catalog, users=users, max_turns=max_turns, seed=seed, llm=llm, out=out)
+    result = run_simulate_eval(settings, cfg)
+    header, rows = summary_rows(result)
+    typer.echo(rep.md_table(header, rows))
+    typer.echo(f"\nwrote {out / rep.RESULTS_FILE}, {out / rep.REPORT_FILE} ({result['total_seconds']} s)")
+
+
+__all__ = ["ScriptedShopper", "Shopper", "SimulateConfig", "System", "Target", "TitleLeak", "check_no_title", "run_simulate_eval", "simulate", "simulate_command", "title_leaks"]

@@ -1,0 +1,187 @@
+"""The simulated-shopper eval: the shopper never gives the title away, and the counts are right."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from evals.simulate import (
+    FeatureWords,
+    ScriptedShopper,
+    SimulateConfig,
+    System,
+    Target,
+    TitleLeak,
+    check_no_title,
+    run_simulate_eval,
+    simulate,
+    summarise,
+    target_view,
+    title_leaks,
+)
+from tests.fast.conftest import SHOP_ROWS, make_catalog
+
+CATALOG = make_catalog(SHOP_ROWS, name="tiny-shop")
+ITEMS = CATALOG.items
+
+
+class Scripted:
+    """A system that shows fixed id lists turn by turn and records what it was told."""
+
+    def __init__(self, answers: list[list[str]]) -> None:
+        self.answers = answers
+        self.heard: list[str] = []
+
+    def system(self) -> System:
+        def start() -> Scripted:
+            return self
+
+        return System("scripted", "Scripted answers", start)
+
+    def say(self, message: str) -> list[str]:
+        self.heard.append(message)
+        return self.answers[min(len(self.heard), len(self.answers)) - 1]
+
+
+def target_of(item_id: str) -> Target:
+    return FeatureWords(ITEMS).target(ITEMS[item_id])
+
+
+def play(target_id: str, answers: list[list[str]], max_turns: int = 5):
+    fake = Scripted(answers)
+    shopper = ScriptedShopper()
+    dialogue = simulate(fake.system(), shopper, ITEMS[target_id], target_of(target_id), ITEMS, max_turns)
+    return dialogue, fake, shopper
+
+
+def test_the_shopper_never_sees_or_says_the_title():
+    assert "title" not in {f.name for f in dataclasses.fields(Target)}
+    for row in SHOP_ROWS:
+        target = target_of(row["id"])
+        assert row["title"] not in repr(target)
+        others = [i for i in ITEMS if i != row["id"]]
+        dialogue, fake, _shopper = play(row["id"], [others[k : k + 5] for k in range(0, 15, 3)])
+        assert dialogue.success_turn is None
+        assert len(fake.heard) == 5
+        for message in fake.heard:
+            assert not title_leaks(message, row["title"]), message
+            assert row["title"].lower() not in message.lower()
+
+
+def test_the_title_guard_catches_a_four_word_run_and_the_whole_title():
+    title = "Fellowes Cross-Cut Paper Shredder, 8 sheet"
+    with pytest.raises(TitleLeak):
+        check_no_title("I want a cross cut paper shredder", title)
+    with pytest.raises(TitleLeak):
+        check_no_title("Brother P-touch please", "Brother P-touch")
+    assert check_no_title("I'm looking for shredders", title)
+
+
+def test_success_is_counted_at_the_turn_the_target_is_shown():
+    dialogue, fake, _ = play("d2", [["d1", "d3"], ["d4", "d1"], ["d1", "d2", "d3"], ["d2"]])
+    assert dialogue.success_turn == 3
+    assert len(fake.heard) == 3  # the shopper stops once the target is shown
+    summary = summarise([dialogue, play("d2", [["d1"]])[0]], max_turns=5)
+    assert summary["success_by_turn"] == {1: 0.0, 2: 0.0, 3: 0.5, 4: 0.5, 5: 0.5}
+    assert summary["mean_turns_to_success"] == 3
+    assert summary["turns"] == 3 + 5
+
+
+def test_the_target_below_the_top_five_is_no_success():
+    dialogue, _, _ = play("d2", [["s1", "s2", "s3", "s4", "s5", "d2"]], max_turns=2)
+    assert dialogue.success_turn is None
+
+
+def test_a_shown_id_outside_the_catalog_is_counted():
+    dialogue, _, _ = play("d2", [["d1", "no-such-item"], ["d2"]])
+    assert dialogue.out_of_catalog == ["no-such-item"]
+    assert summarise([dialogue], 5)["out_of_catalog"] == 1
+
+
+def test_an_item_of_a_rejected_brand_is_a_violation():
+    dialogue, fake, shopper = play("d2", [["d1", "d3"], ["d1", "d3"], ["d4"]], max_turns=4)
+    assert fake.heard[1] == "I'd prefer something from AmazonBasics."
+    assert fake.heard[2] == "Not Fellowes, please."
+    assert "Fellowes" in shopper.said.avoid_brands
+    rejected = [v for v in dialogue.violations if "rejected brand" in v["broken"]]
+    assert [v["item"] for v in rejected] == ["d4", "d4"]  # shown at turns 3 and 4, after "Not Fellowes"
+    assert all(v["turn"] >= 3 for v in rejected)
+    assert summarise([dialogue], 5)["violations_by_kind"]["rejected brand"] == 2
+
+
+def test_first_message_is_the_category_and_cheaper_follows_prices():
+    shopper = ScriptedShopper()
+    target = target_of("s3")  # Swingline, $6.49
+    assert shopper.first_message(target) == "I'm looking for staplers"
+    shopper.said.brand = "Swingline"  # brand already asked for
+    assert shopper.react([ITEMS["s2"], ITEMS["s5"]], target, 1) == "Not Bostitch, please."
+    assert shopper.react([ITEMS["s1"], ITEMS["s5"]], target, 2) == "Not PaperPro, please."
+    assert shopper.react([ITEMS["s1"], ITEMS["s5"]], target, 3) == "Something cheaper, under $24.50, please."
+    assert shopper.said.price_max == 24.50
+    assert "cheaper" not in (shopper.react([ITEMS["s1"], ITEMS["s5"]], target, 4) or "")  # the same bound is not asked twice
+
+
+def test_the_eval_runs_end_to_end_on_the_tiny_shop(tiny_agent, fast_settings, tmp_path):
+    agent = tiny_agent(rank_mode="none")
+    interactions = {"u1": ["s1", "d2"], "u2": ["p1", "l2"], "u3": ["d1", "s2"], "u4": ["l1", "p3"], "u5": ["s4"]}
+    cfg = SimulateConfig(catalog="tiny-shop", users=10, max_turns=3, out=tmp_path / "out", progress=False)
+    result = run_simulate_eval(fast_settings, cfg, agent=agent, interactions=interactions)
+    assert set(result["systems"]) == {"retrieval", "agent"}
+    assert result["config"]["users_evaluated"] == 4  # u5 has nothing to hold out
+    for s in result["systems"].values():
+        assert s["users"] == 4 and s["errors"] == 0, s["error_examples"]
+        assert s["out_of_catalog"] == 0
+        assert 0.0 <= s["success_by_turn"][3] <= 1.0
+        assert s["latency"]["n"] == s["turns"] > 0
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["kind"] == "simulate"
+    assert "Simulated-shopper eval" in (tmp_path / "out" / "report.md").read_text()
+
+
+
+def test_the_agent_reads_the_shoppers_phrasings(tiny_agent):
+    """Every kind of scripted message sets the constraint it means in the agent's dialogue state
+    (else the eval would measure the phrasing, not the agent)."""
+    agent = tiny_agent(rank_mode="none")
+    session = agent.new_session("tiny-shop")
+
+    def say(message: str):
+        return agent.turn(session, message, catalog="tiny-shop")
+
+    first = say(ScriptedShopper().first_message(target_of("d2")))
+    assert first.constraints["need"] == "shredders" and len(first.items) >= 2
+    assert say("I'd prefer something from AmazonBasics.").constraints["brands"] == ["AmazonBasics"]
+    session = agent.new_session("tiny-shop")
+    shown = say("I'm looking for shredders").items
+    assert say("I don't like the second one.").constraints["rejected"] == [shown[1].id]
+    assert say("Not Fellowes, please.").constraints["avoid_brands"] == ["Fellowes"]
+    assert say("Something cheaper, under $50.00, please.").constraints["price_max"] == 50.0
+    state = say("One with quiet, please.").constraints
+    assert state["features"] == ["quiet"] and state["need"] == "shredders quiet"
+
+
+def test_a_field_that_would_give_the_title_away_is_not_told():
+    from retrieval.catalog import Item
+
+    short = Item("x1", "Label Makers", brand="Acme", categories=("Office", "Label Makers"))
+    target = target_view(short, ("label", "acme"))
+    assert target.categories == ("Office",) and target.brand == "Acme"
+    assert target.features == ("label", "acme")  # one word of a two-word title is not the title
+    long_brand = Item("x2", "Acme Office Products Group Label Maker", brand="Acme Office Products Group", categories=("Office", "Label Makers"))
+    assert target_view(long_brand, ()).brand == ""
+    for item in (short, long_brand):
+        target = target_view(item, ())
+        assert not title_leaks(ScriptedShopper().first_message(target), item.title)
+
+
+def test_brands_compare_without_marks_and_a_qualifier_category_reads_with_its_parent():
+    from evals.simulate import Said
+    from retrieval.catalog import Item
+
+    said = Said(brand="Scotch®")
+    assert said.broken_by(Item("a", "Tape", brand="Scotch")) == []
+    assert said.broken_by(Item("b", "Tape", brand="3M")) == ["brand"]
+    target = Target("x", ("Office Electronics", "Calculators", "Basic"), "Casio", None, ())
+    assert ScriptedShopper().first_message(target) == "I'm looking for basic calculators"
