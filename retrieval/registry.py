@@ -207,8 +207,7 @@ class Registry:
     # --- reading -----------------------------------------------------------------------------------
 
     def load(self, name: str) -> Catalog:
-        """The catalog's current items (imported from its feed first if it never was)."""
-        self.ensure_imported(name)
+        """The catalog's current items (imported from its feed first if it never was: iter_items)."""
         items: dict[str, Item] = {}
         for chunk in self.iter_items(name):
             for item in chunk:

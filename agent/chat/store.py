@@ -48,7 +48,7 @@ from agent.settings import Settings
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 NO_TTL_RETRY_S = 60  # Retry-After when sessions never expire: a slot frees only when one is deleted
 
-_SQLITE_SCHEMA = (
+TABLES = (  # SQLite's DDL; store_postgres derives its own (DOUBLE PRECISION for REAL)
     """CREATE TABLE IF NOT EXISTS sessions (
         id          TEXT PRIMARY KEY,
         catalog     TEXT NOT NULL,
@@ -415,7 +415,7 @@ class SQLiteSessionStore(BaseSessionStore):
             except OSError as exc:
                 raise StoreUnavailable(f"cannot open the session store {self.path}: {exc.strerror or exc}; point AISLE_HOME at a writable folder") from exc
         with self._tx() as db:
-            for statement in _SQLITE_SCHEMA:
+            for statement in TABLES:
                 db.execute(statement)
             columns = {row["name"] for row in db.execute("PRAGMA table_info(sessions)").fetchall()}
             if "owner" not in columns:  # a file from before sessions had owners

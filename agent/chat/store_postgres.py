@@ -24,37 +24,10 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from agent.chat.store import INDEXES, BaseSessionStore, StoreUnavailable
+from agent.chat.store import INDEXES, TABLES, BaseSessionStore, StoreUnavailable
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS sessions (
-        id          TEXT PRIMARY KEY,
-        catalog     TEXT NOT NULL,
-        created_at  DOUBLE PRECISION NOT NULL,
-        updated_at  DOUBLE PRECISION NOT NULL,
-        version     INTEGER NOT NULL DEFAULT 0,
-        state       TEXT NOT NULL,
-        owner       TEXT NOT NULL DEFAULT ''
-    )""",
-    """CREATE TABLE IF NOT EXISTS turns (
-        session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-        turn_no     INTEGER NOT NULL,
-        created_at  DOUBLE PRECISION NOT NULL,
-        message     TEXT NOT NULL,
-        reply       TEXT NOT NULL,
-        payload     TEXT NOT NULL,
-        PRIMARY KEY (session_id, turn_no)
-    )""",
-    """CREATE TABLE IF NOT EXISTS feedback (
-        session_id  TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-        item_id     TEXT NOT NULL,
-        value       INTEGER NOT NULL CHECK (value IN (-1, 1)),
-        created_at  DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (session_id, item_id)
-    )""",
-    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    *INDEXES,
-)
+# The SQLite tables, with PostgreSQL's name for a float: one schema, written once.
+_SCHEMA = (*(table.replace(" REAL ", " DOUBLE PRECISION ") for table in TABLES), *INDEXES)
 # First key of aisle's advisory locks (two-int form): replicas starting at once create the tables
 # one at a time; creations of one key's sessions count and insert one at a time.
 _LOCK_CLASS = 0x4153_4C45  # "ASLE"

@@ -31,6 +31,20 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
+def _with_store(settings, use):
+    """`use(store)` on the configured session store, closed after; a store error is one CLI line."""
+    from agent.chat.store import StoreUnavailable, make_session_store
+
+    try:
+        store = make_session_store(settings)
+        try:
+            return use(store)
+        finally:
+            store.close()
+    except StoreUnavailable as exc:
+        fail(str(exc))
+
+
 def _when(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -42,16 +56,7 @@ def list_sessions(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """The live sessions, most recently used first."""
-    from agent.chat.store import StoreUnavailable, make_session_store
-
-    try:
-        store = make_session_store(settings_of(ctx))
-        try:
-            sessions = store.list_sessions(limit)
-        finally:
-            store.close()
-    except StoreUnavailable as exc:
-        fail(str(exc))
+    sessions = _with_store(settings_of(ctx), lambda store: store.list_sessions(limit))
     if as_json:
         rows = [{"session_id": s.id, "catalog": s.catalog, "owner": s.owner, "created_at": s.created_at, "updated_at": s.updated_at, "version": s.version} for s in sessions]
         json.dump(rows, sys.stdout, indent=2)
@@ -69,18 +74,11 @@ def purge(
     older_than: Annotated[Optional[str], typer.Option("--older-than", help="Idle time, e.g. 90s, 15m, 12h, 7d, 2w (default: AISLE_SESSION_TTL_S).")] = None,
 ) -> None:
     """Delete sessions idle for longer than --older-than (default: the session TTL), with their turns and feedback."""
-    from agent.chat.store import StoreUnavailable, human_duration, make_session_store
+    from agent.chat.store import human_duration
 
     settings = settings_of(ctx)
     age = parse_duration(older_than) if older_than is not None else settings.session_ttl_s
     if older_than is None and age <= 0:
         fail("sessions never expire here (AISLE_SESSION_TTL_S=0); say how old to purge, e.g. --older-than 30d")
-    try:
-        store = make_session_store(settings)
-        try:
-            purged = store.purge(age)
-        finally:
-            store.close()
-    except StoreUnavailable as exc:
-        fail(str(exc))
+    purged = _with_store(settings, lambda store: store.purge(age))
     typer.echo(f"purged {purged} session{'s' if purged != 1 else ''} idle for more than {human_duration(age)}")
