@@ -18,7 +18,7 @@ from agent.lexicon import COLOURS, COMPATIBILITY, DEVICES, FEATURE_PHRASES, MATE
 from agent.text import find_seq, stem, stems
 from retrieval.catalog import Item
 
-__all__ = ["Fact", "field_text", "has_feature", "item_facts", "must_haves"]
+__all__ = ["Fact", "field_text", "has_feature", "item_facts", "must_haves", "stated_features"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,8 @@ def field_text(item: Item, field: str) -> str:
 # --- rules -----------------------------------------------------------------------------------------
 
 _B, _E = r"(?<![A-Za-z0-9])", r"(?![A-Za-z0-9])"
-_NUM = r"(\d+(?:\.\d+)?|" + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True)) + ")"
+# A number as written: "12", "1.5", "5,000" (never the "000" of "5,000"), or a number word.
+_NUM = r"(?<![\d,.])(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?|" + "|".join(sorted(NUMBER_WORDS, key=len, reverse=True)) + ")"
 
 
 def _words(words: Iterable[str]) -> re.Pattern[str]:
@@ -74,7 +75,7 @@ _RULES: tuple[tuple[str, re.Pattern[str], Callable[[re.Match[str]], str]], ...] 
     ("cut", re.compile(_B + r"(cross|strip|micro|confetti|diamond|particle|spiral)[\s-]?cut" + _E, re.I), lambda m: f"{m[1].casefold()}-cut"),
     (
         "size",
-        re.compile(_B + r"\d+(?:\.\d+)?(?:\s*(?:\"|in\.?|inch(?:es)?|cm|mm))?\s*[x×]\s*\d+(?:\.\d+)?(?:\s*[x×]\s*\d+(?:\.\d+)?)?(?:\s*(?:\"|inch(?:es)?|in\.|cm|mm|ft|feet))?", re.I),
+        re.compile(_B + r"(?<![/\d.])\d+(?:\.\d+)?(?:\s*(?:\"|in\.?|inch(?:es)?|cm|mm))?\s*[x×]\s*\d+(?:\.\d+)?(?:\s*[x×]\s*\d+(?:\.\d+)?)?(?:\s*(?:\"|inch(?:es)?|in\.|cm|mm|ft|feet))?", re.I),
         lambda m: " ".join(m[0].split()),
     ),
     ("size", _words(NAMED_SIZES), lambda m: _phrase(m[0])),
@@ -138,6 +139,20 @@ def must_haves(features: Iterable[str]) -> tuple[str, ...]:
 def _record_stems(item: Item) -> tuple[str, ...]:
     parts = [item.title, *item.categories, *(v for _, v in item.attributes), item.description]
     return tuple(stems(" . ".join(parts)))
+
+
+# What a shopper states as a wish in their own words: "cross-cut", "8 sheets", "black", "quiet"
+# (not a bare size such as "8.5 x 11", which search matches better than a must-have would).
+_STATED_KINDS = frozenset({"capacity", "pack", "cut", "noise", "colour", "material", "power", "feature", "compatibility"})
+
+
+def stated_features(texts: Iterable[str]) -> list[str]:
+    """The facts the shopper's own phrases state ("an 8-sheet cross-cut one" -> "8 sheets",
+    "cross-cut"), as feature values `has_feature` can check against an item's record."""
+    found: list[str] = []
+    for text in texts:
+        found.extend(f.value for f in _extract(text, "request") if f.kind in _STATED_KINDS)
+    return list(must_haves(found))
 
 
 def has_feature(item: Item, feature: str) -> bool:

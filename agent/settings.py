@@ -86,16 +86,28 @@ class Settings(BaseSettings, StorePaths):
     llm_score_dtype: Literal["float32", "bfloat16", "auto"] = Field(
         default="auto", description="transformers engine: dtype of one-pass label scoring; auto = bfloat16 where the CPU has native bf16 (2.5x faster there)."
     )
+    llm_ranker_adapter: Path | None = Field(
+        default=None,
+        description="LoRA adapter folder for one-pass re-ranking (aisle train ranker); default: home/adapters/ranker-<catalog> "
+        "when it exists and was trained on the current base model (agent.train.ranker.ranker_adapter_path).",
+    )
 
     # --- recommending (every tuning knob of the pipeline; components get them passed down) ---
     k: int = Field(default=5, ge=1, le=20, description="Items shown per answer.")
-    rank_mode: Literal["onepass", "listwise", "none"] = Field(default="onepass", description="LLM re-ranking: one forward pass over letters, generated JSON list, or none.")
+    rank_mode: Literal["onepass", "listwise", "none"] = Field(
+        default="none",
+        description="LLM re-ranking blended into the ranking: one forward pass over letters, generated JSON list, or none (the default: the learned ranker "
+        "orders; the packaged model's score carries no signal, see `aisle eval ranking`).",
+    )
     n_candidates: int = Field(default=20, ge=1, le=100, description="Candidates the recommender fuses and ranks (recommend command, evals).")
     chat_candidates: int = Field(default=10, ge=1, le=100, description="Candidates per chat turn (fewer: the turn stays under ~2 s on a CPU).")
     n_orders: int = Field(default=1, ge=1, le=8, description="Candidate orders averaged by one-pass re-ranking.")
     calibrate: bool = Field(default=True, description="Divide one-pass label probabilities by the content-free prior (position bias).")
     llm_weight: float = Field(default=0.5, ge=0.0, le=1.0, description="Weight of the LLM score against the retrieval score.")
-    collab: Literal["auto", "sasrec", "cooc", "none"] = Field(default="auto", description="Collaborative candidates: auto = SASRec when trained, else co-occurrence.")
+    collab: Literal["auto", "rrf", "none"] = Field(
+        default="auto",
+        description="How a shopper's history ranks (agent/recommend/ltr.py): auto = every candidate source + the learned ranker (RRF until `aisle train models`), rrf = sources fused by RRF, none = no history signal.",
+    )
 
     # --- serving many shoppers (agent/engines/scheduler.py, agent/entrypoints/api.py) ---
     llm_slots: int = Field(default=1, ge=1, le=256, description="LLM calls run at once (1 for a CPU engine; more for a vLLM server that batches).")
@@ -108,6 +120,10 @@ class Settings(BaseSettings, StorePaths):
     llm_reasons: bool = Field(default=False, description="Chat reasons written by the LLM (grounding-checked) instead of from catalog fields.")
     llm_extract: bool | None = Field(default=None, description="LLM reading of constraints; default: on only for a model you chose.")
     llm_intro: bool = Field(default=False, description="Let the LLM write a one-line opener (checked before it is shown).")
+
+    learn_from_sessions: bool = Field(
+        default=True, description="Record a shopper's thumbs-up as history of a registered (non built-in) catalog, for the next `aisle train models`."
+    )
 
     # --- sessions (agent/chat/store.py) ---
     sessions_url: str | None = Field(

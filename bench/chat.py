@@ -37,7 +37,7 @@ SCRIPTS: dict[str, list[list[str]]] = {
     "amazon-office-2014": [
         ["black gel pens", "not that brand", "show me more", "what brand is the second one?", "why the first?"],
         ["a heavy duty stapler, not Swingline", "more like the first one", "I don't like the second one", "tell me about the third one", "start over"],
-        ["a label maker by Brother", "show me more", "how much is the first one?", "I like the second one", "thanks!"],
+        ["a label maker by Brother", "I like the second one", "show me more", "how much is the first one?", "thanks!"],  # the like ranks "show me more" (ranking stage)
         ["ink for my HP printer", "show me more", "not that brand", "why the second one?", "show me more"],
         ["a cordless phone", "with an answering machine", "not that brand", "what category is the first one?", "show me more"],
     ],
@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=50)
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: AISLE_LLM_THREADS or torch's own)")
-    parser.add_argument("--rank-mode", default="onepass", choices=["onepass", "listwise", "none"])
+    parser.add_argument("--rank-mode", default=None, choices=["onepass", "listwise", "none"], help="LLM re-ranking blend (default: the settings', none)")
     parser.add_argument("--llm-reasons", action="store_true", help="LLM reasons for every item (slow on CPU)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "chat.json")
     args = parser.parse_args()
@@ -104,6 +104,7 @@ def main() -> None:
         settings = settings.model_copy(update={"llm_threads": args.threads})
     tmp = Path(tempfile.mkdtemp(prefix="aisle-bench-chat-"))
     agent = Agent(settings, store=SessionStore(tmp / "sessions.sqlite"), rank_mode=args.rank_mode, llm_reasons=args.llm_reasons)
+    args.rank_mode = agent.rank_mode
     t = time.perf_counter()
     agent.warm_up(args.catalog)
     run_conversation(agent, args.catalog, ["hello", "a desk lamp", "why the first?"])  # warm caches (JSON tokenizer, first forward)

@@ -74,7 +74,7 @@ def main() -> None:
     settings = Settings()
     t_start = time.perf_counter()
     engine = make_engine(settings)
-    rec = Recommender(settings, "amazon-office-2014", engine=engine, n_candidates=args.candidates, collab="cooc")
+    rec = Recommender(settings, "amazon-office-2014", engine=engine, n_candidates=args.candidates, collab="rrf")
     histories, targets = leave_one_out(load_interactions(settings, "amazon-office-2014"))
     prompt = args.prompt or resolve_prompt("rerank_onepass", {})
     scorer = CountingCache(engine)

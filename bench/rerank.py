@@ -168,7 +168,7 @@ def main() -> None:
     t_start = time.perf_counter()
     engine = make_engine(settings)
     prompts = {k: v for k, v in {"reason": args.reason_prompt, "rerank_onepass": args.onepass_prompt}.items() if v}
-    rec = Recommender(settings, "amazon-office-2014", engine=engine, n_candidates=args.candidates, collab="cooc", prompts=prompts)
+    rec = Recommender(settings, "amazon-office-2014", engine=engine, n_candidates=args.candidates, collab="rrf", prompts=prompts)
     histories, targets = leave_one_out(load_interactions(settings, "amazon-office-2014"))
     log(f"catalog {rec.catalog.name}: {len(rec.catalog)} items; {len(histories)} users; collaborative model: {rec.collab_name}")
     out: dict = {"cpu_count": os.cpu_count(), "load_avg_start": os.getloadavg(), "model": engine.model_id}

@@ -24,3 +24,8 @@ eval_app.command("copy")(copy_command)
 from evals.simulate import simulate_command  # noqa: E402
 
 eval_app.command("simulate")(simulate_command)
+
+# --- issue #16: reason quality -------------------------------------------------------------------------
+from evals.reasons_eval import reasons_command  # noqa: E402
+
+eval_app.command("reasons")(reasons_command)

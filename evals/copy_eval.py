@@ -12,8 +12,17 @@ Protocol (amazon-office-2018, whose items have human descriptions):
    (b) similarity of the kept copy to the human text (MiniLM cosine, ROUGE-L F1), next to the
    same numbers for the bare title as a reference, (c) rank / Recall@10 / MRR cold vs generated.
 
+Base vs fine-tuned (issue #17): with a copywriter adapter (`--adapter`, or the one `aisle train
+copywriter` left in the home) steps 4-5 run twice on the same items and the same index, first with
+the base model, then with the adapter; the top-level figures stay the base model's and `variants`
+holds both rows ("base", "fine-tuned"). The items are picked by `agent.copy.heldout.select_eval_items`,
+the function the trainer holds out; an adapter trained on this catalog is refused unless it held
+out every evaluated item. On another catalog (`--catalog amazon-office-2014 --adapter <2018 adapter>`)
+items whose title also appears in the training catalog are left out (`--exclude-titles-of`,
+defaulting to the adapter's catalog).
+
 JSON keys (documented, tested): catalog, items, seed, config, engine, timing, generation,
-grounding, similarity, retrieval, per_item, environment.
+grounding, similarity, retrieval, per_item, environment, heldout (ids hash, exclusions), variants.
 """
 
 from __future__ import annotations
@@ -23,7 +32,6 @@ import dataclasses
 import json
 import logging
 import random
-import re
 import statistics
 import tempfile
 import time
@@ -34,50 +42,18 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+# The held-out sample is picked by ONE function shared with `aisle train copywriter`.
+from agent.copy.heldout import MIN_DESCRIPTION_WORDS, MIN_QUERY_WORDS, QUERY_WORDS, description_query, eligible, select_eval_items  # noqa: F401
 from agent.settings import Settings
-from retrieval.catalog import Catalog, Item
-from retrieval.collab import id_sort_key
+from retrieval.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CATALOG = "amazon-office-2018"
 DEFAULT_ITEMS = 200
-QUERY_WORDS = 12
-MIN_QUERY_WORDS = 6
-MIN_DESCRIPTION_WORDS = 25
 SEARCH_DEPTH = 100
-RESULT_KEYS = ("catalog", "items", "seed", "config", "engine", "timing", "generation", "grounding", "similarity", "retrieval", "per_item", "environment")
-
-_WORDS = re.compile(r"[A-Za-z0-9][A-Za-z0-9'&.-]*[A-Za-z0-9]|[A-Za-z0-9]")
-
-
-def description_query(item: Item, n_words: int = QUERY_WORDS) -> str:
-    """A shopper-like query from the human description: its first words that are not title words.
-
-    Title words are removed so the query does not simply re-type the title (which the cold item
-    still has, so it would be found without any copy)."""
-    title_words = {w.lower() for w in _WORDS.findall(item.title)}
-    words = [w for w in _WORDS.findall(item.description) if w.lower() not in title_words]
-    return " ".join(words[:n_words])
-
-
-def eligible(item: Item) -> bool:
-    """A real description: long enough, not a copy of the title, and a usable query remains."""
-    desc = item.description.strip()
-    if len(desc.split()) < MIN_DESCRIPTION_WORDS:
-        return False
-    if desc.lower().startswith(item.title.lower()) and len(desc) < len(item.title) + 40:
-        return False
-    return len(description_query(item).split()) >= MIN_QUERY_WORDS
-
-
-def select_eval_items(catalog: Catalog, n: int, seed: int) -> list[Item]:
-    """N eligible items, sampled with `seed` from the sorted ids (same seed, same sample)."""
-    pool = sorted((i for i, it in catalog.items.items() if eligible(it)), key=id_sort_key)
-    if len(pool) < n:
-        raise ValueError(f"only {len(pool)} items of {catalog.name} have a usable description; ask for --items {len(pool)} or fewer")
-    rng = random.Random(seed)
-    return [catalog.items[i] for i in sorted(rng.sample(pool, n), key=id_sort_key)]
+RESULT_KEYS = ("catalog", "items", "seed", "config", "engine", "timing", "generation", "grounding", "similarity", "retrieval", "per_item", "environment",
+               "heldout", "variants")
 
 
 def hide_descriptions(catalog: Catalog, ids: Sequence[str], *, pool: int | None = None, seed: int = 0) -> Catalog:
@@ -123,85 +99,12 @@ def _mean(values: Sequence[float]) -> float | None:
     return round(statistics.fmean(values), 4) if values else None
 
 
-def run_copy_eval(
-    settings: Settings,
-    *,
-    catalog_name: str = DEFAULT_CATALOG,
-    n_items: int = DEFAULT_ITEMS,
-    seed: int = 0,
-    batch_size: int = 16,
-    max_tokens: int | None = None,
-    prompt: str | None = None,
-    pool: int | None = None,
-    engine: Any = None,
-    progress: bool = True,
-    work_dir: Path | None = None,
-) -> dict[str, Any]:
-    """Run the protocol above and return the result dict (see RESULT_KEYS).
-
-    `work_dir`: keep the eval's AISLE_HOME (Chroma store) there instead of a temporary folder, so a
-    re-run re-embeds only the eval items (the index is incremental) instead of the whole catalog.
-    The overlay in it is always started afresh."""
-    from rouge_score import rouge_scorer
-
-    from agent.copy.writer import DEFAULT_MAX_TOKENS, DEFAULT_PROMPT, Copywriter, describe_catalog
-    from agent.engines import make_engine
-    from evals.report import environment, git_state
-    from retrieval.embed import Embedder
-    from retrieval.index import CatalogIndex, make_chroma_client
-    from retrieval.overlay import apply_overlay, overlay_path, read_overlay
-    from retrieval.registry import load_catalog
-    from retrieval.search import HybridSearcher
-
-    max_tokens = max_tokens or DEFAULT_MAX_TOKENS
-    prompt = prompt or DEFAULT_PROMPT
-    timing: dict[str, float] = {}
-    t0 = time.perf_counter()
-    source = load_catalog(settings, catalog_name)
-    items = select_eval_items(source, n_items, seed)
-    ids = [it.id for it in items]
-    human = {it.id: it.description for it in items}
-    queries = {it.id: description_query(it) for it in items}
-    cold = hide_descriptions(source, ids, pool=pool, seed=seed)
-
-    own_engine = engine is None
-    engine = engine or make_engine(settings)  # built from the real home: reuses the converted model
-    embedder = Embedder.from_settings(settings)
-    with contextlib.ExitStack() as stack:
-        tmp = work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aisle-copy-eval-")))
-        tmp_settings = settings.model_copy(update={"home": Path(tmp), "chroma_url": None})
-        overlay_path(tmp_settings, cold.name).unlink(missing_ok=True)
-        index = CatalogIndex(make_chroma_client(tmp_settings), cold.name, embedder)
-        t = time.perf_counter()
-        index.sync(cold, progress=progress)
-        timing["index_cold_s"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        searcher = HybridSearcher(cold, index, embedder)
-        cold_ranks = {i: _rank(searcher, i, queries[i], SEARCH_DEPTH) for i in ids}
-        timing["search_cold_s"] = time.perf_counter() - t
-
-        writer = Copywriter.for_catalog(engine, source, prompt=prompt, max_tokens=max_tokens)
-        path = overlay_path(tmp_settings, cold.name)
-        report = describe_catalog(cold, writer, path, ids=ids, batch_size=batch_size, progress=progress, keep_results=True)
-        timing["generate_s"] = report.elapsed_s
-        records = read_overlay(path)
-        warm = apply_overlay(cold, records)
-        t = time.perf_counter()
-        sync = index.sync(warm, progress=progress)
-        timing["reindex_s"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        searcher = HybridSearcher(warm, index, embedder)
-        warm_ranks = {i: _rank(searcher, i, queries[i], SEARCH_DEPTH) for i in ids}
-        timing["search_generated_s"] = time.perf_counter() - t
-        del searcher, index  # release the Chroma store before the temp folder goes
-
+def _variant(label, engine, adapter_info, *, report, records_count, writer, ids, source, human, cold_ranks, warm_ranks, sync, embedder, scorer, index_size, queries) -> dict[str, Any]:
+    """generation / grounding / similarity / retrieval / per_item for one copywriter (base or fine-tuned)."""
     results = {r.item_id: r for r in report.results}
     kept = [i for i in ids if i in results and results[i].usable and results[i].copy]
 
     # (b) similarity to the human description, with the bare title as a reference point
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     cos: dict[str, float] = {}
     rouge: dict[str, float] = {}
     title_cos: dict[str, float] = {}
@@ -224,8 +127,6 @@ def run_copy_eval(
     still_flagged = [r for r in generated if r.status == "dropped" and any(not p.startswith("format:") for p in r.unsupported)]
     problem_kinds = Counter(p.split(" ", 1)[0].strip("'\"") for r in generated for p in r.first_unsupported)
 
-    cold_list = [cold_ranks[i] for i in ids]
-    warm_list = [warm_ranks[i] for i in ids]
     per_item = []
     for i in ids:
         r = results.get(i)
@@ -244,16 +145,10 @@ def run_copy_eval(
             "rank_cold": cold_ranks[i],
             "rank_generated": warm_ranks[i],
         })
-    timing["total_s"] = time.perf_counter() - t0
-    result = {
-        "catalog": catalog_name,
-        "items": len(ids),
-        "seed": seed,
-        "config": {"prompt": prompt, "max_tokens": max_tokens, "batch_size": batch_size, "pool": pool, "search_depth": SEARCH_DEPTH,
-                   "retry_temperature": writer.retry_temperature,
-                   "query": f"first {QUERY_WORDS} words of the human description minus title words", "git": git_state()},
+    return {
+        "label": label,
         "engine": {"name": engine.name, "model": engine.model_id},
-        "timing": {k: round(v, 1) for k, v in timing.items()},
+        "adapter": adapter_info,
         "generation": {
             "generated": report.generated, "ok": report.ok, "regenerated_ok": report.regenerated_ok, "dropped": report.dropped,
             "errors": report.errors, "bad_items": report.bad_items, "items_per_s": round(report.items_per_s, 3),
@@ -279,19 +174,184 @@ def run_copy_eval(
         "retrieval": {
             "k": 10,
             "reembedded": sync.updated + sync.added,
-            "index_size": len(cold),
-            "cold": retrieval_metrics(cold_list),
-            "generated": retrieval_metrics(warm_list),
+            "index_size": index_size,
+            "cold": retrieval_metrics([cold_ranks[i] for i in ids]),
+            "generated": retrieval_metrics([warm_ranks[i] for i in ids]),
             "kept_only": {
                 "cold": retrieval_metrics([cold_ranks[i] for i in kept]),
                 "generated": retrieval_metrics([warm_ranks[i] for i in kept]),
             },
         },
+        "timing": {"generate_s": round(report.elapsed_s, 1)},
         "per_item": per_item,
-        "environment": environment(),
     }
-    if own_engine:
-        engine.close()
+
+
+def check_adapter_split(adapter: Any, catalog_name: str, ids: Sequence[str]) -> dict[str, Any] | None:
+    """The adapter's training split as recorded in its metadata; raises ValueError when the adapter
+    was trained on `catalog_name` and any evaluated item is outside its held-out set."""
+    from agent.train.lora import read_metadata
+
+    if not isinstance(adapter, Path):
+        return None
+    meta = read_metadata(adapter) or {}
+    heldout = meta.get("heldout")
+    if not heldout:
+        return None
+    if heldout.get("catalog") == catalog_name:
+        outside = [i for i in ids if i not in set(heldout.get("ids") or [])]
+        if outside:
+            raise ValueError(
+                f"{len(outside)} evaluated items (e.g. {outside[:3]}) were not held out when {adapter} was trained "
+                f"(held out: --items {heldout.get('n')} --seed {heldout.get('seed')}); evaluate with those, or retrain with matching --eval-items/--seed"
+            )
+    return heldout
+
+
+def run_copy_eval(
+    settings: Settings,
+    *,
+    catalog_name: str = DEFAULT_CATALOG,
+    n_items: int = DEFAULT_ITEMS,
+    seed: int = 0,
+    batch_size: int = 16,
+    max_tokens: int | None = None,
+    prompt: str | None = None,
+    pool: int | None = None,
+    engine: Any = None,
+    progress: bool = True,
+    work_dir: Path | None = None,
+    adapter: Path | str | None = None,
+    tuned_engine: Any = None,
+    exclude_titles_of: str | None = None,
+) -> dict[str, Any]:
+    """Run the protocol above and return the result dict (see RESULT_KEYS).
+
+    `adapter` (a copywriter LoRA folder) or `tuned_engine` (an engine already carrying one): also
+    run the fine-tuned copywriter on the same items, after the base model, in the same index; the
+    top-level generation/grounding/similarity/retrieval/per_item stay the base model's and
+    `variants` holds both ("base", "fine-tuned"). An adapter trained on this catalog must have held
+    out every evaluated item (its metadata is checked); an adapter trained on another catalog
+    excludes that catalog's titles by default (`exclude_titles_of`: leave out items whose title
+    also appears in that catalog).
+
+    `work_dir`: keep the eval's AISLE_HOME (Chroma store) there instead of a temporary folder, so a
+    re-run re-embeds only the eval items (the index is incremental) instead of the whole catalog.
+    The overlay in it is always started afresh."""
+    from rouge_score import rouge_scorer
+
+    from agent.copy.heldout import ids_hash, items_with_titles_of
+    from agent.copy.writer import DEFAULT_MAX_TOKENS, DEFAULT_PROMPT, Copywriter, describe_catalog
+    from agent.engines import make_engine
+    from agent.train.copywriter import adapter_record
+    from evals.report import environment, git_state
+    from retrieval.embed import Embedder
+    from retrieval.index import CatalogIndex, make_chroma_client
+    from retrieval.overlay import apply_overlay, overlay_path, read_overlay
+    from retrieval.registry import load_catalog
+    from retrieval.search import HybridSearcher
+
+    max_tokens = max_tokens or DEFAULT_MAX_TOKENS
+    prompt = prompt or DEFAULT_PROMPT
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    source = load_catalog(settings, catalog_name)
+    trained_on = None
+    if isinstance(adapter, Path):
+        from agent.train.lora import read_metadata
+
+        trained_on = (read_metadata(adapter) or {}).get("catalog")
+        if exclude_titles_of is None and trained_on and trained_on != catalog_name:
+            exclude_titles_of = trained_on
+            log.info("adapter trained on %s: leaving out items whose title is also in %s", trained_on, trained_on)
+    excluded: set[str] = set()
+    if exclude_titles_of:
+        excluded = items_with_titles_of(source, load_catalog(settings, exclude_titles_of))
+    items = select_eval_items(source, n_items, seed, exclude=excluded)
+    ids = [it.id for it in items]
+    adapter_split = check_adapter_split(adapter, catalog_name, ids) if adapter is not None else None
+    human = {it.id: it.description for it in items}
+    queries = {it.id: description_query(it) for it in items}
+    cold = hide_descriptions(source, ids, pool=pool, seed=seed)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+
+    # (label, engine factory, owns the engine, adapter record)
+    runs: list[tuple[str, Any, bool, Any]] = [("base", (lambda: engine) if engine is not None else (lambda: make_engine(settings)), engine is None, None)]
+    if tuned_engine is not None:
+        runs.append(("fine-tuned", lambda: tuned_engine, False, adapter_record(getattr(tuned_engine, "adapter", None) or adapter)))
+    elif adapter is not None:
+        runs.append(("fine-tuned", lambda: make_engine(settings, adapter=adapter), True, adapter_record(adapter)))
+    embedder = Embedder.from_settings(settings)
+    variants: dict[str, dict[str, Any]] = {}
+    writer = None
+    with contextlib.ExitStack() as stack:
+        tmp = work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="aisle-copy-eval-")))
+        tmp_settings = settings.model_copy(update={"home": Path(tmp), "chroma_url": None})
+        index = CatalogIndex(make_chroma_client(tmp_settings), cold.name, embedder)
+        t = time.perf_counter()
+        index.sync(cold, progress=progress)
+        timing["index_cold_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        searcher = HybridSearcher(cold, index, embedder)
+        cold_ranks = {i: _rank(searcher, i, queries[i], SEARCH_DEPTH) for i in ids}
+        timing["search_cold_s"] = time.perf_counter() - t
+
+        for label, factory, owns, adapter_info in runs:
+            run_engine = factory()  # built from the real home: reuses the converted model
+            try:
+                writer = Copywriter.for_catalog(run_engine, source, prompt=prompt, max_tokens=max_tokens)
+                path = overlay_path(tmp_settings, cold.name)
+                path.unlink(missing_ok=True)  # each copywriter starts from the cold catalog
+                report = describe_catalog(cold, writer, path, ids=ids, batch_size=batch_size, progress=progress, keep_results=True, adapter=adapter_info)
+            finally:
+                if owns:
+                    run_engine.close()
+            records = read_overlay(path)
+            warm = apply_overlay(cold, records)
+            t = time.perf_counter()
+            sync = index.sync(warm, progress=progress)  # re-embeds only the items whose text changed
+            reindex_s = time.perf_counter() - t
+            t = time.perf_counter()
+            searcher = HybridSearcher(warm, index, embedder)
+            warm_ranks = {i: _rank(searcher, i, queries[i], SEARCH_DEPTH) for i in ids}
+            search_s = time.perf_counter() - t
+            variants[label] = _variant(label, run_engine, adapter_info, report=report, records_count=len(records), writer=writer, ids=ids, source=source,
+                                       human=human, cold_ranks=cold_ranks, warm_ranks=warm_ranks, sync=sync, embedder=embedder, scorer=scorer,
+                                       index_size=len(cold), queries=queries)
+            variants[label]["timing"].update({"reindex_s": round(reindex_s, 1), "search_generated_s": round(search_s, 1)})
+            if label == "base":
+                timing["generate_s"] = report.elapsed_s
+                timing["reindex_s"] = reindex_s
+                timing["search_generated_s"] = search_s
+            else:
+                timing[f"generate_{label}_s"] = report.elapsed_s
+        del searcher, index  # release the Chroma store before the temp folder goes
+
+    base = variants["base"]
+    timing["total_s"] = time.perf_counter() - t0
+    result = {
+        "catalog": catalog_name,
+        "items": len(ids),
+        "seed": seed,
+        "config": {"prompt": prompt, "max_tokens": max_tokens, "batch_size": batch_size, "pool": pool, "search_depth": SEARCH_DEPTH,
+                   "retry_temperature": writer.retry_temperature if writer else None,
+                   "query": f"first {QUERY_WORDS} words of the human description minus title words", "git": git_state()},
+        "engine": base["engine"],
+        "timing": {k: round(v, 1) for k, v in timing.items()},
+        "generation": base["generation"],
+        "grounding": base["grounding"],
+        "similarity": base["similarity"],
+        "retrieval": base["retrieval"],
+        "per_item": base["per_item"],
+        "environment": environment(),
+        "heldout": {
+            "function": "agent.copy.heldout.select_eval_items", "ids_hash": ids_hash(ids), "excluded_titles_of": exclude_titles_of,
+            "excluded_items": len(excluded), "adapter_trained_on": trained_on,
+            "adapter_heldout_ids_hash": (adapter_split or {}).get("ids_hash"),
+        },
+        "variants": {label: {k: v for k, v in var.items() if k != "per_item" or label != "base"} for label, var in variants.items()},
+    }
     return result
 
 
@@ -304,30 +364,47 @@ def _f(value: Any, digits: int = 3) -> str:
 
 
 def format_report(result: dict[str, Any]) -> str:
-    """The result as a few plain-text tables."""
-    g, gr, s, r, t = result["generation"], result["grounding"], result["similarity"], result["retrieval"], result["timing"]
+    """The result as a few plain-text tables; one row per copywriter ("base", "fine-tuned")."""
+    variants = result.get("variants") or {"base": {k: result[k] for k in ("engine", "generation", "grounding", "similarity", "retrieval")}}
+    base = variants.get("base") or next(iter(variants.values()))
+    r, t = base["retrieval"], result["timing"]
+    held = result.get("heldout") or {}
     lines = [
-        f"copy eval: {result['catalog']}, {result['items']} items (seed {result['seed']}), "
-        f"{result['engine']['name']} / {result['engine']['model']}, prompt {result['config']['prompt']}",
-        "",
-        "generation      ok  regen-ok  dropped  errors  kept   items/s",
-        f"                {g['ok']:<3} {g['regenerated_ok']:<9} {g['dropped']:<8} {g['errors']:<7} {_f(g['kept_share'], 2):<6} {_f(g['items_per_s'])}",
-        "",
-        "grounding (share of drafts with an unsupported claim)",
-        f"  first draft: {_f(gr['unsupported_share_before'])} (of {gr['drafts_parsed_first_try']} parsed; {_f(gr['format_error_share_first_try'])} unparseable)",
-        f"  after one regeneration: {_f(gr['unsupported_share_after'])}   in kept copy: {_f(gr['unsupported_share_in_kept_copy'])}",
-        "  first-draft problem kinds: " + ", ".join(f"{k} {v}" for k, v in list(gr["problem_kinds_first_try"].items())[:8]),
-        "",
-        f"similarity to the human description (kept copy, n={s['n']})   generated   title only",
-        f"  MiniLM cosine                                      {_f(s['embedding_cosine_mean']):<11} {_f(s['title_only_cosine_mean'])}",
-        f"  ROUGE-L F1                                         {_f(s['rougeL_f_mean']):<11} {_f(s['title_only_rougeL_f_mean'])}",
-        "",
-        f"retrieval of the item by a query from its hidden description ({r['index_size']} items indexed, {r['reembedded']} re-embedded)",
-        "                       Recall@1  Recall@10  MRR     median rank",
+        f"copy eval: {result['catalog']}, {result['items']} items (seed {result['seed']}), prompt {result['config']['prompt']}",
     ]
-    for label, m in (("cold (title only)", r["cold"]), ("with generated copy", r["generated"]),
-                     ("kept only: cold", r["kept_only"]["cold"]), ("kept only: generated", r["kept_only"]["generated"])):
-        lines.append(f"  {label:<21}{_f(m.get('recall@1')):<10}{_f(m.get('recall@10')):<11}{_f(m.get('mrr')):<8}{_f(m.get('median_rank'), 1)}")
+    for label, v in variants.items():
+        lines.append(f"  {label}: {v['engine']['name']} / {v['engine']['model']}" + (f" (adapter fingerprint {v['adapter'].get('fingerprint')})" if v.get("adapter") else ""))
+    if held.get("excluded_titles_of"):
+        lines.append(f"  left out {held['excluded_items']} items whose title is also in {held['excluded_titles_of']}")
+    lines += ["", "generation      ok   regen-ok  dropped  errors  kept   items/s"]
+    for label, v in variants.items():
+        g = v["generation"]
+        lines.append(f"  {label:<12}  {g['ok']:<4} {g['regenerated_ok']:<9} {g['dropped']:<8} {g['errors']:<7} {_f(g['kept_share'], 2):<6} {_f(g['items_per_s'])}")
+    lines += ["", "grounding (share of drafts with an unsupported claim)"]
+    for label, v in variants.items():
+        gr = v["grounding"]
+        lines += [
+            f"  {label}: first draft {_f(gr['unsupported_share_before'])} (of {gr['drafts_parsed_first_try']} parsed; {_f(gr['format_error_share_first_try'])} unparseable); "
+            f"after one regeneration {_f(gr['unsupported_share_after'])}; in kept copy {_f(gr['unsupported_share_in_kept_copy'])}",
+            "    first-draft problem kinds: " + ", ".join(f"{k} {v}" for k, v in list(gr["problem_kinds_first_try"].items())[:8]),
+        ]
+    lines += ["", "similarity to the human description (kept copy)   n     generated   title only"]
+    for label, v in variants.items():
+        s = v["similarity"]
+        lines.append(f"  {label:<12} MiniLM cosine                    {s['n']:<5} {_f(s['embedding_cosine_mean']):<11} {_f(s['title_only_cosine_mean'])}")
+        lines.append(f"  {label:<12} ROUGE-L F1                       {s['n']:<5} {_f(s['rougeL_f_mean']):<11} {_f(s['title_only_rougeL_f_mean'])}")
+    lines += [
+        "",
+        f"retrieval of the item by a query from its hidden description ({r['index_size']} items indexed)",
+        "                                  Recall@1  Recall@10  MRR     median rank",
+    ]
+    rows = [("cold (title only)", r["cold"])]
+    for label, v in variants.items():
+        vr = v["retrieval"]
+        rows += [(f"{label}: with generated copy", vr["generated"]), (f"{label}: kept only: cold", vr["kept_only"]["cold"]),
+                 (f"{label}: kept only: generated", vr["kept_only"]["generated"])]
+    for label, m in rows:
+        lines.append(f"  {label:<32}{_f(m.get('recall@1')):<10}{_f(m.get('recall@10')):<11}{_f(m.get('mrr')):<8}{_f(m.get('median_rank'), 1)}")
     lines += ["", "timing (s): " + ", ".join(f"{k} {v}" for k, v in t.items())]
     return "\n".join(lines)
 
@@ -343,16 +420,26 @@ def copy_command(
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt template, e.g. describe.v1.")] = None,
     pool: Annotated[Optional[int], typer.Option("--pool", min=0, help="Index only the eval items + this many others (quick runs); default: whole catalog.")] = None,
     work_dir: Annotated[Optional[Path], typer.Option("--work-dir", help="Keep the eval's index here (re-runs re-embed only the eval items); default: a temporary folder.")] = None,
+    adapter: Annotated[Optional[Path], typer.Option("--adapter", help="Copywriter LoRA adapter to compare with the base model (row 'fine-tuned'); default: <home>/adapters/copywriter-<catalog> when it fits.")] = None,
+    no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Only the base model (no 'fine-tuned' row).")] = False,
+    exclude_titles_of: Annotated[Optional[str], typer.Option("--exclude-titles-of", help="Leave out items whose title also appears in this catalog (default: the adapter's training catalog when it is another one).")] = None,
 ) -> None:
-    """Hide human descriptions, generate copy, and measure grounding, similarity and retrieval."""
+    """Hide human descriptions, generate copy, and measure grounding, similarity and retrieval;
+    base model and fine-tuned copywriter (when an adapter is given or found) on the same items."""
     from agent.engines.base import EngineError
     from agent.prompts import PromptError
+    from agent.train.copywriter import resolve_copy_adapter
     from retrieval.catalog import CatalogError
 
     settings = ctx.obj if isinstance(getattr(ctx, "obj", None), Settings) else Settings()
+    if adapter is not None and no_adapter:
+        typer.secho("error: --adapter and --no-adapter exclude each other", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2)
     try:
+        chosen = resolve_copy_adapter(settings, catalog, adapter, use_adapter=not no_adapter)
         result = run_copy_eval(settings, catalog_name=catalog, n_items=items, seed=seed, batch_size=batch_size,
-                               max_tokens=max_tokens, prompt=prompt, pool=pool, work_dir=work_dir)
+                               max_tokens=max_tokens, prompt=prompt, pool=pool, work_dir=work_dir, adapter=chosen,
+                               exclude_titles_of=exclude_titles_of)
     except (CatalogError, EngineError, PromptError, FileNotFoundError, ValueError) as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from exc

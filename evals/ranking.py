@@ -59,6 +59,9 @@ class RankingConfig:
     reason_users: int = 5  # users whose top-k also get reasons (grounding rate), first LLM variant only
     reason_k: int = 3
     sasrec: bool = True
+    stage: bool = True  # every source, union + RRF, union + learned ranker (evals.ranking_stage)
+    llm_stage: bool = True  # the LLM stage rows (base model; fine-tuned when `aisle train ranker` made an adapter)
+    llm_stage_users: int = 1000  # val users that train and gate the LLM stage (only those with their item in the top 20 are scored)
     baselines: bool = True
     pipeline: bool = True
     out: Path = field(default_factory=lambda: Path("eval-out/ranking"))
@@ -152,6 +155,7 @@ def run_ranking_eval(settings: Settings, cfg: RankingConfig, *, engine: Any = No
         }
 
     # --- full-catalog baselines ---
+    serve_models = None
     if cfg.baselines:
         t0 = time.perf_counter()
         pop = PopularityRecommender(item_ids).fit(histories)
@@ -161,24 +165,19 @@ def run_ranking_eval(settings: Settings, cfg: RankingConfig, *, engine: Any = No
             ("popularity", "Popularity", pop, {"fit_s": round(fit_s, 2)}),
             ("cooccurrence", "Item co-occurrence", cooc, {"fit_s": round(fit_s, 2)}),
         ]
-        if cfg.sasrec:
-            try:
-                from retrieval.sasrec import load_or_train_sasrec, sasrec_path
+        if cfg.sasrec or cfg.stage:
+            from agent.recommend.ltr import SourceModels
 
-                cached = sasrec_path(settings, cfg.catalog).is_file()
-                t0 = time.perf_counter()
-                sasrec = load_or_train_sasrec(settings, cfg.catalog, progress=cfg.progress)
-                models.append(
-                    (
-                        "sasrec",
-                        "SASRec",
-                        sasrec,
-                        {"fit_s": round(time.perf_counter() - t0, 1), "cached_model": cached, "best_epoch": sasrec.report.best_epoch, "val_ndcg10": sasrec.report.best_val_ndcg10},
-                    )
-                )
-            except Exception as exc:  # missing torch weights, a data change mid-training...
-                notes.append(f"SASRec skipped: {type(exc).__name__}: {exc}")
-                log.warning("SASRec skipped: %s", exc)
+            t0 = time.perf_counter()
+            # The serving models: trained before each user's second-to-last item, refitted on all
+            # but the last (agent.recommend.ltr.SourceModels); never the evaluated item.
+            serve_models = SourceModels.load(settings, cfg.catalog, train=True, split="serve", progress=cfg.progress)
+            load_s = time.perf_counter() - t0
+            if cfg.sasrec and serve_models.sasrec is not None:
+                sasrec = serve_models.sasrec
+                models.append(("sasrec", "SASRec", sasrec, {"fit_s": round(sasrec.report.seconds, 1), "load_or_train_s": round(load_s, 1), "epochs": sasrec.report.epochs_run}))
+            elif cfg.sasrec:
+                notes.append("SASRec skipped: it could not be loaded or trained (see the log)")
         for name, label, model, extra in models:
             tally = Tally(name, catalog.items)
             seconds[name] = _run_per_user(
@@ -198,6 +197,18 @@ def run_ranking_eval(settings: Settings, cfg: RankingConfig, *, engine: Any = No
             tally, users, lambda u: [h.item.id for h in searcher.similar(histories[u], DEPTH)], desc="Embedding similarity", progress=cfg.progress
         )
         record("similar", tally, "Embedding similarity to history", "baseline", "full catalog")
+
+    stage_meta: dict[str, Any] = {}
+    if cfg.stage and searcher is not None:
+        from evals.ranking_stage import run_stage_rows
+
+        if serve_models is None:
+            from agent.recommend.ltr import SourceModels
+
+            serve_models = SourceModels.load(settings, cfg.catalog, train=True, split="serve", progress=cfg.progress)
+        stage_meta = run_stage_rows(
+            settings, cfg, catalog, searcher, users, histories, user_targets, record, seconds, notes, serve_models=serve_models, engine=engine, all_targets=targets
+        )
 
     pipeline_meta: dict[str, Any] = {}
     if cfg.pipeline and searcher is not None:
@@ -232,13 +243,64 @@ def run_ranking_eval(settings: Settings, cfg: RankingConfig, *, engine: Any = No
         },
         "systems": systems,
         "candidate_recall": ceiling,
+        "stage": stage_meta,
+        "cold": _cold_metrics(systems, tallies, users, histories, user_targets),
+        "headline": None,
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "total_seconds": None,
         "notes": notes,
     }
+    result["headline"] = headline(result)
     result["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write_ranking_outputs(result, {n: t.latency_ms for n, t in tallies.items()}, cfg.out)
     return result
+
+
+def _cold_metrics(systems: dict[str, Any], tallies: dict[str, Tally], users: Sequence[str], histories: dict[str, list[str]], targets: dict[str, str]) -> dict[str, Any]:
+    """NDCG@10 / Recall@20 of every system on cold-item users (held-out item with <= 2 training interactions)."""
+    from evals.ranking_stage import COLD_MAX, cold_users
+
+    cold = cold_users(users, histories, targets)
+    out: dict[str, Any] = {"max_count": COLD_MAX, "users": len(cold), "systems": {}}
+    if not cold:
+        return out
+    for name, tally in tallies.items():
+        metrics = evaluate_rankings({u: targets[u] for u in cold}, tally.rankings, ("ndcg@10", "recall@20"))
+        out["systems"][name] = {"label": systems[name]["label"], **metrics}
+    return out
+
+
+BASELINES = ("popularity", "cooccurrence", "sasrec", "similar")
+
+
+def headline(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The full pipeline (learned ranker, plus the LLM stage where its gate kept it) against the
+    best baseline of the same run, on NDCG@10."""
+    systems = result["systems"]
+    if "union:ltr" not in systems:
+        return None
+    base = {k: systems[k]["metrics"]["ndcg@10"]["mean"] for k in BASELINES if k in systems}
+    if not base:
+        return None
+    best = max(base, key=base.get)
+    pipeline, llm_rows = "union:ltr", {}
+    for key, info in (result.get("stage", {}).get("llm_stage") or {}).items():
+        if isinstance(info, dict) and "gate" in info:
+            row = f"union:ltr+{key}"
+            llm_rows[row] = systems.get(row, {}).get("metrics", {}).get("ndcg@10", {}).get("mean")
+            if info["gate"].get("kept"):
+                pipeline = row
+    value = systems[pipeline]["metrics"]["ndcg@10"]["mean"]
+    ltr = systems["union:ltr"]["metrics"]["ndcg@10"]["mean"]
+    return {
+        "pipeline": pipeline,
+        "pipeline_ndcg10": value,
+        "best_baseline": best,
+        "best_baseline_ndcg10": base[best],
+        "ratio": round(value / base[best], 3) if base[best] > 0 else None,
+        "llm_rows_forced_ndcg10": llm_rows,
+        "llm_never_lowers": value >= ltr,
+    }
 
 
 def _run_pipeline(
@@ -268,8 +330,8 @@ def _run_pipeline(
         "model_id": getattr(engine, "model_id", None) if engine is not None else None,
         "prompt_fingerprints": {p: prompt_fingerprint(p) for p in cfg.prompts},
     }
-    variants: list[tuple[str, str, str, str | None]] = [("pipeline:none", "Pipeline, no re-rank (candidates)", "none", None)]
-    variants += [(f"pipeline:{p}", f"Pipeline + LLM {p}", modes[p], p) for p in cfg.prompts]
+    variants: list[tuple[str, str, str, str | None]] = [("pipeline:none", "Recommender, no LLM blend", "none", None)]
+    variants += [(f"pipeline:{p}", f"Recommender + LLM blend {p}", modes[p], p) for p in cfg.prompts]
     reason_users = list(users[: cfg.reason_users])
     reasons_done = False
     llm_users: list[str] = list(users)
@@ -306,7 +368,7 @@ def _run_pipeline(
             extra["reasons_latency"] = _measure_reasons(recommender, reason_users, histories, mode, cfg, tally, label)
             seconds[f"{name} (reasons)"] = time.perf_counter() - t_reasons
             reasons_done = True
-        record(name, tally, label, "reference" if mode == "none" else "llm", f"{cfg.n_candidates} candidates", extra)
+        record(name, tally, label, "reference" if mode == "none" else "llm", "full catalog", extra)
         if name == "pipeline:none":
             reference = dict(tally.rankings)
             hit_users = [u for u in users if user_targets[u] in set(tally.rankings.get(u, ()))]
@@ -376,6 +438,64 @@ def _label_for(systems: dict[str, Any], key: str) -> str:
     return systems.get(base, {}).get("label", base) + (f" {suffix}" if suffix else "")
 
 
+def stage_lines(result: dict[str, Any]) -> list[str]:
+    """Markdown for the ranking stage: headline, recall ceilings, cold-item users, gates, importances, training times."""
+    lines: list[str] = []
+    head = result.get("headline")
+    systems = result["systems"]
+    if head:
+        lines += [
+            "## Headline",
+            "",
+            f"Full pipeline (`{head['pipeline']}`) NDCG@10 **{head['pipeline_ndcg10']:.4f}** vs best baseline "
+            f"({systems[head['best_baseline']]['label']}) **{head['best_baseline_ndcg10']:.4f}**: **{head['ratio']}x**. "
+            f"The LLM stage {'never lowers it' if head['llm_never_lowers'] else 'LOWERS it'} "
+            "(the pipeline uses it only where its gate kept it).",
+            "",
+        ]
+    stage = result.get("stage") or {}
+    recall = stage.get("recall")
+    if recall:
+        depths = list(next(iter(recall.values())).keys())
+        lines += ["## Candidate recall ceilings", "", "Share of users whose held-out item is in a source's top N (history excluded); "
+                  f"the union takes each source at its own depth (mean union size {stage.get('union_size_mean')}).", ""]
+        lines.append(rep.md_table(["source", *[f"@{d}" for d in depths]], [[n, *[rep.pct(v.get(d)) for d in depths]] for n, v in recall.items()]))
+        lines.append("")
+    cold = (result.get("stage") or {}).get("cold_all") or result.get("cold") or {}
+    if cold.get("systems"):
+        lines += ["## Cold-item users", "", f"All {cold['users']} users of the catalog whose held-out item has at most {cold['max_count']} training interactions.", ""]
+        lines.append(rep.md_table(["system", "NDCG@10", "Recall@20"], [[c["label"], rep.metric_cell(c["ndcg@10"]), rep.metric_cell(c["recall@20"])] for c in cold["systems"].values()]))
+        lines.append("")
+    ranker = stage.get("ranker")
+    if ranker:
+        imp = sorted(ranker["report"]["importances"].items(), key=lambda kv: -kv[1])
+        lines += ["## Learned ranker", "", f"{ranker['report']['groups']} training users (val split), best iteration {ranker['report']['best_iteration']}, "
+                  f"valid NDCG@10 {ranker['report']['valid_ndcg10']:.4f}. Feature importances (share of total gain), top 12:", ""]
+        lines.append(rep.md_table(["feature", "gain share"], [[n, f"{v:.1%}"] for n, v in imp[:12]]))
+        lines.append("")
+    for key, info in (stage.get("llm_stage") or {}).items():
+        if isinstance(info, dict) and "gate" in info:
+            gate = info["gate"]
+            imp = gate.get("importances", {})
+            lines.append(
+                f"- LLM stage `{key}`: {gate.get('groups')} training groups; on held-out users stage 1 NDCG@10 {gate.get('gate_ndcg10_stage1')} vs "
+                f"with LLM {gate.get('gate_ndcg10_with_llm')} (SE of the difference {gate.get('gate_diff_se')}): "
+                f"**{'kept' if gate.get('kept') else 'dropped'}**. Gain share of llm_score {imp.get('llm_score', 0):.1%}, llm_rank {imp.get('llm_rank', 0):.1%}. "
+                f"Trained and evaluated in {info.get('train_seconds')} s."
+            )
+            same = info.get("same_candidates") or {}
+            if same.get("users"):
+                lines.append(
+                    f"  - On the same top-20 candidates ({same['users']} users whose item is among them), the held-out item's mean rank by the LLM's "
+                    f"score alone is {same['llm_mean_rank']} (NDCG@10 {same['llm_ndcg10']}); by the first stage {same['stage1_mean_rank']} "
+                    f"(NDCG@10 {same['stage1_ndcg10']}); chance is {same['chance_mean_rank']}."
+                )
+    times = stage.get("training_seconds")
+    if times:
+        lines += ["", "Training time (s): " + ", ".join(f"{k} {v}" for k, v in times.items()), ""]
+    return lines
+
+
 def ranking_markdown(result: dict[str, Any]) -> str:
     cfg = result["config"]
     systems = result["systems"]
@@ -388,8 +508,9 @@ def ranking_markdown(result: dict[str, Any]) -> str:
         f"Metrics by ranx, mean ± standard error over users. Total run time {result.get('total_seconds')} s "
         f"on {cfg.get('env_cpu_count')} CPU cores (load average at start {cfg.get('env_load_avg_at_start')}).",
         "",
-        "**Scopes differ.** Baselines rank the *full catalog* (history items excluded). The pipeline rows rank only the "
-        f"*{cfg['n_candidates']} retrieved candidates*, so their recall can never exceed the candidate recall ceiling.",
+        "**One scope.** Every row ranks the *full catalog* (history items excluded): an item a system did not put in "
+        "its top 20 (for the pipelines: one that no source nominated) is a miss. The Recommender rows (`pipeline:*`) "
+        f"are the product's code path: the ranking stage's top {cfg['n_candidates']}, then the legacy LLM blend per prompt.",
         "",
     ]
     if ceiling:
@@ -418,6 +539,7 @@ def ranking_markdown(result: dict[str, Any]) -> str:
     )
     if "ndcg10" in result.get("figures", {}):
         lines += ["", "![NDCG@10 by system](ndcg10.png)", ""]
+    lines += stage_lines(result)
     lines += ["## Validity, grounding, latency", ""]
     lines.append(rep.md_table(rep.QUALITY_HEADER, rep.quality_rows(systems)))
     lines.append("")
@@ -464,7 +586,10 @@ def ranking_command(
     llm_all_users: Annotated[bool, typer.Option("--llm-all-users", help="Also re-rank users whose held-out item is not a candidate (cannot change any metric; only adds LLM calls).")] = False,
     reason_users: Annotated[int, typer.Option("--reason-users", min=0, help="Users whose top items also get reasons (grounding rate; first prompt only).")] = 5,
     no_sasrec: Annotated[bool, typer.Option("--no-sasrec", help="Skip SASRec (it trains first if no cached model exists).")] = False,
-    no_pipeline: Annotated[bool, typer.Option("--no-pipeline", help="Only the non-LLM baselines.")] = False,
+    no_stage: Annotated[bool, typer.Option("--no-stage", help="Skip the ranking-stage rows (each source, union + RRF, learned ranker, LLM stage).")] = False,
+    no_llm_stage: Annotated[bool, typer.Option("--no-llm-stage", help="Skip the LLM-stage rows (they score the first stage's top 20 with the LLM).")] = False,
+    llm_stage_users: Annotated[int, typer.Option("--llm-stage-users", min=50, help="Val users that train and gate the LLM stage.")] = 1000,
+    no_pipeline: Annotated[bool, typer.Option("--no-pipeline", help="Skip the Recommender rows (the product path with the legacy LLM blend).")] = False,
     no_baselines: Annotated[bool, typer.Option("--no-baselines", help="Only the pipeline rows.")] = False,
 ) -> None:
     """Leave-one-out next-item eval: baselines vs the pipeline with each re-rank prompt."""
@@ -482,6 +607,9 @@ def ranking_command(
         llm_all_users=llm_all_users,
         reason_users=reason_users,
         sasrec=not no_sasrec,
+        stage=not no_stage,
+        llm_stage=not no_llm_stage,
+        llm_stage_users=llm_stage_users,
         baselines=not no_baselines,
         pipeline=not no_pipeline,
         out=out,
@@ -501,6 +629,12 @@ def summary_table(result: dict[str, Any]) -> str:
             [s["label"], s["scope"], *[f"{s['metrics'][m]['mean']:.4f}" for m in metric_names], rep.pct(s.get("llm_valid_rate")) if s.get("llm_asked") else "n/a", s.get("out_of_catalog", 0), rep.ms(lat.get("p50_ms")), rep.ms(lat.get("p95_ms"))]
         )
     text = rep.md_table(["system", "scope", *metric_names, "LLM valid", "OOC", "p50", "p95"], rows)
+    head = result.get("headline")
+    if head:
+        text += f"\n\nfull pipeline {head['pipeline']} NDCG@10 {head['pipeline_ndcg10']:.4f} / best baseline {head['best_baseline']} {head['best_baseline_ndcg10']:.4f} = {head['ratio']}x"
+    cold = (result.get("stage") or {}).get("cold_all") or result.get("cold") or {}
+    if cold.get("systems"):
+        text += f"\ncold-item users ({cold['users']}, all of the catalog's): " + ", ".join(f"{k} {v['ndcg@10']['mean']:.4f}" for k, v in cold["systems"].items())
     ceiling = result.get("candidate_recall")
     if ceiling:
         text += f"\n\ncandidate recall ceiling ({ceiling['n_candidates']} candidates): {ceiling['hits']}/{ceiling['users']} = {rep.pct(ceiling['ceiling'])}"

@@ -1,19 +1,25 @@
 """`aisle eval simulate`: simulated shoppers look for their held-out item in a conversation.
 
 Protocol: each sampled user's last item (leave-one-out) is the target. A shopper opens with a vague
-need built from the target's most specific category, then reacts to each answer the way the
-records allow: it states the target's brand, rejects a brand it did not ask for, asks for something
-cheaper when prices say the target is cheaper than everything shown, states a feature word of the
-target's record that the shown items lack, or rejects a shown item by its position. The
-conversation succeeds when the target is among the top 5 shown, and stops there.
+need built from the target's most specific category ("I'm looking for shredders"), then says one
+new thing per turn, reacting to what it was shown the way the records allow (`ScriptedShopper`):
+a feature from the target's facts (agent.facts: "cross-cut", "8 sheets", "quiet", "black") that
+not all shown items state; right after that, rejects a shown item lacking what it asked for; the
+target's brand only after it has rejected something, then "not <brand>" for another shown brand;
+"cheaper" where prices say the target is cheaper than everything shown; else "show me something
+else". The conversation succeeds when the target is among the top 5 shown, and stops there.
 
 The shopper never sees the target's title: it gets a `Target` (category path, brand, price,
-feature words) with no title field, and every message is checked against the title
+fact values) with no title field, and every message is checked against the title
 (`check_no_title`: not the whole title, no run of 4 of its words) before any system reads it.
 
 Systems answer the same messages for the same users, one conversation each:
 - retrieval only: hybrid search over the messages so far, joined (no dialogue state);
-- the agent: `agent.chat.agent.Agent` with its defaults, re-ranking off unless `--llm`.
+- the agent before #16: the same agent with the features the shopper asked for NOT lifting the
+  items that state them (`without_must_haves`: the recommender gets no must-haves); the reasons
+  do not change which items are shown, so this is the pre-#16 agent as far as the ids go;
+- the agent: `agent.chat.agent.Agent` with its defaults (must-haves from the shopper's features
+  and stated facts lifted), re-ranking off unless `--llm`.
 Another variant is one more `System` in `build_systems`.
 
 Metrics per system: success by turn (cumulative), success rate, mean turns to success, constraint
@@ -24,6 +30,7 @@ or an item it rejected, its price bound), out-of-catalog ids and latency per tur
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 from abc import ABC, abstractmethod
@@ -36,10 +43,10 @@ from typing import Annotated, Any, Optional, Protocol
 import typer
 from tqdm.auto import tqdm
 
-from agent.dialogue.patterns import FEATURE_WORDS
-from agent.lexicon import FILLER, is_non_brand
+from agent.facts import has_feature, item_facts
+from agent.lexicon import is_non_brand
 from agent.settings import Settings
-from agent.text import find_seq, stem, tokens
+from agent.text import find_seq, stem, stems, tokens
 from evals import report as rep
 from evals.metrics import latency_summary, rate
 from retrieval.catalog import Item
@@ -63,7 +70,7 @@ class Target:
     categories: tuple[str, ...]
     brand: str
     price: float | None
-    features: tuple[str, ...]  # distinguishing words of its record, best first
+    features: tuple[str, ...]  # values of its facts a shopper would ask for, best first
 
     @property
     def category(self) -> str:
@@ -82,31 +89,45 @@ class Target:
         return last
 
 
+# Fact kinds a shopper states as a wish ("cross-cut", "8 sheets", "black"), best first.
+SHOPPER_KINDS = ("cut", "noise", "capacity", "power", "compatibility", "pack", "colour", "material", "size", "feature")
+_DESCRIPTION_KINDS = frozenset({"cut", "noise", "capacity", "power"})
+_VAGUE = frozenset({"small", "medium", "large", "wide", "fine", "bold", "fast", "cheap", "durable", "compact", "clear", "standard"})
+
+
 class FeatureWords:
-    """Words of a record worth asking for: content words of its title, attributes and description
-    that at least one other item also has (a feature, not an identifier such as a model number)
-    and at most `max_share` of the catalog has (it distinguishes). Lexicon features (colours,
-    materials, "quiet", ...) come first, then the rarer words."""
+    """What a shopper could ask for about an item: the values of its facts (agent.facts) that a
+    person would say ("cross-cut", "8 sheets", "quiet", "black"; title and attribute facts, and
+    the description's cut, noise, capacity and power), that at least one other item also states
+    (a feature, not an identifier) and at most `max_share` of the catalog states. Not the item's
+    rare words (a product line such as "Velocity" would name the item, not a need)."""
 
     def __init__(self, items: Mapping[str, Item], max_share: float = 0.2) -> None:
         self.df: Counter[str] = Counter()
         for item in items.values():
-            self.df.update(set(record_stems(item)))
+            self.df.update({v for _k, v in self._facts(item)})
         self.max_df = max(2, int(max_share * len(items)))
+
+    @staticmethod
+    def _facts(item: Item) -> list[tuple[str, str]]:
+        out = []
+        for f in item_facts(item):
+            if f.kind not in SHOPPER_KINDS or f.value.casefold() in _VAGUE:
+                continue
+            if f.field == "description" and f.kind not in _DESCRIPTION_KINDS:
+                continue
+            if f.kind == "size" and re.search(r"\d", f.value):
+                continue  # "8.5 x 11": a shopper says "letter size"
+            if f.kind == "capacity" and f.field == "description" and re.match(r"\d{3,}", f.value):
+                continue
+            out.append((f.kind, f.value.casefold()))
+        return list(dict.fromkeys(out))
 
     def of(self, item: Item) -> tuple[str, ...]:
         skip = {stem(w) for w in tokens(" ".join((item.brand, *item.categories)))}
-        named = {stem(w) for w in tokens(" ".join((item.title, *(v for _n, v in item.attributes))))}
-        seen: dict[str, str] = {}
-        for word in tokens(_record_text(item)):
-            s = stem(word)
-            if len(word) < 4 or not word.isalpha() or word.endswith("ly") or word in FILLER or s in skip or s in seen:
-                continue
-            if 2 <= self.df[s] <= self.max_df:
-                seen[s] = word
-        # The title and attributes name what the item is; a description word is often just prose.
-        ranked = sorted(seen.items(), key=lambda kv: (kv[1] not in FEATURE_WORDS, kv[0] not in named, self.df[kv[0]], kv[1]))
-        return tuple(word for _s, word in ranked[:MAX_FEATURES])
+        facts = [(k, v) for k, v in self._facts(item) if 2 <= self.df[v] <= self.max_df and not set(stems(v)) <= skip]
+        ranked = sorted(facts, key=lambda kv: (SHOPPER_KINDS.index(kv[0]), self.df[kv[1]]))
+        return tuple(dict.fromkeys(v for _k, v in ranked))[:MAX_FEATURES]
 
     def target(self, item: Item) -> Target:
         return target_view(item, self.of(item))
@@ -205,13 +226,23 @@ class Shopper(ABC):
 
 
 class ScriptedShopper(Shopper):
-    """Rules over the records: one new thing per turn, in this order of preference:
-    the target's brand; "not <brand>" for a shown brand after the brand was asked for; cheaper,
-    under the cheapest shown price; a feature word the shown items lack ("one with wifi,
-    please"); "I don't like the
-    second one" for a shown item lacking a stated feature; "show me something else"."""
+    """A shopper who knows what it wants but not the item's name. It opens with a vague need (the
+    target's category), then says one new thing per turn, reacting to what it was shown:
+    - a feature of the target's facts that not all shown items state ("One that is cross-cut,
+      please."), the one most shown items lack first;
+    - right after stating a feature, "I don't like the second one" for a shown item that lacks
+      what it asked for (or breaks a constraint);
+    - the target's brand only after it has rejected an item ("I'd prefer something from Fellowes."),
+      then "not <brand>" for another shown brand;
+    - "cheaper, under $x" where prices say the target is cheaper than everything shown;
+    - else "Show me something else." (which rejects all it was shown, so the brand may follow)."""
 
     name = "scripted"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = ""
+        self.dismissed = False
 
     def first_message(self, target: Target) -> str:
         return f"I'm looking for {target.need}" if target.need else "I'm looking for something for the office"
@@ -219,14 +250,20 @@ class ScriptedShopper(Shopper):
     def react(self, shown: Sequence[Item], target: Target, turn: int) -> str | None:
         if any(item.id == target.id for item in shown[:TOP_K]):
             return None
-        for step in (self._ask_brand, self._avoid_brand, self._cheaper, self._feature, self._reject_item):
+        steps = [self._feature, self._reject_item, self._ask_brand, self._avoid_brand, self._cheaper]
+        if self.last == "feature":
+            steps = [self._reject_item, *[s for s in steps if s != self._reject_item]]
+        for step in steps:
             message = step(shown, target)
             if message:
+                self.last = step.__name__.strip("_")
                 return message
+        self.last = "else"
+        self.dismissed = True  # a rejection of everything shown: the brand may come next
         return "Show me something else."
 
     def _ask_brand(self, shown: Sequence[Item], target: Target) -> str | None:
-        if not target.brand or self.said.brand:
+        if not target.brand or self.said.brand or not (self.said.rejected_ids or self.dismissed):
             return None
         if shown and all(brand_key(i.brand) == brand_key(target.brand) for i in shown):
             return None
@@ -254,29 +291,36 @@ class ScriptedShopper(Shopper):
         return f"Something cheaper, under ${bound:.2f}, please."
 
     def _feature(self, shown: Sequence[Item], target: Target) -> str | None:
-        shown_stems = [set(record_stems(i)) for i in shown]
         best, best_lacking = None, 0
-        for word in target.features:
-            if word in self.said.features:
+        for value in target.features:
+            if value in self.said.features:
                 continue
-            lacking = sum(1 for s in shown_stems if stem(word) not in s) if shown else 1
+            lacking = sum(1 for i in shown if not has_feature(i, value)) if shown else 1
             if lacking > best_lacking:
-                best, best_lacking = word, lacking
+                best, best_lacking = value, lacking
         if best is None:
             return None
         self.said.features.append(best)
-        # Not "Preferably X.": the agent's rules keep "preferably" in the need, and nothing matches it.
-        return f"One with {best}, please."
+        return feature_request(best)
 
     def _reject_item(self, shown: Sequence[Item], target: Target) -> str | None:
-        wanted = {stem(w) for w in self.said.features}
         for pos, item in enumerate(shown[: len(ORDINAL_WORDS)]):
             if item.id in self.said.rejected_ids:
                 continue
-            if self.said.broken_by(item) or (wanted and not wanted <= set(record_stems(item))):
+            if self.said.broken_by(item) or any(not has_feature(item, f) for f in self.said.features):
                 self.said.rejected_ids.add(item.id)
                 return f"I don't like the {ORDINAL_WORDS[pos]} one."
         return None
+
+
+def feature_request(value: str) -> str:
+    """How the shopper asks for a feature: "One that is cross-cut, please.", "One with 8 sheets, please."."""
+    pack = re.fullmatch(r"(\S+) pack", value)
+    if pack:
+        return f"One in a pack of {pack[1]}, please."
+    if re.match(r"\d", value):
+        return f"One with {value}, please."
+    return f"One that is {value}, please."
 
 
 SHOPPERS: dict[str, Callable[[], Shopper]] = {"scripted": ScriptedShopper}
@@ -318,12 +362,30 @@ class AgentConversation:
         return [i.id for i in self.agent.turn(self.session, message, catalog=self.catalog).items]
 
 
-def build_systems(agent: Any, catalog: str) -> list[System]:
+def build_systems(agent: Any, catalog: str, baseline: Any = None) -> list[System]:
+    """Retrieval only; the agent before #16's must-haves (`baseline`, when given); the agent."""
     searcher = agent.parts(catalog).recommender.searcher
-    return [
-        System("retrieval", "Retrieval only (hybrid search of the messages)", lambda: RetrievalConversation(searcher)),
-        System("agent", f"Current agent (rank mode {agent.rank_mode})", lambda: AgentConversation(agent, catalog)),
-    ]
+    systems = [System("retrieval", "Retrieval only (hybrid search of the messages)", lambda: RetrievalConversation(searcher))]
+    if baseline is not None:
+        systems.append(System("agent-before", f"Agent without must-have lifting (before #16; rank mode {baseline.rank_mode})", lambda: AgentConversation(baseline, catalog)))
+    systems.append(System("agent", f"Agent (must-haves from facts lifted; rank mode {agent.rank_mode})", lambda: AgentConversation(agent, catalog)))
+    return systems
+
+
+def without_must_haves(agent: Any, catalog: str) -> Any:
+    """The agent as it was before #16: the same dialogue, retrieval and ranking, but the features
+    the shopper asked for do not lift the items whose record states them (the recommender gets
+    no must-haves). Wraps this agent's recommender for `catalog`."""
+    from dataclasses import replace
+
+    rec = agent.parts(catalog).recommender
+    original = rec.recommend
+
+    def recommend(req: Any) -> Any:
+        return original(replace(req, must_have=()))
+
+    rec.recommend = recommend
+    return agent
 
 
 # --- one conversation --------------------------------------------------------------------------------
@@ -379,6 +441,7 @@ class SimulateConfig:
     seed: int = 0
     llm: bool = False  # the agent re-ranks with its LLM (settings' rank mode) instead of "none"
     shopper: str = "scripted"
+    baseline: bool = True  # also run the agent without must-have lifting
     out: Path = field(default_factory=lambda: Path("eval-out/simulate"))
     progress: bool = True
 
@@ -395,6 +458,8 @@ def summarise(dialogues: Sequence[Dialogue], max_turns: int) -> dict[str, Any]:
         "success_rate": rate(len(turns), n),
         "successes": len(turns),
         "mean_turns_to_success": sum(turns) / len(turns) if turns else None,
+        # over every shopper, one that never found its item counted as max_turns + 1 (comparable across systems)
+        "mean_turns_all": (sum(turns) + (max_turns + 1) * (n - len(turns))) / n if n else None,
         "violations": sum(len(d.violations) for d in dialogues),
         "violations_by_kind": dict(sorted(broken.items())),
         "conversations_with_violations": sum(1 for d in dialogues if d.violations),
@@ -409,12 +474,19 @@ def summarise(dialogues: Sequence[Dialogue], max_turns: int) -> dict[str, Any]:
     }
 
 
-def make_agent(settings: Settings, cfg: SimulateConfig, store_dir: Path) -> Any:
+def make_agent(settings: Settings, cfg: SimulateConfig, store_dir: Path, *, searchers: dict[str, Any] | None = None, name: str = "sessions") -> Any:
     """The current agent, its sessions in a throw-away store (the eval leaves no sessions behind)."""
     from agent.chat.agent import Agent
     from agent.chat.store import SessionStore
 
-    return Agent(settings, store=SessionStore(store_dir / "sessions.sqlite"), rank_mode=None if cfg.llm else "none", build_index=True)
+    return Agent(settings, store=SessionStore(store_dir / f"{name}.sqlite"), rank_mode=None if cfg.llm else "none", build_index=True, searchers=searchers)
+
+
+def make_baseline(settings: Settings, cfg: SimulateConfig, agent: Any, store_dir: Path) -> Any:
+    """A second agent on the same searcher, without must-have lifting (`without_must_haves`)."""
+    searcher = agent.parts(cfg.catalog).recommender.searcher
+    base = make_agent(settings, cfg, store_dir, searchers={cfg.catalog: searcher}, name="baseline")
+    return without_must_haves(base, cfg.catalog)
 
 
 @dataclass
@@ -441,10 +513,11 @@ def run_simulate_eval(settings: Settings, cfg: SimulateConfig, *, agent: Any = N
     """Every system converses with the same shoppers; writes results.json and report.md to cfg.out."""
     with tempfile.TemporaryDirectory(prefix="aisle-simulate-") as tmp:
         agent = agent or make_agent(settings, cfg, Path(tmp))
-        return _run(settings, cfg, agent, interactions)
+        baseline = make_baseline(settings, cfg, agent, Path(tmp)) if cfg.baseline else None
+        return _run(settings, cfg, agent, interactions, baseline)
 
 
-def _run(settings: Settings, cfg: SimulateConfig, agent: Any, interactions: Mapping[str, Sequence[str]] | None) -> dict[str, Any]:
+def _run(settings: Settings, cfg: SimulateConfig, agent: Any, interactions: Mapping[str, Sequence[str]] | None, baseline: Any = None) -> dict[str, Any]:
     from retrieval.collab import leave_one_out, sample_users
 
     t_start = time.perf_counter()
@@ -453,7 +526,7 @@ def _run(settings: Settings, cfg: SimulateConfig, agent: Any, interactions: Mapp
         from retrieval.registry import load_interactions
 
         interactions = load_interactions(settings, cfg.catalog)
-    systems = build_systems(agent, cfg.catalog)
+    systems = build_systems(agent, cfg.catalog, baseline)
     items = agent.parts(cfg.catalog).recommender.catalog.items
     _histories, targets = leave_one_out(interactions)
     eligible = [u for u, t in targets.items() if t in items]
@@ -532,12 +605,12 @@ def plot_success(result: dict[str, Any], path: Path) -> Path:
 
 def summary_rows(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     turns = range(1, result["config"]["max_turns"] + 1)
-    header = ["system", *[f"success@{t}" for t in turns], "mean turns", "violations", "out-of-catalog", "empty answers", "errors", "p50/turn", "p95/turn", "seconds"]
+    header = ["system", *[f"success@{t}" for t in turns], "mean turns", "mean turns (fail = max+1)", "violations", "out-of-catalog", "empty answers", "errors", "p50/turn", "p95/turn", "seconds"]
     rows = []
     for name, s in result["systems"].items():
         by_turn = s["success_by_turn"]
         rows.append([
-            s["label"], *[rep.pct(by_turn.get(t, by_turn.get(str(t)))) for t in turns], rep.fmt(s["mean_turns_to_success"], 2), s["violations"], s["out_of_catalog"], s["empty_answers"], s["errors"],
+            s["label"], *[rep.pct(by_turn.get(t, by_turn.get(str(t)))) for t in turns], rep.fmt(s["mean_turns_to_success"], 2), rep.fmt(s.get("mean_turns_all"), 2), s["violations"], s["out_of_catalog"], s["empty_answers"], s["errors"],
             rep.ms(s["latency"]["p50_ms"]), rep.ms(s["latency"]["p95_ms"]), result["seconds"].get(name),
         ])
     return header, rows
@@ -552,7 +625,8 @@ def simulate_markdown(result: dict[str, Any]) -> str:
         f"up to {cfg['max_turns']} shopper turns each; success = the held-out item among the top {cfg['top_k']} shown. Shopper `{cfg['shopper']}`; "
         f"agent rank mode `{cfg['agent_rank_mode']}`. Total {result['total_seconds']} s on {cfg.get('env_cpu_count')} CPU cores.", "",
         rep.md_table(header, rows), "",
-        "Mean turns are over the successful conversations. A violation is a shown item that breaks something the shopper said "
+        "Mean turns are over the successful conversations; “fail = max+1” counts a shopper who never saw its item as max turns + 1, "
+        "so systems with different success rates compare. A violation is a shown item that breaks something the shopper said "
         "(the brand it asked for, a brand or item it rejected, its price bound).", "",
         rep.md_table(["system", "violations by kind", "conversations with a violation", "shown items"],
                      [[s["label"], ", ".join(f"{k} ×{v}" for k, v in s["violations_by_kind"].items()) or "–", s["conversations_with_violations"], s["shown_items"]] for s in result["systems"].values()]), "",

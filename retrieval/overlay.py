@@ -107,6 +107,7 @@ def overlaid(item: Item, record: dict[str, Any] | None, catalog_name: str) -> It
         return None
     marker = {
         "model": record.get("model", ""),
+        "adapter": record.get("adapter"),
         "prompt": record.get("prompt", {}),
         "created_at": record.get("created_at", ""),
         "selling_point": record.get("selling_point", ""),

@@ -290,8 +290,10 @@ class Registry:
                 con.execute(f"DELETE FROM {table} WHERE {column}=?", (name,))  # noqa: S608 - fixed names
             con.execute("COMMIT")
 
-    def append_events(self, name: str, events: Iterable[Event]) -> int:
-        """Append events (the API's POST /v1/events); unknown items raise CatalogError, nothing appended."""
+    def append_events(self, name: str, events: Iterable[Event], *, origin: str = "api", bump: bool = True) -> int:
+        """Append events (the API's POST /v1/events; origin "session" for chat likes); unknown items
+        raise CatalogError, nothing appended. `bump=False` records them for the next training run
+        (`aisle train models`) without making running servers reload the catalog."""
         events = list(events)
         with self._db() as con:
             if con.execute("SELECT 1 FROM catalogs WHERE name=?", (name,)).fetchone() is None:
@@ -306,10 +308,11 @@ class Registry:
                 raise CatalogError(f"unknown item id(s) in catalog {name!r}: {', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}; nothing was recorded")
             con.execute("BEGIN IMMEDIATE")
             con.executemany(
-                "INSERT INTO events (catalog, user_id, item_id, ts, event, value, origin) VALUES (?, ?, ?, ?, ?, ?, 'api')",
-                [(name, e.user_id, e.item_id, e.timestamp, e.event, e.value) for e in events],
+                "INSERT INTO events (catalog, user_id, item_id, ts, event, value, origin) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(name, e.user_id, e.item_id, e.timestamp, e.event, e.value, origin) for e in events],
             )
-            con.execute("UPDATE catalogs SET version=version+1, updated_at=? WHERE name=?", (_now(), name))
+            if bump:
+                con.execute("UPDATE catalogs SET version=version+1, updated_at=? WHERE name=?", (_now(), name))
             con.execute("COMMIT")
         return len(events)
 

@@ -100,30 +100,50 @@ class _Block(nn.Module):
 
 
 class SASRecNet(nn.Module):
-    """Token 0 is padding; item i of the vocabulary is token i + 1."""
+    """Token 0 is padding; item i of the vocabulary is token i + 1.
 
-    def __init__(self, n_items: int, cfg: SASRecConfig) -> None:
+    Item representations come from a learned id embedding (SASRec), or from `items`: a module whose
+    call returns the (n_items, dim) representations of the whole vocabulary (retrieval.textseq).
+    Either way they are tied with the output layer; `item_table()` computes them once per batch
+    and `forward` / `logits` accept that table so a batch does not compute them twice."""
+
+    def __init__(self, n_items: int, cfg: SASRecConfig, items: nn.Module | None = None) -> None:
         super().__init__()
         if cfg.dim % cfg.n_heads:
             raise ValueError(f"dim {cfg.dim} must be divisible by n_heads {cfg.n_heads}")
         self.max_len = cfg.max_len
         self.scale = math.sqrt(cfg.dim)
-        self.item_emb = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)
+        self.items = items
+        if items is None:
+            self.item_emb = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(_Block(cfg.dim, cfg.n_heads, cfg.dropout) for _ in range(cfg.n_blocks))
         self.norm = nn.LayerNorm(cfg.dim)
-        nn.init.normal_(self.item_emb.weight, std=1.0 / self.scale)
+        if items is None:
+            nn.init.normal_(self.item_emb.weight, std=1.0 / self.scale)
         nn.init.normal_(self.pos_emb.weight, std=1.0 / self.scale)
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
+        if items is None:
+            with torch.no_grad():
+                self.item_emb.weight[0].zero_()
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+    def item_table(self) -> torch.Tensor:
+        """(n_items + 1, dim): row 0 is padding (never read: padded inputs are masked, logits drop it)."""
+        if self.items is None:
+            return self.item_emb.weight
+        reprs = self.items()
+        return torch.cat([reprs.new_zeros(1, reprs.size(1)), reprs])
+
+    def forward(self, seq: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, T) left-padded tokens -> (batch, T, dim) hidden states; T <= max_len."""
         t = seq.size(1)
         valid = seq > 0
         positions = torch.arange(self.max_len - t, self.max_len, device=seq.device)  # right-aligned
-        x = self.item_emb(seq) * self.scale + self.pos_emb(positions)
+        if self.items is None:
+            emb = self.item_emb(seq)
+        else:
+            emb = F.embedding(seq, self.item_table() if table is None else table)
+        x = emb * self.scale + self.pos_emb(positions)
         x = self.drop(x) * valid.unsqueeze(-1)
         causal = torch.ones(t, t, dtype=torch.bool, device=seq.device).tril()
         # Attend to earlier real items; each position may always see itself, so padded rows
@@ -134,9 +154,9 @@ class SASRecNet(nn.Module):
             x = block(x, mask) * valid.unsqueeze(-1)
         return self.norm(x)
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    def logits(self, hidden: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """(..., dim) -> (..., n_items) over vocabulary items (padding column dropped)."""
-        return hidden @ self.item_emb.weight[1:].T
+        return hidden @ (self.item_table() if table is None else table)[1:].T
 
 
 @contextmanager
@@ -185,6 +205,13 @@ class SASRecRecommender(ScoringRecommender):
         self.report = FitReport()
         self.meta: dict[str, Any] = {}
 
+    name = "SASRec"  # progress bars and messages
+
+    def _new_net(self, train: Mapping[str, Sequence[str]]) -> SASRecNet:
+        """A freshly initialised network over the vocabulary; `train` are the histories it will
+        be fitted on (subclasses may look at which items occur in them)."""
+        return SASRecNet(len(self.item_ids), self.config)
+
     # tokens are vocabulary index + 1 (0 is padding)
     def _tokens(self, history: Sequence[str]) -> list[int]:
         return [i + 1 for i in self._known(history)]
@@ -229,7 +256,7 @@ class SASRecRecommender(ScoringRecommender):
         try:
             with _torch_threads(self.threads), torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
                 torch.manual_seed(cfg.seed)
-                self.net = SASRecNet(len(self.item_ids), cfg)
+                self.net = self._new_net(train)
                 self.report = self._train(examples, train, val_targets, val_users, epochs, patience, progress)
         finally:
             torch.use_deterministic_algorithms(was_deterministic)
@@ -254,7 +281,7 @@ class SASRecRecommender(ScoringRecommender):
         order_rng = torch.Generator().manual_seed(cfg.seed)
         report = FitReport()
         best_state: dict[str, torch.Tensor] | None = None
-        bar = tqdm(range(1, epochs + 1), desc="SASRec", unit="epoch", disable=not progress)
+        bar = tqdm(range(1, epochs + 1), desc=self.name, unit="epoch", disable=not progress)
         for epoch in bar:
             net.train()
             total, count = 0.0, 0
@@ -262,8 +289,9 @@ class SASRecRecommender(ScoringRecommender):
                 batch = _pad_left([examples[i] for i in batch_ids])
                 inputs, targets = batch[:, :-1], batch[:, 1:]
                 keep = (targets > 0) & (inputs > 0)
-                hidden = net(inputs)[keep]  # only positions with a real input and a real next item
-                loss = F.cross_entropy(net.logits(hidden), targets[keep] - 1)
+                table = net.item_table()
+                hidden = net(inputs, table)[keep]  # only positions with a real input and a real next item
+                loss = F.cross_entropy(net.logits(hidden, table), targets[keep] - 1)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -307,17 +335,18 @@ class SASRecRecommender(ScoringRecommender):
         """Next-item logits for each history (last max_len known items). An empty or all-unknown
         history still gets a valid row (the same for everyone, a learned prior)."""
         if self.net is None:
-            raise RuntimeError("SASRecRecommender is not trained: call fit() or load()")
+            raise RuntimeError(f"{type(self).__name__} is not trained: call fit() or load()")
         was_training = self.net.training
         self.net.eval()
         tokens = [self._tokens(h)[-self.config.max_len :] for h in histories]
         order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))  # similar lengths share a batch
         out = np.empty((len(histories), len(self.item_ids)), dtype=np.float32)
         with _torch_threads(self.threads):
+            table = self.net.item_table()
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
-                hidden = self.net(_pad_left([tokens[i] for i in rows]))[:, -1]
-                out[rows] = self.net.logits(hidden).numpy()
+                hidden = self.net(_pad_left([tokens[i] for i in rows]), table)[:, -1]
+                out[rows] = self.net.logits(hidden, table).numpy()
         self.net.train(was_training)
         return out
 
@@ -359,6 +388,22 @@ class SASRecRecommender(ScoringRecommender):
 # --- cache -----------------------------------------------------------------------------------
 
 
+def load_cached(cls: type[SASRecRecommender], path: Path, fingerprint: str, *, train: bool) -> Any:
+    """The model saved at `path` when it was trained on exactly the data `fingerprint` names, else
+    None (a missing, unreadable or stale file; logged, with "retraining" when the caller will)."""
+    if not path.is_file():
+        return None
+    try:
+        model = cls.load(path)
+    except (ValueError, KeyError, RuntimeError, TypeError) as exc:
+        log.warning("cached %s at %s is unusable (%s)%s", cls.name, path, exc, "; retraining" if train else "")
+        return None
+    if model.meta.get("fingerprint") == fingerprint:
+        return model
+    log.info("cached %s at %s was trained on other data or settings%s", cls.name, path, "; retraining" if train else "")
+    return None
+
+
 def sasrec_path(settings: StoreConfig, catalog: str) -> Path:
     return settings.models_dir / f"sasrec-{catalog}.pt"
 
@@ -390,17 +435,9 @@ def load_or_train_sasrec(
     train, _held_out = leave_one_out(load_interactions(settings, catalog))
     fingerprint = _fingerprint(item_ids, train, config, epochs)
     path = sasrec_path(settings, catalog)
-    if path.is_file() and not retrain:
-        try:
-            model = SASRecRecommender.load(path)
-        except (ValueError, KeyError, RuntimeError, TypeError) as exc:
-            log.warning("cached SASRec at %s is unusable (%s); retraining", path, exc)
-        else:
-            if model.meta.get("fingerprint") == fingerprint:
-                return model
-            log.info("cached SASRec at %s was trained on other data or settings%s", path, "; retraining" if train else "")
-    if not train:
-        return None
+    cached = None if retrain else load_cached(SASRecRecommender, path, fingerprint, train=train)
+    if cached is not None or not train:
+        return cached
     model = SASRecRecommender(item_ids, config)
     model.fit(train, epochs=epochs, progress=progress)
     model.meta = {"fingerprint": fingerprint, "catalog": catalog, "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S")}

@@ -186,6 +186,10 @@ class HybridSearcher:
         mask[[self._position[i] for i in exclude if i in self._position]] = False
         return mask
 
+    def allowed_mask(self, filters: SearchFilters | None, exclude: Iterable[str] = ()) -> np.ndarray | None:
+        """Bool per item (in `self.lexical.ids` order): passes the filters, not excluded, in stock; None = all."""
+        return self._mask(filters, set(exclude))
+
     def dense(self, vector: np.ndarray, n: int, filters: SearchFilters | None = None, exclude: Iterable[str] = ()) -> list[tuple[str, float]]:
         """Nearest items to an embedding as (item id, cosine), best first, honouring filters."""
         mask = self._mask(filters, set(exclude))

@@ -297,6 +297,7 @@ class Agent:
             record_votes(state, [item_id], value)
             self.store.set_feedback(session_id, item_id, value)
             self.store.save_state(session_id, state.model_dump(), expected_version=rec.version)
+        self._learn(rec.catalog, session_id, [(item_id, value)])
         return {"session_id": session_id, "item_id": item_id, "value": value}
 
     # --- turns ---------------------------------------------------------------------------------------------
@@ -350,6 +351,7 @@ class Agent:
         payload = {"action": plan.action, "items": [s.id for s in turn.shown], "flags": sorted(u.flags), "notes": turn.notes, "timings_ms": {k: round(v, 1) for k, v in turn.timings.items()}}
         for item_id, value in turn.votes:
             self.store.set_feedback(session_id, item_id, value)
+        self._learn(state.catalog, session_id, turn.votes)
         turn_no = self.store.record_turn(session_id, text, reply, payload, state=state.model_dump(), expected_version=record.version)
         result = TurnResult(
             session_id=session_id,
@@ -365,6 +367,25 @@ class Agent:
         )
         self._report(result)
         yield result
+
+    def _learn(self, catalog: str, session_id: str, votes: list[tuple[str, int]]) -> None:
+        """Thumbs-up items become history events (user "session:<id>", a rating of 1) of a shop's
+        own catalog for the next `aisle train models` (`learn_from_sessions`); serving is not
+        reloaded for them, and the built-in benchmark catalogs are never written. Failures are
+        logged: feedback must never fail a turn."""
+        liked = [item_id for item_id, value in votes if value > 0]
+        if not liked or not self.settings.learn_from_sessions:
+            return
+        from retrieval.feeds.events import Event
+
+        try:
+            if catalog not in self.registry or self.registry.entry(catalog).builtin:
+                return  # built-in data sets are eval benchmarks: their history stays as shipped
+            self.registry.append_events(
+                catalog, [Event(user_id=f"session:{session_id}", item_id=i, timestamp=time.time(), event="rating", value=1.0) for i in liked], origin="session", bump=False
+            )
+        except Exception as exc:
+            log.warning("session feedback not recorded for %s: %s", catalog, exc)
 
     def _report(self, result: TurnResult) -> None:
         """One structured log line per turn (logger `aisle.turns`, JSON), then the `on_turn` hooks."""

@@ -28,12 +28,13 @@ from agent.chat.replies import (
     nothing_found,
     quote_around,
     small_talk,
-    state_reason,
+    state_reasons,
+    why_answer,
 )
 from agent.dialogue import DialogueState, Plan, Understanding, content_stems, keep_budget, record_shown, relax_cheaper
 from agent.engines.base import EngineError, LLMEngine, Message
 from agent.errors import UnknownItem
-from agent.facts import must_haves
+from agent.facts import must_haves, stated_features
 from agent.recommend.must_have import unmet
 from agent.recommend.pipeline import Recommendation, RecommendRequest
 from agent.recommend.shown import ShownItem
@@ -156,10 +157,11 @@ class Turn:
             self.notes.append(f"Nothing I found says {' or '.join(f'“{f}”' for f in missing)}; these are the closest matches.")
 
         t = time.perf_counter()
+        templates = state_reasons([r.item for r in found], state)  # aisle#16: one answer's reasons together
         for n, rec in enumerate(found, start=1):
             reason, grounded, source = rec.reason, rec.grounded, rec.reason_source
             if not reason:
-                reason, grounded, source = state_reason(rec.item, state), True, "template"
+                reason, grounded, source = templates[n - 1], True, "template"
             self.shown.append(ShownItem.of(rec.item, reason=reason, grounded=grounded, reason_source=source, score=round(rec.score, 4)))
             yield item_line(n, rec.item, reason)
         if not self.options.llm_reasons:
@@ -248,6 +250,10 @@ class Turn:
             conversation = [m for m in conversation if m["role"] != "user"]
         elif not query:
             query = " ".join(state.categories + state.brands) or None
+        if not state.similar_to and state.liked:
+            # Session feedback ranks too: the liked items are this shopper's history, so the ranking
+            # stage (agent/recommend/ltr.py) orders the search hits by what goes with them.
+            history = [i for i in state.liked if i in self.parts.items]
         filters = state.filters(with_categories=False)
         if categories:
             filters = replace(filters or SearchFilters(), categories=tuple(categories))
@@ -267,18 +273,21 @@ class Turn:
             conversation=conversation,
             rank_mode=rank_mode or self.options.rank_mode,
             with_reasons=self.options.llm_reasons,
-            must_have=must_haves(state.features),
+            must_have=must_haves([*state.features, *stated_features(state.need)]),  # aisle#16: "cross-cut", "8 sheets" too
         )
 
     # --- explain and answer ----------------------------------------------------------------------------
 
     def _explain(self, item_id: str) -> Iterator[str]:
-        """Catalog facts first (instant), then the reason: the LLM's (grounding-checked) with
-        `llm_reasons`, else the template reason from catalog fields and the conversation."""
+        """"Why that one?" (`why_answer`): the reason (the LLM's, grounding-checked, with
+        `llm_reasons`, else the template over the item's facts), the facts of its record that
+        support it, and how it compares with the other shown items."""
         state = self.state
         item = self.parts.items[item_id]
-        n = state.last_shown.index(item_id) + 1 if item_id in state.last_shown else None
-        yield f"#{n} “{item.title}” — {catalog_facts(item)}.\n" if n else f"“{item.title}” — {catalog_facts(item)}.\n"
+        shown = [self.parts.items[i] for i in state.last_shown if i in self.parts.items]
+        if not self.options.llm_reasons:  # aisle#16: the reason, its facts and how it compares with the others shown
+            yield why_answer(item, shown, state)
+            return
         req = RecommendRequest(query=state.query(), conversation=[Message(role=m["role"], content=m["content"]) for m in state.recent], k=self.options.k)
         t = time.perf_counter()
         reason, grounded = "", False
@@ -288,9 +297,7 @@ class Turn:
             except UnknownItem:
                 pass
         self.timings["reasons"] = (time.perf_counter() - t) * 1e3
-        if not reason or not grounded:
-            reason = state_reason(item, state)
-        yield f"Why: {whole_sentences(reason)}"
+        yield why_answer(item, shown, state, reason=whole_sentences(reason) if reason and grounded else None)
 
     def _answer(self, item_id: str, question: str) -> str:
         """Answer a question about a shown item quoting only catalog fields (nothing generated)."""

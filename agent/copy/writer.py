@@ -416,8 +416,10 @@ class Copywriter:
 # --- whole-catalog runs ----------------------------------------------------------------------------
 
 
-def make_record(catalog: str, result: CopyResult, *, model: str, engine: str, prompt: dict[str, str]) -> dict[str, Any]:
-    """One overlay line for a copywriter result (ok, regenerated or dropped)."""
+def make_record(catalog: str, result: CopyResult, *, model: str, engine: str, prompt: dict[str, str], adapter: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One overlay line for a copywriter result (ok, regenerated or dropped). `model` is the
+    engine's model id ("<base>+<adapter folder>" with an adapter); `adapter` describes the LoRA
+    adapter that produced it (`agent.train.copywriter.adapter_record`), None for the base model."""
     usable = result.usable and result.copy is not None
     record: dict[str, Any] = {
         "id": result.item_id,
@@ -429,6 +431,7 @@ def make_record(catalog: str, result: CopyResult, *, model: str, engine: str, pr
         "model": model,
         "engine": engine,
         "prompt": dict(prompt),
+        "adapter": dict(adapter) if adapter else None,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "grounding": {
             "ok": usable,
@@ -523,11 +526,13 @@ def describe_catalog(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
     keep_results: bool = False,
+    adapter: dict[str, Any] | None = None,
 ) -> DescribeReport:
     """Write copy for the catalog's items into `overlay_file`, batch by batch (resumable).
 
     Items with a record in the file are skipped; each finished batch is appended (and fsynced)
     before the next starts, so an interrupted run loses at most the batch in flight.
+    `adapter`: what every record says about the LoRA adapter behind the engine (None: base model).
     """
     from tqdm import tqdm
 
@@ -550,7 +555,7 @@ def describe_catalog(
         for offset in range(0, len(todo), batch_size):
             chunk = todo[offset : offset + batch_size]
             results = writer.write(chunk)
-            records = [make_record(catalog.name, r, model=writer.engine.model_id, engine=writer.engine.name, prompt=prompt)
+            records = [make_record(catalog.name, r, model=writer.engine.model_id, engine=writer.engine.name, prompt=prompt, adapter=adapter)
                        for r in results if r.status != STATUS_ERROR]
             append_records(overlay_file, records)
             for r in results:

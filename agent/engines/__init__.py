@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 from agent.engines.base import (
@@ -40,14 +41,21 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def make_engine(settings: Settings) -> LLMEngine:
+def make_engine(settings: Settings, adapter: Path | str | None = None) -> LLMEngine:
     """Build the backend named by `settings.llm`: "transformers" (default, CPU in-process),
-    "vllm" (in-process vLLM) or "openai" (any OpenAI-compatible server, e.g. `vllm serve`)."""
+    "vllm" (in-process vLLM) or "openai" (any OpenAI-compatible server, e.g. `vllm serve`).
+
+    `adapter` applies a LoRA adapter (e.g. `agent.train.ranker.ranker_adapter_path(settings, catalog)`):
+    - transformers: its folder, merged into the weights at load time;
+    - vllm: its folder, sent with every request as a LoRARequest (LLM(enable_lora=True));
+    - openai: the adapter's *served name* (str), e.g. "ranker" for a server started with
+      `--enable-lora --lora-modules ranker=PATH`; it replaces the model name in the requests.
+      A folder (Path) raises ValueError: the client cannot load weights into a remote server."""
     kind = settings.llm
     if kind == "transformers":
         from agent.engines.transformers_engine import TransformersEngine
 
-        return TransformersEngine(settings)
+        return TransformersEngine(settings, adapter=adapter)
     if kind == "vllm":
         try:
             from agent.engines.vllm_engine import VLLMEngine
@@ -56,13 +64,18 @@ def make_engine(settings: Settings) -> LLMEngine:
                 f"AISLE_LLM=vllm but vLLM cannot be imported ({exc}); install the extra with "
                 "`bash scripts/install_vllm.sh --here` (a bare `pip install -e .[vllm]` pulls CUDA torchvision builds that break torch+cpu), or use AISLE_LLM=transformers / AISLE_LLM=openai with AISLE_LLM_URL."
             ) from exc
-        return VLLMEngine(settings)
+        return VLLMEngine(settings, adapter=adapter)
     if kind == "openai":
         try:
             from agent.engines.openai_engine import OpenAIEngine
         except ImportError as exc:
             raise EngineUnavailable(f"AISLE_LLM=openai but the OpenAI client cannot be imported ({exc}).") from exc
-        return OpenAIEngine(settings)
+        if isinstance(adapter, Path):
+            raise ValueError(
+                f"AISLE_LLM=openai cannot load the adapter folder {adapter}: start the server with "
+                f"`--enable-lora --lora-modules ranker={adapter}` and pass the served name (adapter=\"ranker\")"
+            )
+        return OpenAIEngine(settings, served_model=adapter)
     raise ValueError(f"unknown LLM backend {kind!r}; set AISLE_LLM to 'transformers', 'vllm' or 'openai'")
 
 

@@ -17,6 +17,11 @@ Behaviour worth knowing:
   labels (`structured_outputs.choice`), so all probability mass is on them; on a server that
   rejects that field we ask again once without it and remember. Labels that are absent from the
   top-20 get probability 0; if no label appears at all the result is uniform. See score_choices.
+- LoRA adapters (e.g. the ranker from `aisle train ranker`): vLLM serves them beside the base
+  model when started with `--enable-lora --lora-modules ranker=/path/to/adapter` (add
+  `--max-lora-rank R` when R > 16); a request then names the adapter as its model
+  (`model="ranker"`). `OpenAIEngine(settings, served_model="ranker")` (or
+  `make_engine(settings, adapter="ranker")`) does exactly that. Not tested here (no vLLM server).
 - No hidden retries: the client's own retry loop is off (max_retries=0). A dead server or a slow
   one shows up at once as EngineUnavailable / EngineTimeout (HTTP 502/503/504 too), costing at
   most one `llm_timeout_s`; retrying with back-off is the circuit breaker's job
@@ -67,7 +72,9 @@ class OpenAIEngine(LLMEngine):
 
     name = "openai"
 
-    def __init__(self, settings: Settings, *, batch_workers: int = DEFAULT_BATCH_WORKERS) -> None:
+    def __init__(self, settings: Settings, *, batch_workers: int = DEFAULT_BATCH_WORKERS, served_model: str | None = None) -> None:
+        """`served_model` overrides settings.llm_served_model: pass a LoRA adapter's served name
+        (e.g. "ranker" from `--lora-modules ranker=PATH`) to run every request through it."""
         if not settings.llm_url:
             raise EngineUnavailable(
                 "AISLE_LLM_URL is not set; point it at an OpenAI-compatible server, e.g. "
@@ -87,7 +94,7 @@ class OpenAIEngine(LLMEngine):
         )
         # None = not tried yet; set by the first score_choices call.
         self._choice_constraint_ok: bool | None = None
-        self.model_id = settings.llm_served_model or self._first_served_model()
+        self.model_id = served_model or settings.llm_served_model or self._first_served_model()
 
     # --- LLMEngine -----------------------------------------------------------------------------
 

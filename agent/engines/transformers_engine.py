@@ -71,6 +71,16 @@ def pick_dtype(requested: torch.dtype | str | None = None) -> torch.dtype:
     return torch.bfloat16 if caps.get("amx_bf16") or caps.get("avx512_bf16") else torch.float32
 
 
+def render_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
+    """The prompt text the model sees: the tokenizer's chat template plus the assistant's
+    generation prompt. Shared with LoRA training (agent/train/lora.py) so a fine-tuned adapter
+    is trained on exactly the text it is used on."""
+    if not messages:
+        raise ValueError("messages is empty; pass at least one {'role': 'user', 'content': ...} message")
+    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    return tokenizer.apply_chat_template(plain, add_generation_prompt=True, tokenize=False)
+
+
 # Conversations generated together per `generate` call in `batch` (bounds memory of the KV cache).
 MAX_BATCH = 32
 
@@ -81,13 +91,22 @@ class TransformersEngine(LLMEngine):
     name = "transformers"
 
     def __init__(
-        self, settings: Settings | None = None, *, dtype: torch.dtype | str | None = None, score_dtype: torch.dtype | str | None = None
+        self,
+        settings: Settings | None = None,
+        *,
+        dtype: torch.dtype | str | None = None,
+        score_dtype: torch.dtype | str | None = None,
+        adapter: Path | str | None = None,
     ) -> None:
         """Load tokenizer + model (converting the packaged GGUF on first use).
 
         `dtype` / `score_dtype` override settings.llm_dtype / llm_score_dtype (see RUN_DTYPE):
         "float32" / "bfloat16" / "auto". When they differ, scoring uses a cast copy of the model
         (+2 bytes per parameter: 270 MB for SmolLM2-135M).
+
+        `adapter`: a PEFT LoRA folder (e.g. from `aisle train ranker`), loaded onto the base model
+        in float32 and merged into its weights (`merge_and_unload`), so inference costs exactly
+        what the base model costs. `model_id` becomes "<base>+<adapter folder name>".
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -100,12 +119,16 @@ class TransformersEngine(LLMEngine):
         self.model_id = self.model_dir.name
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-            self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=self.dtype)
+            load_dtype = torch.float32 if adapter is not None else self.dtype  # merge in full precision
+            self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=load_dtype)
         except (OSError, ValueError, KeyError) as exc:
             raise EngineUnavailable(
                 f"could not load the model folder {self.model_dir}: {exc}. Point AISLE_LLM_MODEL at a "
                 "complete Hugging Face causal-LM folder, or delete the folder to reconvert the packaged model."
             ) from exc
+        self.adapter: Path | None = None
+        if adapter is not None:
+            self._merge_adapter(Path(adapter))
         self.model.eval()
         self.score_model = self.model if self.score_dtype == self.dtype else copy.deepcopy(self.model).to(self.score_dtype).eval()
         if not self.tokenizer.chat_template:
@@ -117,6 +140,19 @@ class TransformersEngine(LLMEngine):
         self._lock = threading.RLock()
         self._json_tokenizer_data: TokenEnforcerTokenizerData | None = None
         self._label_token_cache: dict[tuple[str, str], int] = {}
+
+    def _merge_adapter(self, folder: Path) -> None:
+        from peft import PeftModel
+
+        if not (folder / "adapter_config.json").is_file():
+            raise EngineUnavailable(f"{folder} is not a LoRA adapter folder (no adapter_config.json); train one with `aisle train ranker`.")
+        try:
+            merged = PeftModel.from_pretrained(self.model, folder).merge_and_unload()
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise EngineUnavailable(f"could not apply the adapter {folder} to {self.model_dir}: {exc}") from exc
+        self.model = merged.to(self.dtype)
+        self.adapter = folder
+        self.model_id = f"{self.model_dir.name}+{folder.name}"
 
     # --- prompt helpers --------------------------------------------------------------------------
 
@@ -133,10 +169,7 @@ class TransformersEngine(LLMEngine):
         return sorted(ids)
 
     def _prompt_text(self, messages: Sequence[Message]) -> str:
-        if not messages:
-            raise ValueError("messages is empty; pass at least one {'role': 'user', 'content': ...} message")
-        plain = [{"role": m["role"], "content": m["content"]} for m in messages]
-        return self.tokenizer.apply_chat_template(plain, add_generation_prompt=True, tokenize=False)
+        return render_prompt(self.tokenizer, messages)
 
     def _prompt_ids(self, messages: Sequence[Message], max_tokens: int) -> list[int]:
         """Chat-templated prompt token ids; raises ContextOverflow before any compute is spent."""

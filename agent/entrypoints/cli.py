@@ -301,14 +301,19 @@ def describe(
     prompt: Annotated[str, typer.Option("--prompt", help="Prompt template (prompts/<name>.j2).")] = "describe.v1",
     no_regenerate: Annotated[bool, typer.Option("--no-regenerate", help="Drop flagged copy instead of regenerating it once.")] = False,
     no_index: Annotated[bool, typer.Option("--no-index", help="Do not re-index the catalog with the generated copy at the end.")] = False,
+    adapter: Annotated[Optional[Path], typer.Option("--adapter", help="LoRA adapter folder from `aisle train copywriter` (default: <home>/adapters/copywriter-<catalog> when it fits the base model).")] = None,
+    no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Write with the base model even when a copywriter adapter exists.")] = False,
 ) -> None:
     """Write grounded product copy (description + selling point) into an overlay, then re-index.
 
+    Uses the fine-tuned copywriter adapter when there is one (see --adapter / --no-adapter); every
+    overlay record names the model (with the adapter), the adapter's fingerprint and the prompt.
     Resumable: finished batches are in the overlay file and are skipped on the next run."""
     from agent.copy.writer import Copywriter, describe_catalog
     from agent.engines import make_engine
     from agent.engines.base import EngineError
     from agent.prompts import PromptError
+    from agent.train.copywriter import adapter_record, resolve_copy_adapter
     from retrieval.catalog import CatalogError
     from retrieval.overlay import apply_overlay, overlay_path, read_overlay
     from retrieval.registry import load_catalog
@@ -320,14 +325,17 @@ def describe(
     except CatalogError as exc:
         fail(str(exc))
     path = out or overlay_path(settings, name)
+    if adapter is not None and no_adapter:
+        fail("--adapter and --no-adapter exclude each other")
     try:
-        engine = make_engine(settings)
+        chosen = resolve_copy_adapter(settings, name, adapter, use_adapter=not no_adapter)
+        engine = make_engine(settings, adapter=chosen)
         writer = Copywriter.for_catalog(engine, cat, prompt=prompt, max_tokens=max_tokens, regenerate=not no_regenerate)
-    except (EngineError, PromptError, FileNotFoundError) as exc:
+    except (EngineError, PromptError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
-    typer.echo(f"{engine.name} engine, model {engine.model_id}; overlay {path}", err=True)
+    typer.echo(f"{engine.name} engine, model {engine.model_id} ({f'adapter {chosen}' if chosen else 'no adapter'}); overlay {path}", err=True)
     try:
-        report = describe_catalog(cat, writer, path, only_missing=only_missing, limit=limit, batch_size=batch_size)
+        report = describe_catalog(cat, writer, path, only_missing=only_missing, limit=limit, batch_size=batch_size, adapter=adapter_record(chosen))
     finally:
         engine.close()
     typer.echo(report.summary())
@@ -349,15 +357,17 @@ def describe(
 
 
 def register_subcommands() -> None:
-    """Add the `catalog`, `sessions` and `eval` command groups (once; at run time, so `aisle --help` stays quick)."""
+    """Add the `catalog`, `sessions`, `eval` and `train` command groups (once; at run time, so `aisle --help` stays quick)."""
     from agent.entrypoints.catalog_cli import catalog_app
     from agent.entrypoints.sessions_cli import sessions_app
+    from agent.entrypoints.train_cli import train_app
     from evals.cli import eval_app
 
     if not any(group.name == "catalog" for group in app.registered_groups):
         app.add_typer(catalog_app, name="catalog")
         app.add_typer(sessions_app, name="sessions")
         app.add_typer(eval_app, name="eval")
+        app.add_typer(train_app, name="train")
 
 
 def main() -> None:

@@ -1,12 +1,15 @@
-"""Recommend items for a request: candidates -> LLM re-ranking -> grounded reasons.
+"""Recommend items for a request: candidates -> ranking -> must-haves -> grounded reasons.
 
-1. Candidates (default 20): semantic ones from hybrid search (the query, else the user's last
-   message, else "more like the history"), collaborative ones from the purchase history (SASRec
-   when a trained model is cached, else co-occurrence; only catalogs with interactions), fused by
-   weighted reciprocal rank fusion. Filters and exclusions apply to both sources; the history
-   is always excluded.
-2. Re-ranking (`agent.recommend.rank`): one-pass label scoring, generative listwise, or none;
-   then the items whose record states the asked must-haves first (`agent.recommend.must_have`).
+1. Candidates and their order (`candidates`, default 20):
+   - a shopper with a history: the ranking stage (`agent.recommend.ltr`): every source
+     (co-occurrence, SASRec, the text-aware model, dense and BM25 from the history, popularity),
+     the union of their candidates ordered by the learned ranker (LightGBM lambdarank);
+   - a request in words: hybrid search first (relevance comes first); with a history too, the
+     hits are fused with the learned ranker's order of the same hits.
+   Filters and exclusions apply everywhere; the history is always excluded.
+2. Optional LLM re-ranking (`agent.recommend.rank`, rank_mode "onepass"/"listwise"; default
+   "none": the packaged model's score carries no signal, measured by `aisle eval ranking`), then
+   the items whose record states the asked must-haves first (`agent.recommend.must_have`).
 3. Reasons (`agent.recommend.reasons`): LLM sentences checked by `agent.grounding`, retried once, else a
    template reason.
 
@@ -35,12 +38,12 @@ from agent.recommend.rank import MODES, Candidate, RankContext, Reranker
 from agent.recommend.reasons import ReasonContext, ReasonWriter
 from agent.recommend.shown import ShownItem
 from agent.settings import Settings
-from retrieval.catalog import Catalog, CatalogError, Item
+from retrieval.catalog import Catalog, Item
 from retrieval.search import HybridSearcher, SearchFilters
 
 log = logging.getLogger(__name__)
 
-COLLAB_MODES = ("auto", "sasrec", "cooc", "none")
+COLLAB_MODES = ("auto", "rrf", "none")  # ranking stage with the learned ranker / with RRF only / no history signal
 
 
 @dataclass
@@ -156,9 +159,8 @@ class Recommender:
         self._rerankers: dict[str, Reranker] = {}  # by rank mode
         self._searcher = searcher
         self._engine = LazyEngine(settings, engine)
-        self._collab: Any = None
-        self._collab_loaded = False
-        self._collab_name: str | None = None
+        self._stage: Any = None
+        self._stage_loaded = False
         self._brands: frozenset[str] | None = None
         self._lock = threading.RLock()
 
@@ -203,56 +205,54 @@ class Recommender:
 
     @property
     def collab_name(self) -> str | None:
-        """"sasrec", "cooc" or None: which collaborative model serves this catalog (loads it)."""
-        self.collab_model()
-        return self._collab_name
+        """"ranker" (learned ranker), "rrf" (no ranker trained yet) or None: how the history is used (loads it)."""
+        stage = self.ranking_stage()
+        if stage is None:
+            return None
+        return "ranker" if stage.ranker is not None else "rrf"
 
-    def collab_model(self) -> Any:
-        """The collaborative recommender, or None for catalogs without interactions.
-
-        "auto": SASRec when a cached model that matches the current catalog and history exists,
-        else co-occurrence (fitted in about a second), so no request ever trains for minutes;
-        "sasrec" trains if needed.
-        Both are fitted on leave-one-out train histories, so evals on held-out items stay fair."""
+    def ranking_stage(self) -> Any:
+        """The catalog's ranking stage (agent.recommend.ltr): every candidate source plus the learned
+        ranker; None for catalogs without interactions or with collab "none". Requests never
+        train: models missing for the current data are left out until `aisle train models`."""
         with self._lock:
-            if self._collab_loaded:
-                return self._collab
-            self._collab_loaded = True
+            if self._stage_loaded:
+                return self._stage
+            self._stage_loaded = True
             if self.collab_mode == "none":
                 return None
-            from retrieval.collab import CooccurrenceRecommender, leave_one_out
-            from retrieval.registry import load_interactions
+            from agent.recommend.ltr import load_ranking_stage
 
             try:
-                interactions = load_interactions(self.settings, self.catalog_name)
-            except CatalogError:
-                log.info("catalog %s has no interactions: semantic candidates only", self.catalog_name)
-                return None
-            if self.collab_mode in ("auto", "sasrec"):
-                try:
-                    from retrieval.sasrec import load_or_train_sasrec, sasrec_path
+                self._stage = load_ranking_stage(self.settings, self.catalog_name, self.searcher, engine_for=self._stage_engine)
+                if self._stage is not None and self.collab_mode == "rrf":
+                    self._stage.ranker = None
+            except Exception as exc:  # a broken model file must not take recommendations down
+                log.warning("ranking stage unavailable for %s (%s); query search only", self.catalog_name, exc)
+                self._stage = None
+            return self._stage
 
-                    if self.collab_mode == "sasrec" or sasrec_path(self.settings, self.catalog_name).is_file():
-                        # "auto" never trains inside a request: a model made stale by a catalog
-                        # update or new events gives way to co-occurrence until it is retrained.
-                        model = load_or_train_sasrec(self.settings, self.catalog_name, progress=False, train=self.collab_mode == "sasrec")
-                        if model is not None:
-                            self._collab, self._collab_name = model, "sasrec"
-                            return self._collab
-                        log.info("SASRec for %s is stale; using co-occurrence until it is retrained", self.catalog_name)
-                except Exception as exc:  # an unfinished/broken SASRec must not take recommendations down
-                    if self.collab_mode == "sasrec":
-                        raise
-                    log.warning("SASRec unavailable (%s); using co-occurrence", exc)
-            train, _ = leave_one_out(interactions)
-            self._collab = CooccurrenceRecommender(list(self.catalog.items)).fit(train)
-            self._collab_name = "cooc"
-            return self._collab
+    def _stage_engine(self, adapter: str | None) -> LLMEngine | None:
+        """The engine of a kept LLM stage: this recommender's own for the base model, else one with
+        the stage's LoRA adapter merged in (`aisle train ranker`)."""
+        if adapter is None:
+            return self.engine()
+        from pathlib import Path
+
+        from agent.engines import make_engine
+
+        return make_engine(self.settings, adapter=Path(adapter))
 
     # --- pipeline ----------------------------------------------------------------------------------
 
     def candidates(self, req: RecommendRequest) -> tuple[list[Candidate], dict[str, int]]:
-        """Fused candidates (best first) and how many each source contributed."""
+        """Candidates (best first) and how many each source contributed.
+
+        - history, no words: the ranking stage's top n (all sources, learned ranker);
+        - words: hybrid search (relevance comes first); with a history too, the search hits
+          are fused with the learned ranker's order of those same hits (RRF, query weighted 2:1);
+        - neither: the stage's order for an empty history (popularity and what it implies)."""
+        from retrieval.candidates import Shopper
         from retrieval.collab import fuse_candidates
 
         n = self.n_candidates
@@ -260,23 +260,32 @@ class Recommender:
         exclude = set(history) | {str(i) for i in req.exclude_ids}
         filters = req.filters if req.filters is not None and not req.filters.is_empty() else None
         items = self.catalog.items
+
+        def allowed(item_id: str) -> bool:
+            it = items.get(item_id)
+            return it is not None and it.available and item_id not in exclude and (filters is None or filters.matches(it))
+
         asked = ReasonContext(req.query, (), req.conversation).request_text()
+        stage = self.ranking_stage() if (history or not asked) else None
+        shopper = Shopper(history=[i for i in history if i in items], query=asked, exclude=exclude)
+        if stage is not None and filters is not None:
+            shopper.allowed = self.searcher.allowed_mask(filters)  # sources nominate only items the filters allow
         lists: dict[str, list[tuple[str, float]]] = {}
         if asked and asked.strip():
-            hits = self.searcher.search(asked, n, filters=filters, exclude_ids=exclude)
+            hits = self.searcher.search(asked, n if stage is None else 2 * n, filters=filters, exclude_ids=exclude)
             lists["semantic"] = [(h.item.id, h.score) for h in hits]
+            if stage is not None and hits:
+                lists["ranker"] = stage.order(shopper, [h.item.id for h in hits])
+        elif stage is not None:
+            lists["ranker"] = stage.recommend(shopper, n, keep=allowed)
         elif history:
             hits = self.searcher.similar([i for i in history if i in items][-10:], n, filters=filters, exclude_ids=exclude)
             lists["semantic"] = [(h.item.id, h.score) for h in hits]
-        model = self.collab_model() if (history or not asked) else None
-        if model is not None:
-            over = n * (8 if filters else 2)
-            recs = model.recommend(history, over, exclude)
-            kept = [(i, s) for i, s in recs if i in items and items[i].available and i not in exclude and (filters is None or filters.matches(items[i]))]
-            lists["collab"] = kept[:n]
-        weights = self.source_weights or ({"semantic": 1.0, "collab": 0.5} if asked else {"semantic": 1.0, "collab": 1.0})
-        fused = fuse_candidates(lists, weights, n)
-        cands = [Candidate(items[i], s) for i, s in fused if i in items and items[i].available and i not in exclude]
+        if len(lists) == 1:
+            fused = next(iter(lists.values()))[:n]
+        else:
+            fused = fuse_candidates(lists, self.source_weights or {"semantic": 1.0, "ranker": 0.5}, n)
+        cands = [Candidate(items[i], s) for i, s in fused if allowed(i)]
         return cands, {name: len(v) for name, v in lists.items()}
 
     def _contexts(self, req: RecommendRequest) -> tuple[RankContext, ReasonContext]:

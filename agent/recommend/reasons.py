@@ -6,9 +6,11 @@ Flow per batch of items (one `engine.batch` call per round, so k reasons cost on
    action or instruction, and every claim about the item backed by the item's own record (the
    shopper's words back only a restatement of what they asked for). A failing reason is
    regenerated ONCE, the retry prompt listing the rejected claims;
-3. still failing (or the engine failed): a template reason built only from the item's own
-   attributes and the user's words (quoted only when they pass the gate's screen), grounded by
-   construction.
+3. still failing (or the engine failed): the template reason (`answer_reasons`, also the CPU
+   default): one or two sentences realised from the item's facts (agent.facts: spans of its own
+   record), written for the whole answer at once so each says what sets its item apart from the
+   others shown, and tying what the shopper asked for ("you asked for quiet") to the record's words
+   that state it. Grounded by construction; never a list of quoted words, a link or markup.
 
 Each `Reason` says whether it passed and where it came from ("llm" | "llm-retry" | "template"),
 so the UI can flag it and evals can count pass rates.
@@ -23,10 +25,12 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from agent.engines.base import EngineError, LLMEngine, Message
+from agent.facts import Fact, field_text, has_feature, item_facts, must_haves
+from agent.facts import _extract as extract_facts
 from agent.grounding import GroundingReport, check_grounding, item_evidence, screen_text
-from agent.lexicon import is_non_brand
+from agent.lexicon import NOISE_WORDS, PRODUCT_TYPES, is_non_brand
 from agent.prompts import DEFAULT_PROMPTS, canonical_name, data_text, render_chat
-from agent.text import content_stems, money, stem, stems
+from agent.text import find_seq, money, stem, stems
 from retrieval.catalog import Item
 
 log = logging.getLogger(__name__)
@@ -135,65 +139,436 @@ def _quotable(text: str, limit: int, *, record: bool = False) -> str | None:
     return None if screen_text(words, record=words if record else "", request=words) else words
 
 
-def _record_words(text: str) -> dict[str, str]:
-    """stem -> the first word of `text` with that stem, as written (the grounding check's tokens,
-    words of letters only, so "4Black" or "7mm" are never quoted in part)."""
-    words: dict[str, str] = {}
-    for word in re.findall(r"[A-Za-z0-9]+", text):
-        if word.isalpha():
-            words.setdefault(stem(word), word)
-    return words
-
-
 def template_reason(item: Item, context: ReasonContext) -> str:
-    """Why this item fits, built only from the item's own fields and what the shopper asked for:
-    the shopper's words are quoted only where the item's title or description has them, so the
-    reason is grounded by construction and repeats nothing else the shopper (or an attacker) typed.
-    The one template for every path: the recommender's fallback and the chat's default reasons."""
-    title_words = _record_words(item.title + " " + " ".join(item.categories))
-    desc_words = _record_words(item.description)
-    asked: dict[str, str] = {}  # stem -> the shopper's word
-    asked_text = " ".join(context.need) if context.need else (context.request_text() or "")
-    for word in re.findall(r"[A-Za-z0-9]+", asked_text):
-        st = content_stems(word) if word.isalpha() else []
-        if st and len(st[0]) > 2 and _quotable(word, 40):  # never repeat "visit", "click", ...
-            asked.setdefault(st[0], word)
+    """The template reason for one item on its own (see `answer_reasons` for a whole answer)."""
+    return answer_reasons([item], context)[0]
 
-    def quote(words: dict[str, str], s: str) -> str:
-        """The shopper's word when the record writes it the same way, else the record's spelling,
-        so each quote is a word of the item's own text."""
-        return asked[s] if asked[s].casefold() == words[s].casefold() else words[s]
 
-    in_title = [quote(title_words, s) for s in asked if s in title_words]
-    in_desc = [quote(desc_words, s) for s in asked if s not in title_words and s in desc_words]
-    where = _quotable(item.category, 80, record=True) if item.category else None
-    maker = _quotable(item.brand, 80, record=True) if item.brand and not is_non_brand(item.brand) else None
-    parts = [f"{'By ' + maker + ', l' if maker else 'L'}isted under {where or 'the catalog'}"]
-    if in_title:
-        parts.append("its title matches " + ", ".join(f"“{w}”" for w in in_title[:4]))
-    if in_desc:
-        parts.append("its description mentions " + ", ".join(f"“{w}”" for w in in_desc[:3]))
-    feats = [f for f in context.features if all(w in title_words or w in desc_words for w in stems(f)) and not all(s in asked and s in title_words for s in stems(f))]
-    if feats:
-        parts.append("the catalog text says " + ", ".join(f"“{f}”" for f in feats[:3]))
-    if item.price is not None:
-        lo, hi = context.price_min, context.price_max
-        if lo is not None and hi is not None:
-            parts.append(f"{money(item.price, item.currency)}, within your {money(lo)}–{money(hi)} range")
-        elif hi is not None:
-            parts.append(f"{money(item.price, item.currency)}, within your {money(hi)} limit")
-        elif lo is not None:
-            parts.append(f"{money(item.price, item.currency)}, above {money(lo)}")
+# --- the template realiser over facts ------------------------------------------------------------
+# One or two sentences per item, written for the whole answer at once so each names what sets its
+# item apart from the others shown. Every item claim is a fact of `agent.facts` (a span of the
+# item's own record, quoted as written when quoted at all); the shopper's words appear only after
+# "you asked for" (a restatement, which the grounding gate allows). Never a list of quoted words,
+# never a link or markup.
+
+_KIND_RANK = {k: i for i, k in enumerate(("noise", "cut", "capacity", "power", "compatibility", "pack", "size", "material", "colour", "feature"))}
+# Description facts worth saying unasked: prose also mentions "small", "clear", "steel" in passing.
+_SAY_FROM_DESCRIPTION = frozenset({"noise", "cut", "capacity", "compatibility"})
+_VAGUE = frozenset({"small", "medium", "large", "wide", "fine", "bold", "fast", "cheap", "durable", "compact", "color", "colour", "clear", "standard", "surface"})
+# Adjectives in the order English puts them: "a quiet 8-sheet black cross-cut shredder".
+_ADJ_ORDER = {"noise": 0, "feature": 1, "capacity": 2, "size": 3, "power": 4, "colour": 5, "material": 6, "cut": 7}
+_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
+
+
+@dataclass(frozen=True)
+class FactUse:
+    """A fact a reason names: the fact, whether the shopper asked for it (and in which words), and
+    whether none of the other shown items states it."""
+
+    fact: Fact
+    asked: str = ""
+    distinct: bool = False
+
+
+def asked_features(context: ReasonContext) -> list[str]:
+    """What the shopper asked an item to have: the conversation's features, then the facts their
+    own words state ("quiet", "8 sheets", "cross-cut"), without price talk."""
+    texts = list(context.need) or [context.request_text() or ""]
+    found = list(context.features)
+    for text in texts:
+        found.extend(f.value for f in extract_facts(text, "request") if f.kind != "size" or not re.search(r"\d", f.value))
+    out: dict[tuple[str, ...], str] = {}
+    for f in must_haves(found):
+        key = tuple(stems(f))
+        if key and key not in out and all(not set(key) <= set(k) for k in out):
+            out[key] = f
+    return list(out.values())
+
+
+def _word_span(item: Item, feature: str) -> Fact | None:
+    """Where the record writes `feature`'s words (title first, then attributes, then description)."""
+    want = stems(feature)
+    if not want:
+        return None
+    for fld in ["title", *(f"attribute:{n}" for n, _ in item.attributes), "description"]:
+        text = field_text(item, fld)
+        words = list(re.finditer(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*", text))
+        ws = [stem(m[0].split("-")[0]) if "-" not in m[0] else stem(m[0]) for m in words]
+        for i in range(len(words) - len(want) + 1):
+            if ws[i : i + len(want)] == want or (len(want) == 1 and want[0] in stems(words[i][0])):
+                return Fact("feature", feature, fld, (words[i].start(), words[i + len(want) - 1].end()))
+    return None
+
+
+def _support(item: Item, feature: str) -> Fact | None:
+    """The fact (or, failing that, the words) of `item`'s record that state an asked feature."""
+    if not has_feature(item, feature):
+        return None
+    want = stems(feature)
+    facts = item_facts(item)
+    for f in facts:
+        if find_seq(stems(f.value), want) or find_seq(want, stems(f.value)) and len(stems(f.value)) == len(want):
+            return f
+    if len(want) == 1 and want[0] in {stem(w) for w in NOISE_WORDS}:
+        noise = next((f for f in facts if f.kind == "noise"), None)
+        if noise:
+            return noise
+    return _word_span(item, feature)
+
+
+def _sayable(item: Item, f: Fact) -> bool:
+    if f.kind == "compatibility" and set(stems(f.value)) <= set(stems(item.brand)):
+        return False  # "Brother toner for Brother"
+    if f.field == "description" and f.kind not in _SAY_FROM_DESCRIPTION:
+        return False
+    if f.kind == "feature" and f.value in _VAGUE:
+        return False
+    if f.kind == "size" and re.search(r"\d", f.value) and not re.search(r"\d\s*(?:\"|in|inch|cm|mm|ft|feet)", f.value + " ", re.I):
+        return False  # "32\" x 1": a number pair, not a size
+    if f.kind == "capacity" and f.field == "description" and re.match(r"\d{3,}", f.value):
+        return False  # "600 sheets" in prose is usually a daily duty, not a capacity per pass
+    return bool(_quotable(f.quote(item), 80, record=True))
+
+
+def _same(f: Fact, other: Item) -> bool:
+    """Does `other`'s record state the fact too?"""
+    if f.kind in ("capacity", "pack", "size", "compatibility"):
+        return any(g.kind == f.kind and g.value.casefold() == f.value.casefold() for g in item_facts(other))
+    return has_feature(other, f.value)
+
+
+def _kind_key(f: Fact) -> str:
+    return f"{f.kind}:{f.value.split()[-1].rstrip('s')}" if f.kind == "capacity" else f.kind
+
+
+def choose_facts(item: Item, others: Sequence[Item], asked: Sequence[str], limit: int = 3) -> list[FactUse]:
+    """The facts a reason for `item` names: what the shopper asked for (when the record states
+    it), then what the other shown items lack, then the item's strongest other facts."""
+    uses: list[FactUse] = []
+    seen: set[tuple[str, str]] = set()
+    for want in asked:
+        f = _support(item, want)
+        if f is not None and (f.kind, f.value.casefold()) not in seen and _quotable(f.quote(item), 80, record=True):
+            seen.add((f.kind, f.value.casefold()))
+            uses.append(FactUse(f, asked=want, distinct=not any(_same(f, o) for o in others)))
+    rest = [f for f in item_facts(item) if (f.kind, f.value.casefold()) not in seen and _sayable(item, f)]
+    unique: dict[tuple[str, str], Fact] = {}
+    for f in rest:
+        unique.setdefault((f.kind, f.value.casefold()), f)
+    ranked = sorted(unique.values(), key=lambda f: (any(_same(f, o) for o in others), f.field != "title", _KIND_RANK.get(f.kind, 99), f.span))
+    kinds = {_kind_key(u.fact) for u in uses if u.fact.kind != "feature"}
+    for f in ranked:
+        if len(uses) >= limit:
+            break
+        if _kind_key(f) in kinds and f.kind != "feature":
+            continue  # one capacity, one cut ...: "8-sheet 12-sheet" reads as a mistake
+        kinds.add(_kind_key(f))
+        uses.append(FactUse(f, distinct=not any(_same(f, o) for o in others)))
+    if not any(u.distinct for u in uses):  # what sets it apart, from wherever the record says it
+        for f in item_facts(item):
+            if (f.kind, f.value.casefold()) in seen or f.kind == "feature" and f.value in _VAGUE or f.kind in ("size",) and f.field == "description":
+                continue
+            if not any(_same(f, o) for o in others) and _quotable(f.quote(item), 80, record=True):
+                uses.append(FactUse(f, distinct=True))
+                break
+    return uses
+
+
+def _adjective(item: Item, f: Fact) -> str | None:
+    """The fact as a word before the noun ("quiet", "8-sheet", "cross-cut"), or None."""
+    v = f.value
+    if f.kind == "capacity" and v.endswith(("sheet", "sheets")):
+        return v.split()[0] + "-sheet"
+    if f.kind == "capacity":
+        n, unit = v.split()[0], v.split()[1].rstrip("s")
+        return f"{n}-{unit}"
+    if f.kind == "noise":
+        return None if re.search(r"\d", v) else v.replace(" ", "-")
+    if f.kind in ("cut", "colour", "material"):
+        return v.casefold() if f.field != "attribute:color" else v
+    if f.kind == "power":
+        return None if v == "battery" else {"AC powered": "AC-powered", "USB powered": "USB-powered"}.get(v, v.replace(" ", "-"))
+    if f.kind == "size" and not re.search(r"\d", v):
+        return v.replace(" ", "-")
+    if f.kind == "feature" and len(v.split()) <= 2:
+        return v.replace(" ", "-")
+    return None
+
+
+def _after_noun(f: Fact) -> str:
+    if f.kind == "power":
+        return "that runs on batteries" if f.value == "battery" else f"that is {f.value}"
+    if f.kind == "capacity":
+        return f"that holds {f.value}"
+    if f.kind == "pack":
+        return f"in a pack of {f.value.split()[0]}"
+    if f.kind == "compatibility":
+        return f"for use with {f.value}"
+    if f.kind == "size":
+        return f"measuring {f.value}"
+    if f.kind == "noise":
+        return f"rated at {f.value}"
+    return f"with {f.value}"
+
+
+def _singular(word: str) -> str:
+    low = word.casefold()
+    if low.endswith("ies") and len(low) > 4:
+        return word[:-3] + "y"
+    if low.endswith(("sses", "xes", "ches", "shes")):
+        return word[:-2]
+    if low.endswith("s") and not low.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def _singular_phrase(phrase: str) -> str:
+    words = phrase.split()
+    if not words:
+        return phrase
+    last = words[-1]
+    return " ".join(words[:-1] + [last if last.casefold().endswith("ics") else _singular(last)])
+
+
+_CAT_SPLIT = re.compile(r"\s*(?:&|,|/|\band\b)\s*")
+
+
+def item_noun(item: Item, context: ReasonContext | None = None) -> str:
+    """What the item is, in the record's words: the shopper's product words when the item's title
+    has them ("label maker"), else its most specific category in the singular ("Shredders" ->
+    "shredder", "Appointment Books & Planners" -> "appointment book")."""
+    title_words = re.findall(r"[A-Za-z]+", item.title)
+    title_stems = [stem(w) for w in title_words]
+    asked = " ".join(context.need) if context and context.need else ((context.request_text() if context else "") or "")
+    words = re.findall(r"[A-Za-z]+", asked)
+    asked_stems = [stem(w) for w in words]
+    types = {stem(t) for t in PRODUCT_TYPES}
+    wished = {st for f in extract_facts(asked, "request") for st in stems(f.value)}  # "quiet" is a wish, not the noun
+    best: list[str] = []
+    for n in (3, 2, 1):
+        for i in range(len(words) - n + 1):
+            run = asked_stems[i : i + n]
+            if not set(run) & types or set(run) & wished:
+                continue
+            for j in find_seq(title_stems, run):
+                found = title_words[j : j + n]
+                if all(_singular(a.casefold()) == _singular(b.casefold()) for a, b in zip(found, words[i : i + n])):
+                    best = found
+        if best:
+            return _singular_phrase(" ".join(best).casefold())
+    cats = [c for c in item.categories if c.strip()]
+    if not cats:
+        return "item"
+    last = _CAT_SPLIT.split(cats[-1])[0].strip() or cats[-1]
+    if len(last.split()) == 1 and not last.casefold().endswith("s") and len(cats) > 1:
+        parent = _CAT_SPLIT.split(cats[-2])[0].strip()
+        last = f"{last} {parent}"  # "Calculators > Basic": a basic calculator
+    phrase = _singular_phrase(last)
+    return phrase if phrase.isupper() else phrase.casefold()
+
+
+def title_marks(item: Item, others: Sequence[Item], limit: int = 3) -> str | None:
+    """Words of the item's title that no other shown item's title has ("Monochrome", "Twin
+    Turbo"), as written: the first such run of up to `limit` words, letters-only words first."""
+    theirs = {stem(w) for o in others for w in re.findall(r"[A-Za-z0-9][A-Za-z0-9'-]*|[A-Za-z0-9]+", o.title)}
+    theirs |= {stem(w) for o in others for w in re.findall(r"[A-Za-z0-9]+", o.title)}
+    skip = set(stems(item.brand)) | set(stems(item.category))
+    words = list(re.finditer(r"[A-Za-z0-9][A-Za-z0-9'-]*", item.title))
+
+    def mark(w: str) -> bool:
+        parts = [p for p in re.split(r"[-']", w) if p]
+        if len(parts) > 1 and all(stem(p) in theirs for p in parts):
+            return False  # "Micro-Cut" when another title says "Micro Cut"
+        return len(w) >= 3 and stem(w) not in theirs and stem(w) not in skip and stem(w) not in _STOP and bool(re.search(r"[A-Za-z]", w))
+
+    for letters_only in (True,):  # a model number ("35-380342Q") tells a shopper nothing
+        for i, m in enumerate(words):
+            if mark(m[0]) and (m[0].replace("-", "").replace("'", "").isalpha() or not letters_only):
+                j = i
+                while j + 1 < len(words) and j + 1 - i < limit and mark(words[j + 1][0]):
+                    j += 1
+                return _quotable(item.title[m.start() : words[j].end()], 40, record=True)
+    return None
+
+
+_STOP = frozenset(stem(w) for w in "the and for with from your this that one pack inch inches each new".split())
+
+_SENTENCE_STOP = re.compile(r"[.!?;](?=\s|$)|\n|\s[-–—]\s")
+_LEADING = re.compile(r"^(?:(?:with|and|or|of|to|for|the|a|an|in|on|at|by|is|are)\s+)+", re.I)
+_TRAILING = re.compile(r"(?:\s+(?:for|the|a|an|and|or|of|to|with|in|on|is|are|at|by|from|that|this|your|its|it))+\s*$", re.I)
+
+
+def _quote_around(item: Item, f: Fact, words: int = 4) -> str | None:
+    """A short passage of the fact's field around its span, inside one sentence and as written
+    (no dangling "for" at its end), or None when the gate's screen would reject it."""
+    text = field_text(item, f.field)
+    s, e = f.span
+    bounds = [m.start() for m in _SENTENCE_STOP.finditer(text)]
+    lo = max((b + 1 for b in bounds if b < s), default=0)
+    hi = min((b for b in bounds if b >= e), default=len(text))
+    sentence = text[lo:hi].strip()
+    if len(sentence.split()) <= 14:  # a short sentence is quoted whole, from its start
+        return _quotable(re.sub(r"[\"“”«»]", "", " ".join(sentence.split())).strip(" ,:;-("), 110, record=True)
+    starts = [m.start() for m in re.finditer(r"\S+", text[lo:s])]
+    start = lo + starts[-words] if len(starts) >= words else lo + (starts[0] if starts else s - lo)
+    ends = [m.end() for m in re.finditer(r"\S+", text[e:hi])]
+    end = e + ends[min(words + 4, len(ends)) - 1] if ends else e
+    passage = " ".join(text[min(start, s) : end].split())
+    passage = re.sub(r"[\"“”«»]", "", passage).strip(" ,:;-(")
+    passage = _LEADING.sub("", _TRAILING.sub("", passage)).strip(" ,:;-(")
+    if min(start, s) > lo + len(text[lo:s]) - len(text[lo:s].lstrip()):  # cut inside the sentence
+        passage = "…" + passage
+    return _quotable(passage, 90, record=True)
+
+
+def _article(word: str) -> str:
+    return "An" if re.match(r"(?i)[aeio]|u(?![sn]i)|8|11|18", word) and not re.match(r"(?i)one|uni|use", word) else "A"
+
+
+_FIELD_NAMES = {"title": "title", "description": "description"}
+
+
+def _where(f: Fact) -> str:
+    return _FIELD_NAMES.get(f.field, f.field.removeprefix("attribute:") + " field")
+
+
+def _price_note(item: Item, items: Sequence[Item], context: ReasonContext) -> str | None:
+    if item.price is None:
+        return None
+    price = money(item.price, item.currency)
+    lo, hi = context.price_min, context.price_max
+    if lo is not None and hi is not None:
+        return f"{price}, within your {money(lo)}–{money(hi)} range"
+    if hi is not None:
+        return f"{price}, within your {money(hi)} limit"
+    priced = sorted({i.price for i in items if i.price is not None})
+    if len(priced) >= 3 and item.price == priced[0]:
+        return f"{price}, less than the others shown"
+    return price
+
+
+def _sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return (text[0].upper() + text[1:]).rstrip(" ,") + ("" if text.endswith((".", "!", "?")) else ".")
+
+
+def realise(item: Item, uses: Sequence[FactUse], context: ReasonContext, *, index: int = 0, items: Sequence[Item] = (), others: Sequence[Item] | None = None) -> str:
+    """One or two sentences for `item` from its chosen facts (see `answer_reasons`)."""
+    noun = item_noun(item, context)
+    noun_stems = set(stems(noun))
+    adjectives: list[str] = []
+    after: list[str] = []
+    asked_in_desc: list[FactUse] = []
+    asked_in_title: list[FactUse] = []
+    said_distinct = False  # a fact none of the other shown items states is in the text
+    # "a 12-sheet shredder that holds 7 gallons": the sheets are the adjective
+    uses = sorted(uses, key=lambda u: u.fact.kind == "capacity" and not u.fact.value.endswith(("sheet", "sheets")))
+    for u in uses:
+        if u.asked and u.fact.field != "title":
+            asked_in_desc.append(u)
+            continue
+        if u.asked:
+            asked_in_title.append(u)
+        adj = _adjective(item, u.fact) if u.fact.field != "description" or u.fact.kind in _SAY_FROM_DESCRIPTION else None
+        if adj is None and u.fact.field == "description" and u.fact.kind not in _SAY_FROM_DESCRIPTION:
+            continue  # said as "its description mentions …" below
+        if u.fact.kind == "capacity" and any(v.fact.kind == "capacity" for v in uses[: uses.index(u)] if not v.asked):
+            adj = None  # one capacity before the noun; another reads "that holds 7 gallons"
+        if adj and item.brand and set(stems(adj)) <= set(stems(item.brand)):
+            continue  # "a Samsung fax machine by Samsung"
+        if adj and not set(stems(adj)) <= noun_stems and len(adjectives) < 3:
+            adjectives.append(adj)
+            said_distinct = said_distinct or u.distinct
+        elif not adj and len(after) < 1:
+            after.append(_after_noun(u.fact))
+            said_distinct = said_distinct or u.distinct
+    maker = _quotable(item.brand, 60, record=True) if item.brand and not is_non_brand(item.brand) else None
+    adjectives.sort(key=lambda a: _ADJ_ORDER.get(next((u.fact.kind for u in uses if _adjective(item, u.fact) == a), ""), 9))
+    phrase = " ".join([*adjectives, noun])
+    first = f"{_article(phrase)} {phrase}"
+    if maker:
+        first += f" by {maker}"
+    if after:
+        first += " " + after[0]
+    price = _price_note(item, items or [item], context)
+    if price:
+        first += f", at {price}"
+    sentences = [_sentence(first)]
+    if asked_in_desc:
+        u = asked_in_desc[0]
+        quote = _quote_around(item, u.fact)
+        said = _quotable(u.asked, 40) or u.fact.value
+        forms = (
+            "You asked for {a}, and its {w} says “{q}”",
+            "It meets your ask for {a}: its {w} says “{q}”",
+            "If you want {it}{a}, this one's {w} says so: “{q}”",
+        )
+        it = "it " if " " not in said and not re.search(r"\d", said) else ""
+        said_distinct = said_distinct or u.distinct
+        if quote:
+            sentences.append(_sentence(forms[index % len(forms)].format(a=said, it=it, w=_where(u.fact), q=quote)))
         else:
-            parts.append(money(item.price, item.currency))
+            sentences.append(_sentence(f"You asked for {said}, and its {_where(u.fact)} says {u.fact.value}"))
+    elif asked_in_title:  # the adjective is in the first sentence; say where it comes from
+        u = asked_in_title[0]
+        said = _quotable(u.asked, 40) or u.fact.value
+        forms = ("Its title says {a}, as you asked", "{A}, as you asked: its title says so", "Its title names the {a} you asked for")
+        sentences.append(_sentence(forms[index % len(forms)].format(a=said, A=said[:1].upper() + said[1:])))
+    elif not any(u.asked for u in uses):
+        extra = next((u for u in uses if u.distinct and u.fact.field == "description"), None)
+        if not asked_features(context) and context.history_titles:
+            bought = _quotable(context.history_titles[-1], 70)
+            if bought:
+                sentences.insert(0, f"Suggested because you bought “{bought}”.")
+        elif extra is not None:
+            quote = _quote_around(item, extra.fact)
+            if quote:
+                sentences.append(_sentence(f"Its description mentions “{quote}”"))
+                said_distinct = True
+    if not said_distinct and len(sentences) < 3:  # say what sets it apart, in a short sentence
+        extra = next((u for u in uses if u.distinct and not u.asked and u.fact.field == "description"), None)
+        quote = _quote_around(item, extra.fact) if extra else None
+        if quote:
+            sentences.append(_sentence(f"Its description also mentions “{quote}”"))
+            said_distinct = True
+    if not said_distinct and others is not None and len(sentences) < 3:
+        maker_distinct = bool(maker) and not any(o.brand.casefold() == item.brand.casefold() for o in others)
+        mark = None if maker_distinct else title_marks(item, others)
+        if mark:  # nothing in its facts sets it apart: the title's own words do
+            sentences.append(_sentence(_MARK_FORMS[index % len(_MARK_FORMS)].format(m=mark)))
     if context.similar_to and item.id not in context.similar_to:
-        parts.append("close to the item you picked")
-    reason = "; ".join(parts) + "."
-    if not asked and context.history_titles:
-        bought = _quotable(context.history_titles[-1], 70)
-        if bought:
-            return f"Suggested because you bought “{bought}”. {reason}"
-    return reason
+        sentences.append("Close to the item you picked.")
+    return " ".join(sentences[:3])
+
+
+_MARK_FORMS = ("What sets it apart is in its title: “{m}”", "Its title marks it out: “{m}”", "Unlike the others, its title says “{m}”")
+
+
+def answer_reasons(items: Sequence[Item], context: ReasonContext | None = None) -> list[str]:
+    """Template reasons for the items of one answer, written together: each names what the
+    shopper asked for when its record states it, and what sets it apart from the other items
+    shown. No two reasons of an answer are the same text."""
+    context = context or ReasonContext()
+    asked = asked_features(context)
+    out: list[str] = []
+    for i, item in enumerate(items):
+        others = [o for j, o in enumerate(items) if j != i]
+        uses = choose_facts(item, others, asked)
+        text = realise(item, uses, context, index=i, items=items, others=others)
+        if text in out:  # still the same words: name the record's own wording
+            mark = title_marks(item, [o for o, t in zip(items, out) if t == text])
+            title = _quotable(item.title, 70, record=True)
+            text = f"{text} Its title says “{mark}”." if mark else f"{text} Its title reads “{title}”." if title else f"{text} Listed under {item.category or 'the catalog'}."
+        out.append(text)
+    return out
+
+
+def is_keyword_list(text: str) -> bool:
+    """A reason built as a list of quoted words ("matches “paper”, “shredder”"): two or more
+    quotes of at most two words each, next to each other."""
+    quotes = re.findall(r"[“\"]([^”\"]{1,40})[”\"]", text)
+    short_quotes = [q for q in quotes if len(q.split()) <= 2]
+    return len(short_quotes) >= 2 and bool(re.search(r"[”\"]\s*(?:,|and|or)\s*[“\"]", text))
 
 
 class ReasonWriter:
@@ -285,9 +660,19 @@ class ReasonWriter:
                     problems[i] = report.unsupported
                     still.append(i)
             pending = still
+        # Template reasons are written per answer (the jobs of one context), so each can say what
+        # sets its item apart from the others shown.
+        groups: dict[int, list[int]] = {}
+        for i in range(len(jobs)):
+            groups.setdefault(id(jobs[i][1]), []).append(i)
+        templates: dict[int, str] = {}
+        for members in groups.values():
+            if any(i in pending for i in members):
+                texts = answer_reasons([jobs[i][0] for i in members], jobs[members[0]][1])
+                templates.update(zip(members, texts))
         for i in pending:
             item, context = jobs[i]
-            text = template_reason(item, context)
+            text = templates[i]
             report = self.check(text, item, context, prose=False)
             if not report.ok:  # cannot happen by construction; keep the promise visible if it ever does
                 log.error("template reason for item %s failed grounding: %s", item.id, report.unsupported)

@@ -26,7 +26,7 @@ def user_history(office_interactions):
 @pytest.fixture(scope="module")
 def make_recommender(settings, office_searcher):
     def make(engine, **kwargs):
-        return Recommender(settings, engine=engine, searcher=office_searcher, n_candidates=8, collab="cooc", **kwargs)
+        return Recommender(settings, engine=engine, searcher=office_searcher, n_candidates=8, collab="rrf", **kwargs)
 
     return make
 
@@ -43,7 +43,8 @@ def test_candidates_respect_filters_history_and_exclusions(make_recommender, tra
         req = RecommendRequest(query=query, history=user_history, exclude_ids=excluded, filters=SearchFilters(categories=(PENS,)), k=5, rank_mode="none", with_reasons=False)
         result = rec.recommend(req)
         assert result.items and result.n_candidates <= 8
-        assert result.sources.get("collab", 0) > 0 and result.sources.get("semantic", 0) > 0
+        # words: search hits fused with the ranking stage's order of them; history only: the stage's own top n
+        assert result.sources.get("ranker", 0) > 0 and (result.sources.get("semantic", 0) > 0) == (query is not None)
         assert result.llm_valid and result.fallback is None
         assert_catalog_items(result, office_catalog)
         for r in result.items:

@@ -42,7 +42,7 @@ def check_report(out: Path, result: dict, systems: set[str]) -> None:
 
 def test_ranking_eval_report_structure(settings, tmp_path):
     """5 users, every non-LLM system plus the candidate generator: JSON keys, tables, PNGs."""
-    cfg = RankingConfig(users=5, prompts=(), sasrec=False, reason_users=0, out=tmp_path, progress=False)
+    cfg = RankingConfig(users=5, prompts=(), sasrec=False, stage=False, reason_users=0, out=tmp_path, progress=False)
     result = run_ranking_eval(settings, cfg)
     check_report(tmp_path, result, {"popularity", "cooccurrence", "similar", "pipeline:none"})
     ceiling = result["candidate_recall"]
@@ -75,7 +75,7 @@ def test_ranking_eval_with_llm_reranker(settings, tmp_path):
 
     engine = TransformersEngine(Settings(llm="transformers"))  # converted model cached in the default home
     try:
-        cfg = RankingConfig(users=5, prompts=("rerank_onepass.v1",), sasrec=False, baselines=False, llm_all_users=True, reason_users=1, out=tmp_path, progress=False)
+        cfg = RankingConfig(users=5, prompts=("rerank_onepass.v1",), sasrec=False, stage=False, baselines=False, llm_all_users=True, reason_users=1, out=tmp_path, progress=False)
         result = run_ranking_eval(settings, cfg, engine=engine)
     finally:
         engine.close()

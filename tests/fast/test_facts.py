@@ -113,3 +113,17 @@ def test_the_reply_says_which_must_have_no_item_meets(tiny_agent):
     result = tiny_agent().turn(None, "a waterproof stapler")
     assert result.items and all("stapler" in i.title.lower() for i in result.items)
     assert "Nothing I found says “waterproof”; these are the closest matches." in result.reply
+
+
+def test_the_facts_a_shopper_states_become_must_haves():
+    """"an 8-sheet cross-cut shredder, in a pack of 3" asks for 8 sheets, cross-cut and a 3 pack;
+    price talk and a bare size are no must-haves."""
+    from agent.facts import stated_features
+
+    assert stated_features(["an 8-sheet cross-cut shredder", "in a pack of 3"]) == ["8 sheets", "cross-cut", "3 pack"]
+    assert stated_features(["cheap paper, 8.5 x 11"]) == []
+    from agent.facts import item_facts
+    from retrieval.catalog import Item
+
+    staples = Item("st", "Premium Staples, 5,000 per Box", description="Box of 5,000 staples.")
+    assert [f.value for f in item_facts(staples) if f.kind == "pack"] == ["5,000 pack"]  # never the "000" of "5,000"

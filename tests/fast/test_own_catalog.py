@@ -213,7 +213,8 @@ def test_ranking_and_copy_evals_run_on_a_registered_catalog(shop, tmp_path):
     cfg = RankingConfig(catalog="myshop", users=10, prompts=(), sasrec=False, reason_users=0, out=tmp_path / "ranking", n_candidates=5)
     result = run_ranking_eval(settings, cfg, engine=ScriptedEngine())
     assert result["config"]["catalog"] == "myshop" and result["config"]["users_evaluated"] == 10
-    assert {"popularity", "cooccurrence", "pipeline:none"} <= set(result["systems"])
+    assert {"popularity", "cooccurrence", "pipeline:none", "union:rrf"} <= set(result["systems"])
+    assert result["stage"]["recall"]["union"]  # recall ceilings of every source and of the union
     assert (tmp_path / "ranking" / "results.json").is_file()
 
     # The copy eval needs human descriptions to hide and regenerate: a second catalog that has them.
@@ -226,3 +227,29 @@ def test_ranking_and_copy_evals_run_on_a_registered_catalog(shop, tmp_path):
     copy = run_copy_eval(settings, catalog_name="described", n_items=2, engine=engine, progress=False, pool=4)
     assert copy["catalog"] == "described" and copy["items"] == 2, json.dumps(copy)[:500]
     assert copy["generation"] and copy["retrieval"]
+
+
+def test_a_thumbs_up_becomes_history_for_the_next_training(shop, tmp_path):
+    """Session feedback reaches the models' training data: a like is a `session:<id>` event of the
+    shop's catalog (without making running servers reload it); built-in benchmark catalogs and
+    `learn_from_sessions=False` are never written."""
+    from agent.chat.agent import Agent
+    from agent.chat.store import SessionStore
+    from retrieval.registry import load_interactions
+
+    settings = shop["settings"]
+    registry = Registry(settings)
+    version = registry.version("myshop")
+    agent = Agent(settings, store=SessionStore(tmp_path / "s.sqlite"), engine=ScriptedEngine(), rank_mode="none")
+    turn = agent.turn(None, "a label maker", catalog="myshop")
+    liked = turn.items[1].id
+    agent.turn(turn.session_id, "I like the second one")
+    assert load_interactions(settings, "myshop")[f"session:{turn.session_id}"] == [liked]
+    agent.feedback(turn.session_id, turn.items[0].id, -1)  # a thumbs-down is not history
+    assert load_interactions(settings, "myshop")[f"session:{turn.session_id}"] == [liked]
+    assert registry.version("myshop") == version
+
+    quiet = Agent(settings.model_copy(update={"learn_from_sessions": False}), store=SessionStore(tmp_path / "q.sqlite"), engine=ScriptedEngine(), rank_mode="none")
+    other = quiet.turn(None, "a label maker", catalog="myshop")
+    quiet.feedback(other.session_id, other.items[0].id, 1)
+    assert f"session:{other.session_id}" not in load_interactions(settings, "myshop")

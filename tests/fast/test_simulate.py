@@ -101,26 +101,47 @@ def test_a_shown_id_outside_the_catalog_is_counted():
 
 
 def test_an_item_of_a_rejected_brand_is_a_violation():
-    dialogue, fake, shopper = play("d2", [["d1", "d3"], ["d1", "d3"], ["d4"]], max_turns=4)
-    assert fake.heard[1] == "I'd prefer something from AmazonBasics."
-    assert fake.heard[2] == "Not Fellowes, please."
-    assert "Fellowes" in shopper.said.avoid_brands
-    rejected = [v for v in dialogue.violations if "rejected brand" in v["broken"]]
-    assert [v["item"] for v in rejected] == ["d4", "d4"]  # shown at turns 3 and 4, after "Not Fellowes"
-    assert all(v["turn"] >= 3 for v in rejected)
-    assert summarise([dialogue], 5)["violations_by_kind"]["rejected brand"] == 2
+    """A shopper with no feature to ask for dismisses the list, then names the brand, then rejects
+    what breaks it; every later shown item that breaks a stated constraint is a violation."""
+    item = ITEMS["d2"]
+    target = dataclasses.replace(target_of("d2"), features=())
+    fake = Scripted([["d1", "d3"], ["d1", "d3"], ["d4"], ["d4"]])
+    shopper = ScriptedShopper()
+    dialogue = simulate(fake.system(), shopper, item, target, ITEMS, max_turns=4)
+    assert fake.heard[1:] == ["Show me something else.", "I'd prefer something from AmazonBasics.", "I don't like the first one."]
+    assert [v["broken"] for v in dialogue.violations] == [["brand"], ["brand", "rejected item"]]
+    assert summarise([dialogue], 5)["violations_by_kind"] == {"brand": 2, "rejected item": 1}
+    avoid = ScriptedShopper()
+    avoid.said.brand = "AmazonBasics"
+    assert avoid.react([ITEMS["d2"], ITEMS["d1"]], dataclasses.replace(target, id="other"), 1) == "I don't like the second one."
+
+
+def test_the_shopper_asks_for_the_targets_facts_and_the_brand_only_after_a_rejection():
+    target = target_of("d2")  # AmazonBasics Quiet Paper Shredder, 12 sheet; quiet cross-cut
+    assert "quiet" in target.features and "cross-cut" in target.features
+    shopper = ScriptedShopper()
+    shown = [ITEMS["d1"], ITEMS["d3"]]  # cross-cut Fellowes, strip-cut Aurora: neither says quiet
+    assert shopper.react(shown, target, 1) == "One that is quiet, please."  # lacked by both shown
+    assert shopper.react(shown, target, 2) == "I don't like the first one."  # d1 lacks what it asked for
+    assert shopper.react([ITEMS["d3"], ITEMS["d4"]], target, 3) == "One that is cross-cut, please."
+    assert shopper.said.brand == ""  # the brand comes only after rejecting (the feature went first)
+    assert shopper.react([ITEMS["d3"], ITEMS["d4"]], target, 4) == "I don't like the first one."
+    assert shopper.react([ITEMS["d4"]], target, 5) == "I don't like the first one."
+    assert shopper.react([ITEMS["p1"]], target, 6) == "I don't like the first one."
+    assert shopper.react([], target, 7) == "I'd prefer something from AmazonBasics."
+    from evals.simulate import feature_request
+
+    assert feature_request("12 pack") == "One in a pack of 12, please."
+    assert feature_request("8 sheets") == "One with 8 sheets, please."
 
 
 def test_first_message_is_the_category_and_cheaper_follows_prices():
     shopper = ScriptedShopper()
     target = target_of("s3")  # Swingline, $6.49
     assert shopper.first_message(target) == "I'm looking for staplers"
-    shopper.said.brand = "Swingline"  # brand already asked for
-    assert shopper.react([ITEMS["s2"], ITEMS["s5"]], target, 1) == "Not Bostitch, please."
-    assert shopper.react([ITEMS["s1"], ITEMS["s5"]], target, 2) == "Not PaperPro, please."
-    assert shopper.react([ITEMS["s1"], ITEMS["s5"]], target, 3) == "Something cheaper, under $24.50, please."
+    assert shopper.react([ITEMS["s1"], ITEMS["s5"]], target, 1) == "Something cheaper, under $24.50, please."
     assert shopper.said.price_max == 24.50
-    assert "cheaper" not in (shopper.react([ITEMS["s1"], ITEMS["s5"]], target, 4) or "")  # the same bound is not asked twice
+    assert "cheaper" not in (shopper.react([ITEMS["s1"], ITEMS["s5"]], target, 2) or "")  # the same bound is not asked twice
 
 
 def test_the_eval_runs_end_to_end_on_the_tiny_shop(tiny_agent, fast_settings, tmp_path):
@@ -128,7 +149,7 @@ def test_the_eval_runs_end_to_end_on_the_tiny_shop(tiny_agent, fast_settings, tm
     interactions = {"u1": ["s1", "d2"], "u2": ["p1", "l2"], "u3": ["d1", "s2"], "u4": ["l1", "p3"], "u5": ["s4"]}
     cfg = SimulateConfig(catalog="tiny-shop", users=10, max_turns=3, out=tmp_path / "out", progress=False)
     result = run_simulate_eval(fast_settings, cfg, agent=agent, interactions=interactions)
-    assert set(result["systems"]) == {"retrieval", "agent"}
+    assert set(result["systems"]) == {"retrieval", "agent-before", "agent"}
     assert result["config"]["users_evaluated"] == 4  # u5 has nothing to hold out
     for s in result["systems"].values():
         assert s["users"] == 4 and s["errors"] == 0, s["error_examples"]
@@ -158,8 +179,12 @@ def test_the_agent_reads_the_shoppers_phrasings(tiny_agent):
     assert say("I don't like the second one.").constraints["rejected"] == [shown[1].id]
     assert say("Not Fellowes, please.").constraints["avoid_brands"] == ["Fellowes"]
     assert say("Something cheaper, under $50.00, please.").constraints["price_max"] == 50.0
-    state = say("One with quiet, please.").constraints
-    assert state["features"] == ["quiet"] and state["need"] == "shredders quiet"
+    from evals.simulate import feature_request
+
+    state = say(feature_request("quiet")).constraints
+    assert state["features"] == ["quiet"] and "quiet" in state["need"] and "shredders" in state["need"]
+    state = say(feature_request("12 pack")).constraints
+    assert "shredders" in state["need"] and "pack of 12" in state["need"]
 
 
 def test_a_field_that_would_give_the_title_away_is_not_told():

@@ -1,0 +1,322 @@
+"""`aisle eval reasons`: how good are the "why this item" reasons, per reason mode?
+
+Requests: for a seeded sample of (leaf category, feature) pairs of the catalog, the shopper asks
+"I need a <feature> <category noun>" ("I need a cross-cut shredder"), where <feature> is a fact
+value (agent.facts) that some but not all items of that category state. Deterministic for a seed.
+
+Each request runs through the recommender (retrieval, rank mode "none", must-haves lifted, k=5);
+the same five items then get reasons from each mode:
+- `template`: the CPU default, `answer_reasons` (facts realised as sentences, written per answer);
+- `llm`: the recommender's `ReasonWriter` with the configured engine (the packaged model unless
+  `AISLE_LLM_MODEL` / `--engine` say otherwise): LLM text gated by the grounding check, one retry,
+  then the template (`--llm-queries` bounds its cost on a CPU; 0 skips it).
+
+Metrics per mode (over all reasons of all answers unless said):
+- grounding: share of reasons the grounding gate passes (`ReasonWriter.check`);
+- specificity: share of reasons naming a fact of their item that none of the other shown items
+  states (a fact = an `item_facts` value, the brand, or a word of its title no other shown title
+  has, e.g. "Monochrome"); also over the items that have such a fact;
+- need coverage: of the items whose record states the asked feature (`has_feature`), the share
+  whose reason mentions it (its words, or any noise word for "quiet");
+- repetition: answers with two identical reasons, and the mean word overlap (Jaccard) between
+  two reasons of one answer;
+- keyword-list reasons: reasons built as a list of quoted words (`is_keyword_list`), must be 0;
+- latency per answer (all its reasons), p50 / p95.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from agent.facts import has_feature, item_facts, must_haves
+from agent.lexicon import NOISE_WORDS, is_non_brand
+from agent.recommend.reasons import ReasonContext, _same, answer_reasons, is_keyword_list, item_noun, title_marks
+from agent.settings import Settings
+from agent.text import find_seq, stems
+from evals import report as rep
+from evals.metrics import latency_summary, rate
+from retrieval.catalog import Item
+
+K = 5
+FEATURE_KINDS = ("noise", "cut", "capacity", "power", "colour", "material", "feature", "size")
+_NOISE_STEMS = {s for w in NOISE_WORDS for s in stems(w)}
+
+
+@dataclass(frozen=True)
+class Request:
+    query: str
+    feature: str
+    category: str
+
+
+def build_requests(items: Mapping[str, Item], n: int, seed: int = 0) -> list[Request]:
+    """(category, feature) requests: the feature is a title or attribute fact value that 2+ items
+    of the leaf category state, but at most 60 % of them; one request per category, seeded."""
+    by_cat: dict[str, list[Item]] = defaultdict(list)
+    for it in items.values():
+        if it.category:
+            by_cat[it.category].append(it)
+    pairs: list[Request] = []
+    for cat in sorted(by_cat):
+        members = by_cat[cat]
+        if len(members) < 5:
+            continue
+        counts: dict[str, int] = defaultdict(int)
+        for it in members:
+            values = {f.value.casefold() for f in item_facts(it) if f.kind in FEATURE_KINDS and f.field != "description" and not re.search(r"\d", f.value) and len(f.value) > 2}
+            for v in values:
+                counts[v] += 1
+        brands = {s for it in members for s in stems(it.brand)}
+        ok = sorted(v for v, c in counts.items() if 2 <= c <= 0.6 * len(members) and must_haves([v]) and not set(stems(v)) <= brands)
+        if not ok:
+            continue
+        feature = random.Random(f"{seed}:{cat}").choice(ok)
+        noun = item_noun(members[0])
+        pairs.append(Request(f"I need a {feature} {noun}", feature, cat))
+    random.Random(seed).shuffle(pairs)
+    return pairs[:n]
+
+
+def mentions(text: str, feature: str) -> bool:
+    said = stems(text)
+    want = stems(feature)
+    if find_seq(said, want):
+        return True
+    return len(want) == 1 and want[0] in _NOISE_STEMS and bool(set(said) & _NOISE_STEMS)
+
+
+def distinct_facts(item: Item, others: Sequence[Item]) -> list[str]:
+    """Values of the item's facts (and its brand) that no other shown item states."""
+    out = [f.value for f in item_facts(item) if not any(_same(f, o) for o in others)]
+    if item.brand and not is_non_brand(item.brand) and not any(o.brand.casefold() == item.brand.casefold() for o in others):
+        out.append(item.brand)
+    mark = title_marks(item, others, limit=1)
+    if mark:  # a word of its title that no other shown title has ("Monochrome")
+        out.append(mark)
+    return list(dict.fromkeys(out))
+
+
+def names_any(text: str, values: Sequence[str]) -> bool:
+    """Does the text name one of the values: its words in order, or (for "12 pack" read as "a pack
+    of 12") all of its words?"""
+    said = stems(text)
+    return any(find_seq(said, stems(v)) or set(stems(v)) <= set(said) for v in values if stems(v))
+
+
+@dataclass
+class ModeStats:
+    reasons: int = 0
+    grounded: int = 0
+    specific: int = 0
+    with_distinct: int = 0
+    specific_of_distinct: int = 0
+    need_items: int = 0
+    need_met: int = 0
+    keyword_lists: int = 0
+    answers: int = 0
+    answers_with_repeats: int = 0
+    overlaps: list[float] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+    llm_written: int = 0
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, req: Request, items: Sequence[Item], texts: Sequence[str], grounded: Sequence[bool], ms: float, sources: Sequence[str]) -> None:
+        self.answers += 1
+        self.latency_ms.append(ms)
+        if len(set(texts)) < len(texts):
+            self.answers_with_repeats += 1
+        for a, b in combinations(texts, 2):
+            wa, wb = set(re.findall(r"[a-z0-9]+", a.lower())), set(re.findall(r"[a-z0-9]+", b.lower()))
+            self.overlaps.append(len(wa & wb) / len(wa | wb) if wa | wb else 1.0)
+        for i, (item, text) in enumerate(zip(items, texts)):
+            others = [o for j, o in enumerate(items) if j != i]
+            self.reasons += 1
+            self.grounded += bool(grounded[i])
+            self.llm_written += sources[i] != "template"
+            distinct = distinct_facts(item, others)
+            hit = names_any(text, distinct)
+            self.specific += hit
+            if distinct:
+                self.with_distinct += 1
+                self.specific_of_distinct += hit
+            if has_feature(item, req.feature):
+                self.need_items += 1
+                self.need_met += mentions(text, req.feature)
+            self.keyword_lists += is_keyword_list(text)
+        if len(self.examples) < 4:
+            self.examples.append({"query": req.query, "reasons": [{"id": it.id, "title": it.title, "reason": t} for it, t in zip(items, texts)]})
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "reasons": self.reasons,
+            "answers": self.answers,
+            "grounding": rate(self.grounded, self.reasons),
+            "specificity": rate(self.specific, self.reasons),
+            "specificity_of_items_with_a_distinct_fact": rate(self.specific_of_distinct, self.with_distinct),
+            "items_with_a_distinct_fact": self.with_distinct,
+            "need_coverage": rate(self.need_met, self.need_items),
+            "need_items": self.need_items,
+            "answers_with_identical_reasons": self.answers_with_repeats,
+            "mean_pairwise_word_overlap": sum(self.overlaps) / len(self.overlaps) if self.overlaps else None,
+            "keyword_list_reasons": self.keyword_lists,
+            "llm_written": rate(self.llm_written, self.reasons),
+            "latency": latency_summary(self.latency_ms),
+            "examples": self.examples,
+        }
+
+
+@dataclass
+class ReasonsConfig:
+    catalog: str = "amazon-office-2014"
+    queries: int = 50
+    llm_queries: int = 10
+    seed: int = 0
+    out: Path = field(default_factory=lambda: Path("eval-out/reasons"))
+
+
+def run_reasons_eval(settings: Settings, cfg: ReasonsConfig, *, recommender: Any = None, engine: Any = None) -> dict[str, Any]:
+    from agent.recommend.pipeline import Recommender, RecommendRequest
+
+    t_start = time.perf_counter()
+    env = rep.environment()
+    if recommender is None:
+        from retrieval.search import open_searcher
+
+        recommender = Recommender(settings, cfg.catalog, searcher=open_searcher(settings, cfg.catalog, progress=False))
+    items = recommender.catalog.items
+    requests = build_requests(items, cfg.queries, cfg.seed)
+    writer = recommender.reason_writer(None)
+    modes: dict[str, ModeStats] = {"template": ModeStats()}
+    answers: list[tuple[Request, list[Item]]] = []
+    for req in requests:
+        res = recommender.recommend(RecommendRequest(query=req.query, k=K, rank_mode="none", with_reasons=False, must_have=must_haves([req.feature])))
+        shown = [r.item for r in res.items]
+        if shown:
+            answers.append((req, shown))
+    for req, shown in answers:
+        ctx = ReasonContext(query=req.query)
+        t = time.perf_counter()
+        texts = answer_reasons(shown, ctx)
+        ms = (time.perf_counter() - t) * 1e3
+        grounded = [writer.check(tx, it, ctx, prose=False).ok for it, tx in zip(shown, texts)]
+        modes["template"].add(req, shown, texts, grounded, ms, ["template"] * len(shown))
+    notes: list[str] = []
+    llm_info: dict[str, Any] = {}
+    if cfg.llm_queries > 0:
+        try:
+            if engine is None:
+                from agent.engines import make_engine
+
+                engine = make_engine(settings)
+            llm_info = {"engine": engine.name, "model": engine.model_id}
+            llm_writer = recommender.reason_writer(engine)
+            modes["llm"] = ModeStats()
+            for req, shown in answers[: cfg.llm_queries]:
+                ctx = ReasonContext(query=req.query)
+                t = time.perf_counter()
+                reasons = llm_writer.write(shown, ctx)
+                ms = (time.perf_counter() - t) * 1e3
+                modes["llm"].add(req, shown, [r.text for r in reasons], [r.grounded for r in reasons], ms, [r.source for r in reasons])
+        except Exception as exc:  # an eval reports what broke instead of dying
+            notes.append(f"LLM mode not run: {type(exc).__name__}: {exc}"[:300])
+            modes.pop("llm", None)
+    result: dict[str, Any] = {
+        "kind": "reasons",
+        "config": {
+            "catalog": cfg.catalog,
+            "catalog_items": len(items),
+            "queries_requested": cfg.queries,
+            "queries": len(answers),
+            "llm_queries": min(cfg.llm_queries, len(answers)),
+            "seed": cfg.seed,
+            "k": K,
+            "requests_sha256": rep.ids_hash(r.query for r, _ in answers),
+            **llm_info,
+            "git": rep.git_state(),
+            **{f"env_{k}": v for k, v in env.items()},
+        },
+        "modes": {name: s.summary() for name, s in modes.items()},
+        "requests": [{"query": r.query, "feature": r.feature, "category": r.category, "shown": [i.id for i in s]} for r, s in answers],
+        "notes": notes,
+    }
+    result["total_seconds"] = round(time.perf_counter() - t_start, 1)
+    write_outputs(result, cfg.out)
+    return result
+
+
+HEADER = ["mode", "answers", "grounding", "specificity", "specificity (items with a distinct fact)", "need coverage", "answers with identical reasons", "mean word overlap", "keyword-list reasons", "LLM-written", "p50/answer", "p95/answer"]
+
+
+def summary_rows(result: Mapping[str, Any]) -> list[list[Any]]:
+    rows = []
+    for name, s in result["modes"].items():
+        rows.append([
+            name, s["answers"], rep.pct(s["grounding"]), rep.pct(s["specificity"]), rep.pct(s["specificity_of_items_with_a_distinct_fact"]),
+            f"{rep.pct(s['need_coverage'])} of {s['need_items']}", s["answers_with_identical_reasons"], rep.fmt(s["mean_pairwise_word_overlap"], 2),
+            s["keyword_list_reasons"], rep.pct(s["llm_written"]), rep.ms(s["latency"]["p50_ms"]), rep.ms(s["latency"]["p95_ms"]),
+        ])
+    return rows
+
+
+def markdown(result: Mapping[str, Any]) -> str:
+    cfg = result["config"]
+    lines = [
+        "# Reason-quality eval", "",
+        f"{cfg['queries']} requests on `{cfg['catalog']}` ({cfg['catalog_items']} items; seed {cfg['seed']}, hash `{cfg['requests_sha256']}`): "
+        f"“I need a <feature> <category>”, top {cfg['k']} by the recommender (rank mode none, must-haves lifted). "
+        f"LLM mode on the first {cfg['llm_queries']} ({cfg.get('engine', '–')} / {cfg.get('model', '–')}). Total {result['total_seconds']} s.", "",
+        rep.md_table(HEADER, summary_rows(result)), "",
+        "Specificity: the reason names a fact of its item (an extracted fact, the brand, or a word of its title) that none of the other shown "
+        "items states; the next column counts only the items that have such a fact. Need coverage: "
+        "of the items whose record states the asked feature, the share whose reason mentions it. LLM-written: reasons the LLM wrote "
+        "and the gate passed (the rest fell back to the template).", "",
+    ]
+    for name, s in result["modes"].items():
+        lines += [f"## Examples: {name}", ""]
+        for ex in s["examples"][:3]:
+            lines.append(f"**{ex['query']}**")
+            lines += [f"- {r['title'][:70]}: {r['reason']}" for r in ex["reasons"]]
+            lines.append("")
+    if result.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
+    lines += ["## Configuration", "", rep.md_table(["key", "value"], rep.config_rows(cfg)), ""]
+    return "\n".join(lines)
+
+
+def write_outputs(result: dict[str, Any], out: Path) -> None:
+    rep.write_json(result, out)
+    (out / rep.REPORT_FILE).write_text(markdown(result), encoding="utf-8")
+
+
+def reasons_command(
+    ctx: typer.Context,
+    catalog: Annotated[str, typer.Option("--catalog", "-c")] = "amazon-office-2014",
+    queries: Annotated[int, typer.Option("--queries", "-n", min=1, help="Requests (one per leaf category, seeded).")] = 50,
+    llm_queries: Annotated[int, typer.Option("--llm-queries", min=0, help="Requests whose reasons the LLM mode also writes (slow on CPU); 0 skips it.")] = 10,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine for the LLM mode: transformers | vllm | openai.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default eval-out/reasons-<timestamp>, git-ignored).")] = None,
+) -> None:
+    """Reason quality per mode (template, LLM): grounding, specificity, need coverage, repetition, latency."""
+    from evals.ranking import eval_options
+
+    settings, _ = eval_options(ctx, engine, None, ())
+    out = out or Path("eval-out") / f"reasons-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = run_reasons_eval(settings, ReasonsConfig(catalog=catalog, queries=queries, llm_queries=llm_queries, seed=seed, out=out))
+    typer.echo(rep.md_table(HEADER, summary_rows(result)))
+    for n in result["notes"]:
+        typer.echo(f"note: {n}")
+    typer.echo(f"\nwrote {out / rep.RESULTS_FILE}, {out / rep.REPORT_FILE} ({result['total_seconds']} s)")
+
+
+__all__ = ["ReasonsConfig", "build_requests", "reasons_command", "run_reasons_eval"]
