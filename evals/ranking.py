@@ -244,7 +244,6 @@ def run_ranking_eval(settings: Settings, cfg: RankingConfig, *, engine: Any = No
         "systems": systems,
         "candidate_recall": ceiling,
         "stage": stage_meta,
-        "cold": _cold_metrics(systems, tallies, users, histories, user_targets),
         "headline": None,
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "total_seconds": None,
@@ -254,20 +253,6 @@ def run_ranking_eval(settings: Settings, cfg: RankingConfig, *, engine: Any = No
     result["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write_ranking_outputs(result, {n: t.latency_ms for n, t in tallies.items()}, cfg.out)
     return result
-
-
-def _cold_metrics(systems: dict[str, Any], tallies: dict[str, Tally], users: Sequence[str], histories: dict[str, list[str]], targets: dict[str, str]) -> dict[str, Any]:
-    """NDCG@10 / Recall@20 of every system on cold-item users (held-out item with <= 2 training interactions)."""
-    from evals.ranking_stage import COLD_MAX, cold_users
-
-    cold = cold_users(users, histories, targets)
-    out: dict[str, Any] = {"max_count": COLD_MAX, "users": len(cold), "systems": {}}
-    if not cold:
-        return out
-    for name, tally in tallies.items():
-        metrics = evaluate_rankings({u: targets[u] for u in cold}, tally.rankings, ("ndcg@10", "recall@20"))
-        out["systems"][name] = {"label": systems[name]["label"], **metrics}
-    return out
 
 
 BASELINES = ("popularity", "cooccurrence", "sasrec", "similar")
@@ -461,7 +446,7 @@ def stage_lines(result: dict[str, Any]) -> list[str]:
                   f"the union takes each source at its own depth (mean union size {stage.get('union_size_mean')}).", ""]
         lines.append(rep.md_table(["source", *[f"@{d}" for d in depths]], [[n, *[rep.pct(v.get(d)) for d in depths]] for n, v in recall.items()]))
         lines.append("")
-    cold = (result.get("stage") or {}).get("cold_all") or result.get("cold") or {}
+    cold = (result.get("stage") or {}).get("cold") or {}
     if cold.get("systems"):
         lines += ["## Cold-item users", "", f"All {cold['users']} users of the catalog whose held-out item has at most {cold['max_count']} training interactions.", ""]
         lines.append(rep.md_table(["system", "NDCG@10", "Recall@20"], [[c["label"], rep.metric_cell(c["ndcg@10"]), rep.metric_cell(c["recall@20"])] for c in cold["systems"].values()]))
@@ -632,7 +617,7 @@ def summary_table(result: dict[str, Any]) -> str:
     head = result.get("headline")
     if head:
         text += f"\n\nfull pipeline {head['pipeline']} NDCG@10 {head['pipeline_ndcg10']:.4f} / best baseline {head['best_baseline']} {head['best_baseline_ndcg10']:.4f} = {head['ratio']}x"
-    cold = (result.get("stage") or {}).get("cold_all") or result.get("cold") or {}
+    cold = (result.get("stage") or {}).get("cold") or {}
     if cold.get("systems"):
         text += f"\ncold-item users ({cold['users']}, all of the catalog's): " + ", ".join(f"{k} {v['ndcg@10']['mean']:.4f}" for k, v in cold["systems"].items())
     ceiling = result.get("candidate_recall")

@@ -136,7 +136,7 @@ def run_stage_rows(
         if name in SOURCE_LABELS:
             record(f"source:{name}", tallies[f"source:{name}"], SOURCE_LABELS[name], "source", "full catalog")
     record("union:rrf", tallies["union:rrf"], "All sources, union + RRF", "ablation", "full catalog")
-    meta["cold_all"] = _cold_block(stage, serve_models, sources, histories, all_targets or targets, catalog, cfg)
+    meta["cold"] = _cold_block(stage, serve_models, sources, histories, all_targets or targets, catalog, cfg)
     if ranker is None:
         return meta
     record("union:ltr", tallies["union:ltr"], "All sources + learned ranker", "pipeline", "full catalog", {"importances_top": dict(ranker.top_importances(6))})
@@ -261,11 +261,6 @@ def _llm_stage_rows(
 
 
 def _ranker_adapter(settings: Any, catalog: str) -> Any:
-    try:
-        from agent.train.ranker import ranker_adapter_path
-    except ImportError:
-        try:
-            from agent.engines import ranker_adapter_path  # type: ignore[attr-defined, no-redef]
-        except ImportError:
-            return None
+    from agent.train.ranker import ranker_adapter_path
+
     return ranker_adapter_path(settings, catalog)

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from retrieval.candidates import DEFAULT_DEPTHS, HISTORY_SOURCES, Scored, Shopper, SourceSet, union
-from retrieval.collab import CooccurrenceRecommender, PopularityRecommender, id_sort_key, leave_one_out, sample_users
+from retrieval.collab import CooccurrenceRecommender, PopularityRecommender, leave_one_out, sample_users
 from retrieval.learned_ranker import ItemTable, LearnedRanker, RankerConfig, feature_names, features
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,10 @@ def _last_trained(settings: Any, catalog: str, name: str, split: str) -> Any:
     if not path.is_file():
         return None
     try:
-        module = __import__(f"retrieval.{name}", fromlist=["_"])
-        cls = getattr(module, "SASRecRecommender" if name == "sasrec" else "TextSeqRecommender")
+        if name == "sasrec":
+            from retrieval.sasrec import SASRecRecommender as cls
+        else:
+            from retrieval.textseq import TextSeqRecommender as cls
         model = cls.load(path)
     except Exception as exc:  # a broken file is the same as none
         log.warning("cached %s at %s is unusable (%s)", name, path, exc)
@@ -184,12 +186,14 @@ class RankingStage:
         self.table = table
         self.ranker = ranker
         self.depths = dict(depths or DEFAULT_DEPTHS)
-        self.feature_sources = [s for s in HISTORY_SOURCES]  # fixed columns: a missing source is NaN
+        self.feature_sources = list(HISTORY_SOURCES)  # fixed columns: a missing source is NaN
         self.llm: LLMStage | None = None  # a second stage over the top 20, only when its gate kept it
         self.llm_catalog: Any = None  # the Catalog whose records the LLM prompt shows
 
-    def score(self, shoppers: Sequence[Shopper]) -> list[Scored]:
-        return self.sources.score(shoppers)
+    def score(self, shoppers: Sequence[Shopper], *, query_sources: bool = False) -> list[Scored]:
+        """Every source's scores; the query sources only when asked (the ranker's features never
+        read them, and a search turn has already embedded and BM25-scored the words)."""
+        return self.sources.score(shoppers, None if query_sources else HISTORY_SOURCES)
 
     def candidates(self, scored: Scored, *, query_sources: bool = False) -> np.ndarray:
         depths = {k: v for k, v in self.depths.items() if query_sources or k in HISTORY_SOURCES}
@@ -234,7 +238,7 @@ class RankingStage:
 
     def recommend(self, shopper: Shopper, n: int, *, query_sources: bool = False, keep: Callable[[str], bool] | None = None) -> list[tuple[str, float]]:
         """Top-n (item id, score) for one shopper; `keep` filters item ids (search filters)."""
-        scored = self.score([shopper])[0]
+        scored = self.score([shopper], query_sources=query_sources)[0]
         positions, scores = self.rank(scored, shopper, query_sources=query_sources)
         out: list[tuple[str, float]] = []
         for p, s in zip(positions, scores):
@@ -570,5 +574,4 @@ __all__ = [
     "ranker_path",
     "train_ranking_stage",
     "training_groups",
-    "id_sort_key",
 ]
