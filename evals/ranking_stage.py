@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -159,18 +160,28 @@ def _cold_block(stage: Any, serve_models: Any, sources: Any, histories: Mapping[
     out: dict[str, Any] = {"max_count": COLD_MAX, "users": len(users), "systems": {}}
     if not users:
         return out
-    runs: dict[str, dict[str, list[str]]] = {"cooc": {}, "sasrec": {}, "textseq": {}, "union:ltr": {}}
+    runs: dict[str, dict[str, list[str]]] = {"cooc": {}, "sasrec": {}, "sasrec:corrected": {}, "textseq": {}, "union:ltr": {}}
+    # The text model's scores carry a popularity correction (retrieval/textseq.py, score_batch): the
+    # same correction applied to SASRec shows how much of its lead on these users the correction
+    # alone would give an id model.
+    beta = float(getattr(getattr(serve_models.textseq, "config", None), "popularity_correction", 0.0) or 0.0)
+    counts = Counter(i for h in histories.values() for i in h)
+    log_counts = np.log1p(np.array([counts[i] for i in sources.item_ids], dtype=np.float64))
     for u in tqdm(users, desc="Cold-item users", unit="user", disable=not cfg.progress, leave=False):
         shopper = Shopper(history=histories[u])
         scored = stage.score([shopper])[0]
         for name in ("cooc", "sasrec", "textseq"):
             if name in scored.scores:
                 runs[name][u] = [sources.item_ids[p] for p in scored.top(name, DEPTH)]
+        if beta and "sasrec" in scored.scores:
+            scored.scores["sasrec:corrected"] = scored.scores["sasrec"] - beta * log_counts
+            runs["sasrec:corrected"][u] = [sources.item_ids[p] for p in scored.top("sasrec:corrected", DEPTH)]
         positions, _ = stage.rank(scored, shopper)
         runs["union:ltr"][u] = [sources.item_ids[p] for p in positions[:DEPTH]]
     labels = {
         "cooc": "Item co-occurrence",
         "sasrec": "SASRec",
+        "sasrec:corrected": f"SASRec with the text model's popularity correction (beta {beta:g})",
         "textseq": "Text-aware sequential",
         "union:ltr": "All sources + learned ranker" if stage.ranker is not None else "All sources, union + RRF",
     }

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: + log_counts (the popularity correction)
 TEXT_DESCRIPTION_CHARS = 200
 
 
@@ -76,6 +76,7 @@ class TextSeqConfig(SASRecConfig):
     n_experts: int = 1  # 1 = plain parametric whitening; > 1 = UniSRec's mixture-of-experts adapter
     id_min_count: int = 1  # items with fewer training interactions get no id vector: text alone represents them
     id_init: str = "zero"  # "zero" | "normal" (see TextItems)
+    popularity_correction: float = 1.0  # beta: scores are logits - beta * log(1 + training count) (see score_batch)
 
 
 def item_text(item: Item, max_description_chars: int = TEXT_DESCRIPTION_CHARS) -> str:
@@ -158,13 +159,30 @@ class TextSeqRecommender(SASRecRecommender):
         super().__init__(ids, config or TextSeqConfig(), threads=threads)
         self.config: TextSeqConfig
         self.text_vectors = vectors
+        self.log_counts = np.zeros(len(ids), dtype=np.float32)  # log(1 + count) per item, set by fit
         self._set_vocabulary(ids)
+
+    def score_batch(self, histories: Sequence[Sequence[str]], batch_size: int = 1024) -> np.ndarray:
+        """Next-item logits minus `popularity_correction` * log(1 + the item's training count).
+
+        Why: a softmax over next items learns p(item | history), which carries each item's base rate:
+        an item bought once stays below the bestsellers however well its text fits the history. The
+        correction (post-hoc logit adjustment, Menon et al., ICLR 2021; with beta = 1 the score is the
+        pointwise mutual information of history and item) ranks items by how much more likely the
+        history makes them than their base rate, which is what lifts the rare items this model exists
+        for. The ranking stage gets popularity as a separate feature and learns how much to add back.
+        The same corrected scores pick the early-stopping epoch: the model is selected for what it serves."""
+        scores = super().score_batch(histories, batch_size)
+        if self.config.popularity_correction:
+            scores -= self.config.popularity_correction * self.log_counts
+        return scores
 
     def _new_net(self, train: Mapping[str, Sequence[str]]) -> SASRecNet:
         counts = torch.zeros(len(self.item_ids))
         for history in train.values():
             for i in self._known(history):
                 counts[i] += 1
+        self.log_counts = np.log1p(counts.numpy()).astype(np.float32)
         seen = counts >= max(1, self.config.id_min_count)  # rarer items are represented by their text alone
         items = TextItems(torch.from_numpy(self.text_vectors), self.config.dim, self.config, seen)
         return SASRecNet(len(self.item_ids), self.config, items=items)
@@ -183,6 +201,7 @@ class TextSeqRecommender(SASRecRecommender):
             "config": asdict(self.config),
             "item_ids": self.item_ids,
             "text_vectors": torch.from_numpy(self.text_vectors),
+            "log_counts": torch.from_numpy(self.log_counts),
             "state_dict": self.net.state_dict(),
             "report": asdict(self.report),
             "meta": self.meta,
@@ -201,6 +220,7 @@ class TextSeqRecommender(SASRecRecommender):
             model.net = model._new_net({})
         model.net.load_state_dict(payload["state_dict"])
         model.net.eval()
+        model.log_counts = payload["log_counts"].numpy()
         model.report = FitReport(**payload["report"])
         model.meta = dict(payload.get("meta", {}))
         return model
