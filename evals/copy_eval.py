@@ -335,7 +335,7 @@ def run_copy_eval(
         "items": len(ids),
         "seed": seed,
         "config": {"prompt": prompt, "max_tokens": max_tokens, "batch_size": batch_size, "pool": pool, "search_depth": SEARCH_DEPTH,
-                   "retry_temperature": writer.retry_temperature if writer else None,
+                   "temperature": writer.temperature if writer else None, "retry_temperature": writer.retry_temperature if writer else None,
                    "query": f"first {QUERY_WORDS} words of the human description minus title words", "git": git_state()},
         "engine": base["engine"],
         "timing": {k: round(v, 1) for k, v in timing.items()},

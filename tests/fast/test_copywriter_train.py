@@ -10,8 +10,9 @@ import pytest
 
 from agent.copy.check import check_copy
 from agent.copy.heldout import select_eval_items
-from agent.copy.writer import Copywriter, _sentences, copy_evidence, describe_catalog, parse_copy
+from agent.copy.writer import DEFAULT_MAX_TOKENS, Copywriter, _sentences, copy_evidence, describe_catalog, parse_copy
 from agent.train.copywriter import (
+    TARGET_CHARS_PER_TOKEN,
     TASK,
     adapter_record,
     build_examples,
@@ -19,6 +20,7 @@ from agent.train.copywriter import (
     copywriter_adapter_path,
     default_adapter_dir,
     factual_target,
+    max_target_chars,
     resolve_copy_adapter,
     training_writer,
 )
@@ -112,6 +114,25 @@ def test_target_keeps_only_supported_sentences():
     # The inference gate accepts it as a draft.
     parsed, unsupported, fmt, _ = writer._check(item, target)
     assert parsed is not None and not unsupported and fmt is None
+
+
+LONG = [
+    "This desk stapler is easy to use every day and it keeps the whole desk tidy and neat for the busy week ahead.",
+    "It is a good pick for home and school work because it is simple to load and simple to carry between rooms.",
+    "The handle is shaped for a steady press so that every stack of paper is joined on the first try without fuss.",
+    "It sits flat on the desk and does not slide around while you work through a pile of letters and school forms.",
+]
+
+
+def test_target_fits_the_generation_budget():
+    # Four long supported sentences: uncapped, the target is ~480 characters (> 120 tokens with EOS).
+    cat = make_catalog([{"id": "x", "title": "Acme Desk Stapler Zed", "brand": "Acme", "description": "A sturdy stapler for busy offices. " + " ".join(LONG)}])
+    assert len("Selling point: A sturdy stapler for busy offices.\nDescription: " + " ".join(LONG)) > max_target_chars()
+    target = factual_target(cat.items["x"], training_writer(cat))
+    assert target is not None and len(target) <= max_target_chars()
+    assert target == "Selling point: A sturdy stapler for busy offices.\nDescription: " + " ".join(LONG[:3])
+    # The cap follows the copywriter's token budget (one token left for the end-of-turn token).
+    assert max_target_chars() == int(TARGET_CHARS_PER_TOKEN * (DEFAULT_MAX_TOKENS - 1))
 
 
 def test_item_with_too_little_supported_text_gives_no_example():
