@@ -72,6 +72,29 @@ def test_unseen_items_get_no_id_vector(fitted: TextSeqRecommender) -> None:
     assert np.isfinite(fitted.score([]).astype(np.float64)).all()  # an empty history still gets a row
 
 
+def test_popularity_correction_is_log_count_of_the_fitted_histories(fitted: TextSeqRecommender) -> None:
+    """Scores = logits - beta * log(1 + count), counts from what the model trained on: with early
+    stopping, that excludes each history's last (validation) item."""
+    from collections import Counter
+
+    from retrieval.collab import leave_one_out
+
+    train, _ = leave_one_out(_histories())
+    counts = Counter(i for h in train.values() for i in h)
+    assert fitted.config.popularity_correction == 1.0  # the default (pointwise mutual information)
+    expected = np.log1p([counts[i] for i in fitted.item_ids])
+    assert np.allclose(fitted.log_counts, expected) and fitted.log_counts[fitted.item_ids.index(COLD)] == 0.0
+    histories = list(_histories(10, seed=3).values())
+    corrected = fitted.score_batch(histories)
+    fitted.config = replace(fitted.config, popularity_correction=0.0)
+    try:
+        raw = fitted.score_batch(histories)
+    finally:
+        fitted.config = replace(fitted.config, popularity_correction=1.0)
+    assert np.allclose(corrected, raw - expected, atol=1e-5)
+    assert not np.allclose(corrected, raw)
+
+
 def test_fit_is_deterministic(vectors: np.ndarray, fitted: TextSeqRecommender) -> None:
     again = TextSeqRecommender(ITEM_IDS, vectors, SMALL)
     again.fit(_histories(), epochs=30, progress=False)
