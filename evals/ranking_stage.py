@@ -38,8 +38,6 @@ SOURCE_LABELS = {
 
 def cold_users(users: Sequence[str], histories: Mapping[str, Sequence[str]], targets: Mapping[str, str], max_count: int = COLD_MAX) -> list[str]:
     """Users whose held-out item appears at most `max_count` times in all training histories."""
-    from collections import Counter
-
     counts = Counter(i for seq in histories.values() for i in seq)
     return [u for u in users if counts.get(targets[u], 0) <= max_count]
 
