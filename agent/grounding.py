@@ -62,6 +62,7 @@ from agent.lexicon import (
     NUMBER_WORDS,
     PRICE_WORDS,
     PRODUCT_TYPES,
+    SYNONYMS,
     UNIT_WORDS,
 )
 from agent.text import find_seq, money, squash, stem, tokens
@@ -366,6 +367,22 @@ def _lexicon() -> dict[str, list[tuple[tuple[str, ...], str]]]:
     for entries in table.values():
         entries.sort(key=lambda e: -len(e[0]))
     return table
+
+
+def unstated_lexicon_terms(evidence: Sequence[str]) -> list[str]:
+    """The lexicon's phrases (colours, materials, claims, product types ...) that `evidence` does not
+    state: each would be flagged in a text checked against it. Decoding can ban them up front."""
+    ev = _Evidence.of("\n".join(e for e in evidence if e))
+    out: list[str] = []
+    for _, words in _LEXICON_KINDS:
+        for term in sorted(words):
+            key = tuple(_word_stems(term)[1])
+            if key and not ev.states(key):
+                out.append(term)
+    unstated = set(out)
+    # A synonym reads as its lexicon word ("pad" is a "notepad"): banned with it.
+    out.extend(a if b in unstated else b for a, b in SYNONYMS.items() if (a in unstated) != (b in unstated))
+    return out
 
 
 def _lexicon_mentions(text: str) -> list[tuple[str, str, tuple[str, ...]]]:

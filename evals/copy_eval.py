@@ -224,6 +224,7 @@ def run_copy_eval(
     adapter: Path | str | None = None,
     tuned_engine: Any = None,
     exclude_titles_of: str | None = None,
+    ban_unsupported: bool = True,
 ) -> dict[str, Any]:
     """Run the protocol above and return the result dict (see RESULT_KEYS).
 
@@ -300,7 +301,7 @@ def run_copy_eval(
         for label, factory, owns, adapter_info in runs:
             run_engine = factory()  # built from the real home: reuses the converted model
             try:
-                writer = Copywriter.for_catalog(run_engine, source, prompt=prompt, max_tokens=max_tokens)
+                writer = Copywriter.for_catalog(run_engine, source, prompt=prompt, max_tokens=max_tokens, ban_unsupported=ban_unsupported)
                 path = overlay_path(tmp_settings, cold.name)
                 path.unlink(missing_ok=True)  # each copywriter starts from the cold catalog
                 report = describe_catalog(cold, writer, path, ids=ids, batch_size=batch_size, progress=progress, keep_results=True, adapter=adapter_info)
@@ -336,6 +337,7 @@ def run_copy_eval(
         "seed": seed,
         "config": {"prompt": prompt, "max_tokens": max_tokens, "batch_size": batch_size, "pool": pool, "search_depth": SEARCH_DEPTH,
                    "temperature": writer.temperature if writer else None, "retry_temperature": writer.retry_temperature if writer else None,
+                   "ban_unsupported": writer.ban_unsupported if writer else None,
                    "query": f"first {QUERY_WORDS} words of the human description minus title words", "git": git_state()},
         "engine": base["engine"],
         "timing": {k: round(v, 1) for k, v in timing.items()},
@@ -423,6 +425,7 @@ def copy_command(
     adapter: Annotated[Optional[Path], typer.Option("--adapter", help="Copywriter LoRA adapter to compare with the base model (row 'fine-tuned'); default: <home>/adapters/copywriter-<catalog> when it fits.")] = None,
     no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Only the base model (no 'fine-tuned' row).")] = False,
     exclude_titles_of: Annotated[Optional[str], typer.Option("--exclude-titles-of", help="Leave out items whose title also appears in this catalog (default: the adapter's training catalog when it is another one).")] = None,
+    no_ban: Annotated[bool, typer.Option("--no-ban", help="Decode without banning the words the checker would flag (ablation of the copywriter's default).")] = False,
 ) -> None:
     """Hide human descriptions, generate copy, and measure grounding, similarity and retrieval;
     base model and fine-tuned copywriter (when an adapter is given or found) on the same items."""
@@ -439,7 +442,7 @@ def copy_command(
         chosen = resolve_copy_adapter(settings, catalog, adapter, use_adapter=not no_adapter)
         result = run_copy_eval(settings, catalog_name=catalog, n_items=items, seed=seed, batch_size=batch_size,
                                max_tokens=max_tokens, prompt=prompt, pool=pool, work_dir=work_dir, adapter=chosen,
-                               exclude_titles_of=exclude_titles_of)
+                               exclude_titles_of=exclude_titles_of, ban_unsupported=not no_ban)
     except (CatalogError, EngineError, PromptError, FileNotFoundError, ValueError) as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from exc

@@ -39,7 +39,7 @@ import re
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from agent.grounding import check_grounding
+from agent.grounding import check_grounding, unstated_lexicon_terms
 from agent.lexicon import PRODUCT_TYPES, SYNONYMS, UNIT_WORDS, is_non_brand, ordinary_word_brands
 from agent.text import squash, stem, stems, tokens
 
@@ -258,6 +258,28 @@ def _judgement_rule(text: str, ev_stems: set[str], add: Callable[[str, str], Non
             words = [stem(t) for t in tokens(m.group(0)) if t not in {"the", "our", "very", "a", "of"}]
             if not all(w in ev_stems for w in words):
                 add(f"{kind} '{m.group(0)}' is not stated in the item data", m.group(0))
+
+
+# Literal forms of the judgement rule's phrases, for `banned_terms` (the rule stays the judge: a
+# phrase it would not flag is not banned).
+_JUDGEMENT_TERMS = ("the best", "our best", "limited edition", "exclusive", "exclusively", "one of a kind", "unbeatable", "unmatched",
+                    "second to none", "pricey", "overpriced", "costly", "economical", "cost-effective", "low-cost", "great deal", "good deal")
+
+
+def banned_terms(evidence: Sequence[str], *, catalog_brands: Collection[str] = ()) -> list[str]:
+    """Words the copy for this evidence must not contain, for decoding to ban up front: every
+    lexicon phrase and judgement the checker would flag here (each candidate is run through
+    `check_copy` itself, so the ban never goes beyond the gate), and every digit the evidence
+    lacks (a number with that digit cannot be in the data). The gate still checks the result:
+    a ban only stops the token sequences the model would most likely use."""
+    ev_text = "\n".join(e for e in evidence if e)
+    candidates = [*unstated_lexicon_terms(evidence), *_JUDGEMENT_TERMS]
+    # One probe text, one sentence per candidate; "Item" keeps neighbours from forming a phrase.
+    report = check_copy(" ".join(f"Item {c}." for c in candidates), evidence, catalog_brands=catalog_brands)
+    flagged = {squash(m.group(1)) for p in report.unsupported for m in [_QUOTED.search(p)] if m}
+    banned = [c for c in candidates if squash(c) in flagged]
+    banned.extend(d for d in "0123456789" if d not in ev_text)
+    return banned
 
 
 def distinctive_brands(brands: Iterable[str], corpus: Iterable[str]) -> set[str]:

@@ -102,8 +102,14 @@ class LLMEngine(ABC):
         max_tokens)."""
 
     @abstractmethod
-    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]:
-        """Replies for many conversations, generated together where the backend can."""
+    def batch(
+        self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, banned: Sequence[Sequence[str]] | None = None
+    ) -> list[str]:
+        """Replies for many conversations, generated together where the backend can.
+
+        `banned`: one list per conversation of words and phrases its reply must not contain,
+        enforced while decoding with vLLM's `bad_words` semantics (the phrase's last token is
+        masked after the tokens before it; each phrase also with a leading space)."""
 
     @abstractmethod
     def score_choices(self, messages: Sequence[Message], choices: Sequence[str]) -> dict[str, float]:

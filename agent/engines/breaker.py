@@ -208,8 +208,10 @@ class BreakerEngine(LLMEngine):
     def chat_json(self, messages: Sequence[Message], schema: dict[str, Any], *, max_tokens: int = 256) -> Any:
         return self._guarded(lambda e: e.chat_json(messages, schema, max_tokens=max_tokens))
 
-    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]:
-        return self._guarded(lambda e: e.batch(conversations, max_tokens=max_tokens, temperature=temperature))
+    def batch(
+        self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, banned: Sequence[Sequence[str]] | None = None
+    ) -> list[str]:
+        return self._guarded(lambda e: e.batch(conversations, max_tokens=max_tokens, temperature=temperature, banned=banned))
 
     def score_choices(self, messages: Sequence[Message], choices: Sequence[str]) -> dict[str, float]:
         return self._guarded(lambda e: e.score_choices(messages, choices))

@@ -99,9 +99,15 @@ class OpenAIEngine(LLMEngine):
     # --- LLMEngine -----------------------------------------------------------------------------
 
     def chat(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> str:
+        return self._chat(messages, max_tokens=max_tokens, temperature=temperature)
+
+    def _chat(self, messages: Sequence[Message], *, max_tokens: int, temperature: float, bad_words: Sequence[str] = ()) -> str:
+        # bad_words is vLLM's extension of the chat request; sent only when there are some, so
+        # servers without it (OpenAI, llama.cpp) see a plain request.
+        extra = {"extra_body": {"bad_words": list(bad_words)}} if bad_words else {}
         resp = self._call(
             lambda: self._client.chat.completions.create(
-                model=self.model_id, messages=list(messages), max_tokens=max_tokens, temperature=temperature
+                model=self.model_id, messages=list(messages), max_tokens=max_tokens, temperature=temperature, **extra
             )
         )
         return resp.choices[0].message.content or ""
@@ -141,25 +147,30 @@ class OpenAIEngine(LLMEngine):
         choice = resp.choices[0]
         return parse_json_answer(choice.message.content or "", schema, source="server reply", cut_off=choice.finish_reason == "length")
 
-    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]:
+    def batch(
+        self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, banned: Sequence[Sequence[str]] | None = None
+    ) -> list[str]:
         if not conversations:
             return []
+        if banned is not None and len(banned) != len(conversations):
+            raise ValueError(f"banned has {len(banned)} lists for {len(conversations)} conversations")
+        bans = list(banned) if banned is not None else [()] * len(conversations)
         workers = min(self.batch_workers, len(conversations))
         failed = threading.Event()
 
-        def one(conv: Sequence[Message]) -> str:
+        def one(conv: Sequence[Message], bad_words: Sequence[str]) -> str:
             # After a failure the batch fails anyway: requests not yet sent are skipped, so a
             # hanging server costs one timeout, not one per round of `workers` requests.
             if failed.is_set():
                 raise EngineError("skipped: another request of this batch failed")
             try:
-                return self.chat(conv, max_tokens=max_tokens, temperature=temperature)
+                return self._chat(conv, max_tokens=max_tokens, temperature=temperature, bad_words=bad_words)
             except Exception:
                 failed.set()
                 raise
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aisle-openai") as pool:
-            futures = [pool.submit(one, conv) for conv in conversations]
+            futures = [pool.submit(one, conv, words) for conv, words in zip(conversations, bans)]
             # The first failure in order propagates as its typed error (a skipped request always
             # comes after the one that failed).
             return [f.result() for f in futures]

@@ -191,8 +191,10 @@ class ScheduledEngine(LLMEngine):
     def chat_json(self, messages: Sequence[Message], schema: dict[str, Any], *, max_tokens: int = 256) -> Any:
         return self._call("chat_json", messages, schema, max_tokens=max_tokens)
 
-    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]:
-        return self._call("batch", conversations, max_tokens=max_tokens, temperature=temperature)
+    def batch(
+        self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, banned: Sequence[Sequence[str]] | None = None
+    ) -> list[str]:
+        return self._call("batch", conversations, max_tokens=max_tokens, temperature=temperature, banned=banned)
 
     def score_choices(self, messages: Sequence[Message], choices: Sequence[str]) -> dict[str, float]:
         return self._call("score_choices", messages, choices)

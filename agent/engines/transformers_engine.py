@@ -292,14 +292,19 @@ class TransformersEngine(LLMEngine):
         if failure:
             raise EngineUnavailable(f"generation failed while streaming: {failure[0]}") from failure[0]
 
-    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]:
+    def batch(
+        self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, banned: Sequence[Sequence[str]] | None = None
+    ) -> list[str]:
         """Replies for many conversations: left-padded, generated together (MAX_BATCH per call).
 
         With greedy decoding the replies equal `chat` one by one up to float rounding: padding
         changes matrix shapes, which can flip an argmax between two near-tied tokens.
+        `banned`: per conversation, words its reply must not contain (`agent.engines.bad_words`).
         """
         if not conversations:
             return []
+        if banned is not None and len(banned) != len(conversations):
+            raise ValueError(f"banned has {len(banned)} lists for {len(conversations)} conversations")
         rows = [self._prompt_ids(c, max_tokens) for c in conversations]
         if max_tokens == 0:
             return ["" for _ in rows]
@@ -307,8 +312,16 @@ class TransformersEngine(LLMEngine):
         for start in range(0, len(rows), MAX_BATCH):
             chunk = rows[start : start + MAX_BATCH]
             input_ids, mask = self._left_pad(chunk)
+            extra: dict[str, Any] = {}
+            if banned is not None and any(banned[start : start + MAX_BATCH]):
+                from transformers import LogitsProcessorList
+
+                from agent.engines.bad_words import RowBans, token_sequences
+
+                bans = [token_sequences(self.tokenizer, words) for words in banned[start : start + MAX_BATCH]]
+                extra["logits_processor"] = LogitsProcessorList([RowBans(bans, input_ids.shape[1])])
             with self._lock, torch.inference_mode():
-                out = self.model.generate(input_ids=input_ids, attention_mask=mask, **self._gen_kwargs(max_tokens, temperature))
+                out = self.model.generate(input_ids=input_ids, attention_mask=mask, **self._gen_kwargs(max_tokens, temperature), **extra)
             width = input_ids.shape[1]
             replies.extend(self._decode(row[width:].tolist()) for row in out)
         return replies

@@ -180,10 +180,18 @@ class VLLMEngine(LLMEngine):
         out = self._run([messages], params)[0].outputs[0]
         return parse_json_answer(out.text, schema, source="vLLM output", cut_off=out.finish_reason == "length")
 
-    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]:
+    def batch(
+        self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, banned: Sequence[Sequence[str]] | None = None
+    ) -> list[str]:
         if not conversations:
             return []
-        outputs = self._run(conversations, self._params(max_tokens, temperature))
+        if banned is not None and len(banned) != len(conversations):
+            raise ValueError(f"banned has {len(banned)} lists for {len(conversations)} conversations")
+        params: Any = self._params(max_tokens, temperature)
+        if banned is not None and any(banned):
+            # One SamplingParams per request: vLLM's bad_words are per request, like ours.
+            params = [self._params(max_tokens, temperature, bad_words=list(words)) if words else params for words in banned]
+        outputs = self._run(conversations, params)
         return [o.outputs[0].text for o in outputs]
 
     def score_choices(self, messages: Sequence[Message], choices: Sequence[str]) -> dict[str, float]:

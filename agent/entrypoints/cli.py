@@ -303,6 +303,7 @@ def describe(
     no_index: Annotated[bool, typer.Option("--no-index", help="Do not re-index the catalog with the generated copy at the end.")] = False,
     adapter: Annotated[Optional[Path], typer.Option("--adapter", help="LoRA adapter folder from `aisle train copywriter` (default: <home>/adapters/copywriter-<catalog> when it fits the base model).")] = None,
     no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Write with the base model even when a copywriter adapter exists.")] = False,
+    no_ban: Annotated[bool, typer.Option("--no-ban", help="Decode without banning the words the claim checker would flag for the item (the checker still gates every draft).")] = False,
 ) -> None:
     """Write grounded product copy (description + selling point) into an overlay, then re-index.
 
@@ -330,7 +331,7 @@ def describe(
     try:
         chosen = resolve_copy_adapter(settings, name, adapter, use_adapter=not no_adapter)
         engine = make_engine(settings, adapter=chosen)
-        writer = Copywriter.for_catalog(engine, cat, prompt=prompt, max_tokens=max_tokens, regenerate=not no_regenerate)
+        writer = Copywriter.for_catalog(engine, cat, prompt=prompt, max_tokens=max_tokens, regenerate=not no_regenerate, ban_unsupported=not no_ban)
     except (EngineError, PromptError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     typer.echo(f"{engine.name} engine, model {engine.model_id} ({f'adapter {chosen}' if chosen else 'no adapter'}); overlay {path}", err=True)

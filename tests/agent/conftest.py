@@ -65,11 +65,11 @@ class ScriptedEngine:
             return self.real.chat_json(messages, schema, max_tokens=max_tokens)
         return self.json_answer(messages, schema) if callable(self.json_answer) else self.json_answer
 
-    def batch(self, conversations, *, max_tokens=256, temperature=0.0):
+    def batch(self, conversations, *, max_tokens=256, temperature=0.0, banned=None):
         self.calls.append(("batch", conversations))
         self._maybe_raise()
         if not self.batch_answers:
-            return self.real.batch(conversations, max_tokens=max_tokens, temperature=temperature)
+            return self.real.batch(conversations, max_tokens=max_tokens, temperature=temperature, banned=banned)
         answers = self.batch_answers.pop(0)
         return [answers[i % len(answers)] for i in range(len(conversations))]
 

@@ -62,13 +62,13 @@ def injecting_engine(real: LLMEngine, fail: Callable[[list[str]], BaseException 
         def __init__(self) -> None:
             self.calls: list[list[str]] = []
 
-        def batch(self, conversations, *, max_tokens=256, temperature=0.0):
+        def batch(self, conversations, *, max_tokens=256, temperature=0.0, banned=None):
             titles = _titles(conversations)
             self.calls.append(titles)
             exc = fail(titles)
             if exc is not None:
                 raise exc
-            return real.batch(conversations, max_tokens=max_tokens, temperature=temperature)
+            return real.batch(conversations, max_tokens=max_tokens, temperature=temperature, banned=banned)
 
         def chat(self, messages, *, max_tokens=256, temperature=0.0):
             return self.batch([messages], max_tokens=max_tokens, temperature=temperature)[0]

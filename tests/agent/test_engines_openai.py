@@ -254,3 +254,16 @@ def test_batch_keeps_order(serve: Callable[[Behaviour], StubServer]) -> None:
     server = serve(echo)
     convs = [[{"role": "user", "content": f"msg {i}"}] for i in range(10)]
     assert _engine(server.url).batch(convs, max_tokens=8) == [f"MSG {i}" for i in range(10)]
+
+
+def test_batch_sends_bad_words_per_request_only_when_banned(serve: Callable[[Behaviour], StubServer]) -> None:
+    """`banned` reaches a vLLM server as its `bad_words` extension, per request; a request with no
+    banned words is a plain OpenAI request (other servers reject unknown fields)."""
+    server = serve(lambda h, body: h.send_json(_completion(body["messages"][-1]["content"])))
+    convs = [[{"role": "user", "content": f"msg {i}"}] for i in range(3)]
+    replies = _engine(server.url).batch(convs, max_tokens=8, banned=[["blue", "Blue"], [], ["the best"]])
+    assert replies == ["msg 0", "msg 1", "msg 2"]
+    sent = {r["messages"][-1]["content"]: r.get("bad_words") for r in server.requests}
+    assert sent == {"msg 0": ["blue", "Blue"], "msg 1": None, "msg 2": ["the best"]}
+    with pytest.raises(ValueError, match="2 lists for 3 conversations"):
+        _engine(server.url).batch(convs, max_tokens=8, banned=[[], []])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -186,3 +187,14 @@ def test_missing_model_path_is_engine_unavailable(tmp_path):
     settings = Settings(home=tmp_path, llm="transformers", llm_model=tmp_path / "no-such-model")
     with pytest.raises(EngineUnavailable, match="AISLE_LLM_MODEL"):
         make_engine(settings)
+
+
+def test_batch_bans_words_per_row(transformers_engine):
+    """`banned` masks a row's words while decoding and leaves the other rows alone: the same
+    prompt says "blue" without a ban (so the test can fail) and never with one."""
+    ask = [{"role": "user", "content": "Repeat this sentence exactly: The stapler is blue."}]
+    free, banned = transformers_engine.batch([ask, ask], max_tokens=30, banned=[[], ["blue", "Blue", "BLUE"]])
+    assert re.search(r"\bblue\b", free, re.I), free
+    assert not re.search(r"\bblue\b", banned, re.I), banned
+    with pytest.raises(ValueError, match="1 lists for 2 conversations"):
+        transformers_engine.batch([ask, ask], max_tokens=4, banned=[[]])

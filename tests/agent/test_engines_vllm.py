@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -181,6 +182,17 @@ def test_batch_matches_one_by_one(engine: OpenAIEngine) -> None:
     assert replies[3] == engine.chat(convs[3], max_tokens=16)
 
 
+REPEAT_BLUE = [{"role": "user", "content": "Repeat this sentence exactly: The stapler is blue."}]
+BLUE = ["blue", "Blue", "BLUE"]
+
+
+def test_batch_bans_words_per_request(engine: OpenAIEngine) -> None:
+    """`banned` goes to the server as vLLM's bad_words, per request (as in the transformers engine)."""
+    free, banned = engine.batch([REPEAT_BLUE, REPEAT_BLUE], max_tokens=30, banned=[[], BLUE])
+    assert re.search(r"\bblue\b", free, re.I), free
+    assert not re.search(r"\bblue\b", banned, re.I), banned
+
+
 def test_context_overflow(engine: OpenAIEngine) -> None:
     with pytest.raises(ContextOverflow, match="maximum context length"):
         engine.chat([{"role": "user", "content": "pen " * 5000}], max_tokens=8)
@@ -203,6 +215,8 @@ IN_PROCESS = textwrap.dedent(
         labels = [chr(65 + i) for i in range(20)]
         out["scores"] = eng.score_choices([{"role": "user", "content": "Answer with one letter from A to T."}], labels)
         out["batch"] = eng.batch([[{"role": "user", "content": f"Tip {i} for a tidy desk."}] for i in range(8)], max_tokens=16)
+        ask = [{"role": "user", "content": "Repeat this sentence exactly: The stapler is blue."}]
+        out["banned"] = eng.batch([ask, ask], max_tokens=30, banned=[[], ["blue", "Blue", "BLUE"]])
         try:
             eng.chat([{"role": "user", "content": "pen " * 5000}], max_tokens=8)
             out["overflow"] = None
@@ -232,4 +246,6 @@ def test_in_process_engine(vllm_python: str, model_folder: Path, tmp_path: Path)
     assert list(out["scores"]) == [chr(65 + i) for i in range(20)]
     assert sum(out["scores"].values()) == pytest.approx(1.0, abs=1e-6)
     assert len(out["batch"]) == 8 and all(b.strip() for b in out["batch"])
+    free, banned = out["banned"]
+    assert re.search(r"\bblue\b", free, re.I) and not re.search(r"\bblue\b", banned, re.I), out["banned"]
     assert out["overflow"] and "4096" in out["overflow"]

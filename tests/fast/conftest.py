@@ -52,6 +52,7 @@ class ScriptedEngine(LLMEngine):
         self.score_answer = score_answer
         self.raise_error = raise_error
         self.calls: list[tuple[str, Any]] = []
+        self.banned: list[Sequence[Sequence[str]] | None] = []  # the `banned` argument of every batch call
 
     def _reply(self, messages: Sequence[Message]) -> str:
         if self.raise_error is not None:
@@ -72,8 +73,11 @@ class ScriptedEngine(LLMEngine):
             raise self.raise_error
         return self.json_answer(messages, schema) if callable(self.json_answer) else self.json_answer
 
-    def batch(self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0) -> list[str]:
+    def batch(
+        self, conversations: Sequence[Sequence[Message]], *, max_tokens: int = 256, temperature: float = 0.0, banned: Sequence[Sequence[str]] | None = None
+    ) -> list[str]:
         self.calls.append(("batch", conversations))
+        self.banned.append(banned)
         return [self._reply(m) for m in conversations]
 
     def score_choices(self, messages: Sequence[Message], choices: Sequence[str]) -> dict[str, float]:

@@ -27,7 +27,7 @@ class TemperatureEngine(ScriptedEngine):
         self.answers = answers
         self.temperatures: list[float] = []
 
-    def batch(self, conversations, *, max_tokens=256, temperature=0.0):
+    def batch(self, conversations, *, max_tokens=256, temperature=0.0, banned=None):
         self.temperatures.append(temperature)
         return [self.answers[temperature] for _ in conversations]
 
