@@ -352,15 +352,18 @@ _LEXICON_KINDS = (
 
 
 @lru_cache(maxsize=1)
+def _lexicon_terms() -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    """(kind, term, stems) of every lexicon phrase, stemmed once."""
+    return tuple((kind, term, key) for kind, words in _LEXICON_KINDS for term in sorted(words) if (key := tuple(_word_stems(term)[1])))
+
+
+@lru_cache(maxsize=1)
 def _lexicon() -> dict[str, list[tuple[tuple[str, ...], str]]]:
     """First stem -> [(stems of a lexicon phrase, kind)], longest phrase first; a stem sequence in
     two lists keeps its first kind ("gold" is a colour before it is a material)."""
     kinds: dict[tuple[str, ...], str] = {}
-    for kind, words in _LEXICON_KINDS:
-        for term in sorted(words):
-            key = tuple(_word_stems(term)[1])
-            if key:
-                kinds.setdefault(key, kind)
+    for kind, _, key in _lexicon_terms():
+        kinds.setdefault(key, kind)
     table: dict[str, list[tuple[tuple[str, ...], str]]] = {}
     for key, kind in kinds.items():
         table.setdefault(key[0], []).append((key, kind))
@@ -373,12 +376,7 @@ def unstated_lexicon_terms(evidence: Sequence[str]) -> list[str]:
     """The lexicon's phrases (colours, materials, claims, product types ...) that `evidence` does not
     state: each would be flagged in a text checked against it. Decoding can ban them up front."""
     ev = _Evidence.of("\n".join(e for e in evidence if e))
-    out: list[str] = []
-    for _, words in _LEXICON_KINDS:
-        for term in sorted(words):
-            key = tuple(_word_stems(term)[1])
-            if key and not ev.states(key):
-                out.append(term)
+    out = list(dict.fromkeys(term for _, term, key in _lexicon_terms() if not ev.states(key)))
     unstated = set(out)
     # A synonym reads as its lexicon word ("pad" is a "notepad"): banned with it.
     out.extend(a if b in unstated else b for a, b in SYNONYMS.items() if (a in unstated) != (b in unstated))

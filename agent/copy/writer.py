@@ -319,6 +319,19 @@ def prompt_meta(prompt: str) -> dict[str, str]:
     return {"name": kind, "version": version or "v0", "template": name, "fingerprint": prompt_fingerprint(name)}
 
 
+def _word_forms(terms: Iterable[str]) -> list[str]:
+    """Each term as written, capitalised, plural (one-word terms) and hyphenated (phrases)."""
+    words: dict[str, None] = {}
+    for term in terms:
+        forms = [term, term[:1].upper() + term[1:]]
+        if term.isalpha() and len(term) > 2:
+            forms += [f + "s" for f in forms]
+        elif " " in term:  # "weather resistant" is also written "weather-resistant"
+            forms += [f.replace(" ", "-") for f in forms]
+        words.update(dict.fromkeys(forms))
+    return list(words)
+
+
 # --- the writer ------------------------------------------------------------------------------------
 
 
@@ -370,15 +383,7 @@ class Copywriter:
         """The words decoding masks for `item` (as written, capitalised, plural for one-word terms,
         hyphenated for phrases): what the checker would flag here, plus `avoid` (the first draft's
         flagged terms)."""
-        words: dict[str, None] = {}
-        for term in [*banned_terms(copy_evidence(item), catalog_brands=self.catalog_brands), *avoid]:
-            forms = [term, term[:1].upper() + term[1:]]
-            if term.isalpha() and len(term) > 2:
-                forms += [f + "s" for f in forms]
-            elif " " in term:  # "weather resistant" is also written "weather-resistant"
-                forms += [f.replace(" ", "-") for f in forms]
-            words.update(dict.fromkeys(forms))
-        return list(words)
+        return _word_forms([*banned_terms(copy_evidence(item), catalog_brands=self.catalog_brands), *avoid])
 
     def _generate(self, conversations: Sequence[Sequence[Message]], temperature: float = 0.0, banned: Sequence[Sequence[str]] | None = None) -> list[str | Exception]:
         """One batched call; if it fails, each conversation alone, so one bad row costs one item."""
@@ -441,7 +446,7 @@ class Copywriter:
         if retry:
             # The retry lists the rejected terms and samples at another temperature (seeded, so
             # reproducible): an unchanged prompt (format failures) must not give the same answer again.
-            retry_bans = [self.banned(items[i], avoid) for i, avoid in retry] if self.ban_unsupported else None
+            retry_bans = [list(dict.fromkeys([*bans[i], *_word_forms(avoid)])) for i, avoid in retry] if bans is not None else None
             second = self._generate([self.messages(items[i], avoid) for i, avoid in retry], temperature=self.retry_temperature, banned=retry_bans)
             for (i, _), raw in zip(retry, second):
                 result = results[i]

@@ -80,6 +80,16 @@ class ContextOverflow(EngineError):
 # --- the interface ------------------------------------------------------------------------------
 
 
+def banned_rows(banned: Sequence[Sequence[str]] | None, conversations: Sequence[object]) -> list[Sequence[str]] | None:
+    """`batch`'s `banned` checked against its conversations: one list per conversation, or None
+    when no conversation bans anything (the plain, unconstrained call)."""
+    if banned is None:
+        return None
+    if len(banned) != len(conversations):
+        raise ValueError(f"banned has {len(banned)} lists for {len(conversations)} conversations")
+    return list(banned) if any(banned) else None
+
+
 class LLMEngine(ABC):
     """generate / stream / JSON / batch / score. Greedy (temperature 0) unless told otherwise."""
 

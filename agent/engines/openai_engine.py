@@ -46,6 +46,7 @@ from agent.engines.base import (
     InvalidOutput,
     LLMEngine,
     Message,
+    banned_rows,
     parse_json_answer,
 )
 from agent.settings import Settings
@@ -152,9 +153,7 @@ class OpenAIEngine(LLMEngine):
     ) -> list[str]:
         if not conversations:
             return []
-        if banned is not None and len(banned) != len(conversations):
-            raise ValueError(f"banned has {len(banned)} lists for {len(conversations)} conversations")
-        bans = list(banned) if banned is not None else [()] * len(conversations)
+        bans = banned_rows(banned, conversations) or [()] * len(conversations)
         workers = min(self.batch_workers, len(conversations))
         failed = threading.Event()
 

@@ -32,6 +32,7 @@ from agent.engines.base import (
     EngineUnavailable,
     LLMEngine,
     Message,
+    banned_rows,
     parse_json_answer,
 )
 from agent.engines.model_store import ensure_llm_model
@@ -303,8 +304,7 @@ class TransformersEngine(LLMEngine):
         """
         if not conversations:
             return []
-        if banned is not None and len(banned) != len(conversations):
-            raise ValueError(f"banned has {len(banned)} lists for {len(conversations)} conversations")
+        banned = banned_rows(banned, conversations)
         rows = [self._prompt_ids(c, max_tokens) for c in conversations]
         if max_tokens == 0:
             return ["" for _ in rows]

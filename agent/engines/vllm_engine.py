@@ -43,7 +43,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.engines.base import ContextOverflow, EngineError, EngineUnavailable, InvalidOutput, LLMEngine, Message, parse_json_answer
+from agent.engines.base import ContextOverflow, EngineError, EngineUnavailable, InvalidOutput, LLMEngine, Message, banned_rows, parse_json_answer
 from agent.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -185,10 +185,9 @@ class VLLMEngine(LLMEngine):
     ) -> list[str]:
         if not conversations:
             return []
-        if banned is not None and len(banned) != len(conversations):
-            raise ValueError(f"banned has {len(banned)} lists for {len(conversations)} conversations")
+        banned = banned_rows(banned, conversations)
         params: Any = self._params(max_tokens, temperature)
-        if banned is not None and any(banned):
+        if banned is not None:
             # One SamplingParams per request: vLLM's bad_words are per request, like ours.
             params = [self._params(max_tokens, temperature, bad_words=list(words)) if words else params for words in banned]
         outputs = self._run(conversations, params)
