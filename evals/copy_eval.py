@@ -10,7 +10,8 @@ Protocol (amazon-office-2018, whose items have human descriptions):
    re-embedded) and search again;
 5. report (a) the share of drafts with an unsupported claim before and after regeneration,
    (b) similarity of the kept copy to the human text (MiniLM cosine, ROUGE-L F1), next to the
-   same numbers for the bare title as a reference, (c) rank / Recall@10 / MRR cold vs generated.
+   same numbers for the bare title as a reference and for title + copy (the text the index holds
+   for the item: does the copy add anything the title lacks?), (c) rank / Recall@10 / MRR cold vs generated.
 
 Base vs fine-tuned (issue #17): with a copywriter adapter (`--adapter`, or the one `aisle train
 copywriter` left in the home) steps 4-5 run twice on the same items and the same index, first with
@@ -44,6 +45,8 @@ import typer
 
 # The held-out sample is picked by ONE function shared with `aisle train copywriter`.
 from agent.copy.heldout import MIN_DESCRIPTION_WORDS, MIN_QUERY_WORDS, QUERY_WORDS, description_query, eligible, select_eval_items  # noqa: F401
+from agent.copy.select import DEFAULT_DRAFTS
+from agent.copy.writer import DEFAULT_BATCH_SIZE
 from agent.settings import Settings
 from retrieval.catalog import Catalog
 
@@ -109,13 +112,18 @@ def _variant(label, engine, adapter_info, *, report, records_count, writer, ids,
     rouge: dict[str, float] = {}
     title_cos: dict[str, float] = {}
     title_rouge: dict[str, float] = {}
+    with_title_cos: dict[str, float] = {}  # title + generated description: the text the index holds
+    with_title_rouge: dict[str, float] = {}
     if kept:
         gen_vecs = embedder.encode([results[i].copy.description for i in kept])  # type: ignore[union-attr]
         hum_vecs = embedder.encode([human[i] for i in kept])
         title_vecs = embedder.encode([source.items[i].title for i in kept])
+        both_vecs = embedder.encode([f"{source.items[i].title}. {results[i].copy.description}" for i in kept])  # type: ignore[union-attr]
         for j, i in enumerate(kept):
             cos[i] = float(gen_vecs[j] @ hum_vecs[j])
             title_cos[i] = float(title_vecs[j] @ hum_vecs[j])
+            with_title_cos[i] = float(both_vecs[j] @ hum_vecs[j])
+            with_title_rouge[i] = scorer.score(human[i], f"{source.items[i].title}. {results[i].copy.description}")["rougeL"].fmeasure  # type: ignore[union-attr]
             rouge[i] = scorer.score(human[i], results[i].copy.description)["rougeL"].fmeasure  # type: ignore[union-attr]
             title_rouge[i] = scorer.score(human[i], source.items[i].title)["rougeL"].fmeasure
 
@@ -140,6 +148,9 @@ def _variant(label, engine, adapter_info, *, report, records_count, writer, ids,
             "first_draft_unsupported": r.first_unsupported if r else [],
             "final_unsupported": r.unsupported if r else [],
             "first_draft_format_error": r.first_format_error if r else None,
+            "drafts": r.drafts if r else 0,
+            "drafts_passed": r.passed if r else 0,
+            "draft_score": r.score if r else None,
             "cosine_to_human": round(cos[i], 4) if i in cos else None,
             "rougeL_to_human": round(rouge[i], 4) if i in rouge else None,
             "rank_cold": cold_ranks[i],
@@ -150,6 +161,8 @@ def _variant(label, engine, adapter_info, *, report, records_count, writer, ids,
         "engine": {"name": engine.name, "model": engine.model_id},
         "adapter": adapter_info,
         "generation": {
+            "drafts_sampled": sum(r.drafts for r in generated),
+            "drafts_passed_first_round": sum(r.passed for r in generated if r.status == "ok"),
             "generated": report.generated, "ok": report.ok, "regenerated_ok": report.regenerated_ok, "dropped": report.dropped,
             "errors": report.errors, "bad_items": report.bad_items, "items_per_s": round(report.items_per_s, 3),
             "kept_share": round(len(kept) / len(ids), 4) if ids else None,
@@ -170,6 +183,8 @@ def _variant(label, engine, adapter_info, *, report, records_count, writer, ids,
             "rougeL_f_mean": _mean(list(rouge.values())),
             "title_only_cosine_mean": _mean(list(title_cos.values())),
             "title_only_rougeL_f_mean": _mean(list(title_rouge.values())),
+            "title_plus_copy_cosine_mean": _mean(list(with_title_cos.values())),
+            "title_plus_copy_rougeL_f_mean": _mean(list(with_title_rouge.values())),
         },
         "retrieval": {
             "k": 10,
@@ -225,6 +240,7 @@ def run_copy_eval(
     tuned_engine: Any = None,
     exclude_titles_of: str | None = None,
     ban_unsupported: bool = True,
+    drafts: int = 1,
 ) -> dict[str, Any]:
     """Run the protocol above and return the result dict (see RESULT_KEYS).
 
@@ -238,10 +254,14 @@ def run_copy_eval(
 
     `work_dir`: keep the eval's AISLE_HOME (Chroma store) there instead of a temporary folder, so a
     re-run re-embeds only the eval items (the index is incremental) instead of the whole catalog.
-    The overlay in it is always started afresh."""
+    The overlay in it is always started afresh.
+
+    `drafts`: sampled drafts per item; above 1 the writer keeps the passing draft closest to the
+    item's fields (`agent.copy.select.FieldSimilarity`, with the eval's embedder)."""
     from rouge_score import rouge_scorer
 
     from agent.copy.heldout import ids_hash, items_with_titles_of
+    from agent.copy.select import FieldSimilarity
     from agent.copy.writer import DEFAULT_MAX_TOKENS, DEFAULT_PROMPT, Copywriter, describe_catalog
     from agent.engines import make_engine
     from agent.train.copywriter import adapter_record
@@ -301,7 +321,8 @@ def run_copy_eval(
         for label, factory, owns, adapter_info in runs:
             run_engine = factory()  # built from the real home: reuses the converted model
             try:
-                writer = Copywriter.for_catalog(run_engine, source, prompt=prompt, max_tokens=max_tokens, ban_unsupported=ban_unsupported)
+                writer = Copywriter.for_catalog(run_engine, source, prompt=prompt, max_tokens=max_tokens, ban_unsupported=ban_unsupported,
+                                                drafts=drafts, scorer=FieldSimilarity(embedder) if drafts > 1 else None)
                 path = overlay_path(tmp_settings, cold.name)
                 path.unlink(missing_ok=True)  # each copywriter starts from the cold catalog
                 report = describe_catalog(cold, writer, path, ids=ids, batch_size=batch_size, progress=progress, keep_results=True, adapter=adapter_info)
@@ -337,7 +358,8 @@ def run_copy_eval(
         "seed": seed,
         "config": {"prompt": prompt, "max_tokens": max_tokens, "batch_size": batch_size, "pool": pool, "search_depth": SEARCH_DEPTH,
                    "temperature": writer.temperature if writer else None, "retry_temperature": writer.retry_temperature if writer else None,
-                   "ban_unsupported": writer.ban_unsupported if writer else None,
+                   "ban_unsupported": writer.ban_unsupported if writer else None, "drafts": drafts,
+                   "selection": (writer.scorer.name if writer.scorer is not None else "first that passes") if writer else None,
                    "query": f"first {QUERY_WORDS} words of the human description minus title words", "git": git_state()},
         "engine": base["engine"],
         "timing": {k: round(v, 1) for k, v in timing.items()},
@@ -390,11 +412,13 @@ def format_report(result: dict[str, Any]) -> str:
             f"after one regeneration {_f(gr['unsupported_share_after'])}; in kept copy {_f(gr['unsupported_share_in_kept_copy'])}",
             "    first-draft problem kinds: " + ", ".join(f"{k} {v}" for k, v in list(gr["problem_kinds_first_try"].items())[:8]),
         ]
-    lines += ["", "similarity to the human description (kept copy)   n     generated   title only"]
+    lines += ["", "similarity to the human description (kept copy)   n     generated   title only   title + generated"]
     for label, v in variants.items():
         s = v["similarity"]
-        lines.append(f"  {label:<12} MiniLM cosine                    {s['n']:<5} {_f(s['embedding_cosine_mean']):<11} {_f(s['title_only_cosine_mean'])}")
-        lines.append(f"  {label:<12} ROUGE-L F1                       {s['n']:<5} {_f(s['rougeL_f_mean']):<11} {_f(s['title_only_rougeL_f_mean'])}")
+        lines.append(f"  {label:<12} MiniLM cosine                    {s['n']:<5} {_f(s['embedding_cosine_mean']):<11} {_f(s['title_only_cosine_mean']):<12} "
+                     f"{_f(s.get('title_plus_copy_cosine_mean'))}")
+        lines.append(f"  {label:<12} ROUGE-L F1                       {s['n']:<5} {_f(s['rougeL_f_mean']):<11} {_f(s['title_only_rougeL_f_mean']):<12} "
+                     f"{_f(s.get('title_plus_copy_rougeL_f_mean'))}")
     lines += [
         "",
         f"retrieval of the item by a query from its hidden description ({r['index_size']} items indexed)",
@@ -417,7 +441,7 @@ def copy_command(
     items: Annotated[int, typer.Option("--items", "-n", min=1, help="Items whose description is hidden and regenerated (seeded sample).")] = DEFAULT_ITEMS,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the item sample.")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the result JSON here.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Items per engine.batch call.")] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per engine.batch call (items x --drafts).")] = DEFAULT_BATCH_SIZE,
     max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=16, help="Token budget per answer (default: the copywriter's).")] = None,
     prompt: Annotated[Optional[str], typer.Option("--prompt", help="Prompt template, e.g. describe.v1.")] = None,
     pool: Annotated[Optional[int], typer.Option("--pool", min=0, help="Index only the eval items + this many others (quick runs); default: whole catalog.")] = None,
@@ -426,6 +450,7 @@ def copy_command(
     no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Only the base model (no 'fine-tuned' row).")] = False,
     exclude_titles_of: Annotated[Optional[str], typer.Option("--exclude-titles-of", help="Leave out items whose title also appears in this catalog (default: the adapter's training catalog when it is another one).")] = None,
     no_ban: Annotated[bool, typer.Option("--no-ban", help="Decode without banning the words the checker would flag (ablation of the copywriter's default).")] = False,
+    drafts: Annotated[int, typer.Option("--drafts", min=1, max=16, help="Drafts sampled per item; the passing one closest to the item's fields is kept (1: the first that passes).")] = DEFAULT_DRAFTS,
 ) -> None:
     """Hide human descriptions, generate copy, and measure grounding, similarity and retrieval;
     base model and fine-tuned copywriter (when an adapter is given or found) on the same items."""
@@ -442,7 +467,7 @@ def copy_command(
         chosen = resolve_copy_adapter(settings, catalog, adapter, use_adapter=not no_adapter)
         result = run_copy_eval(settings, catalog_name=catalog, n_items=items, seed=seed, batch_size=batch_size,
                                max_tokens=max_tokens, prompt=prompt, pool=pool, work_dir=work_dir, adapter=chosen,
-                               exclude_titles_of=exclude_titles_of, ban_unsupported=not no_ban)
+                               exclude_titles_of=exclude_titles_of, ban_unsupported=not no_ban, drafts=drafts)
     except (CatalogError, EngineError, PromptError, FileNotFoundError, ValueError) as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from exc

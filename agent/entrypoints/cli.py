@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from agent.copy.select import DEFAULT_DRAFTS
 from agent.settings import Settings
 
 app = typer.Typer(
@@ -296,7 +297,7 @@ def describe(
     only_missing: Annotated[bool, typer.Option("--only-missing", help="Only items whose catalog description is empty (cold-start items).")] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", min=0, help="Write at most N items in this run (after skipping done ones).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Overlay JSONL (default: <home>/overlays/<catalog>.describe.jsonl).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1024, help="Items per engine.batch call; also the resume granularity. vLLM likes 128+.")] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=1024, help="Sequences per engine.batch call (items x --drafts; the items are also the resume granularity). vLLM likes 128+.")] = 16,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=16, max=1024, help="Token budget per answer.")] = 120,
     prompt: Annotated[str, typer.Option("--prompt", help="Prompt template (prompts/<name>.j2).")] = "describe.v1",
     no_regenerate: Annotated[bool, typer.Option("--no-regenerate", help="Drop flagged copy instead of regenerating it once.")] = False,
@@ -304,18 +305,21 @@ def describe(
     adapter: Annotated[Optional[Path], typer.Option("--adapter", help="LoRA adapter folder from `aisle train copywriter` (default: <home>/adapters/copywriter-<catalog> when it fits the base model).")] = None,
     no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Write with the base model even when a copywriter adapter exists.")] = False,
     no_ban: Annotated[bool, typer.Option("--no-ban", help="Decode without banning the words the claim checker would flag for the item (the checker still gates every draft).")] = False,
+    drafts: Annotated[int, typer.Option("--drafts", min=1, max=16, help="Drafts sampled per item; of those that pass the checker the one closest to the item's fields is kept. Time grows with it; 1 keeps the first that passes.")] = DEFAULT_DRAFTS,
 ) -> None:
     """Write grounded product copy (description + selling point) into an overlay, then re-index.
 
     Uses the fine-tuned copywriter adapter when there is one (see --adapter / --no-adapter); every
     overlay record names the model (with the adapter), the adapter's fingerprint and the prompt.
     Resumable: finished batches are in the overlay file and are skipped on the next run."""
+    from agent.copy.select import FieldSimilarity
     from agent.copy.writer import Copywriter, describe_catalog
     from agent.engines import make_engine
     from agent.engines.base import EngineError
     from agent.prompts import PromptError
     from agent.train.copywriter import adapter_record, resolve_copy_adapter
     from retrieval.catalog import CatalogError
+    from retrieval.embed import Embedder
     from retrieval.overlay import apply_overlay, overlay_path, read_overlay
     from retrieval.registry import load_catalog
 
@@ -331,7 +335,9 @@ def describe(
     try:
         chosen = resolve_copy_adapter(settings, name, adapter, use_adapter=not no_adapter)
         engine = make_engine(settings, adapter=chosen)
-        writer = Copywriter.for_catalog(engine, cat, prompt=prompt, max_tokens=max_tokens, regenerate=not no_regenerate, ban_unsupported=not no_ban)
+        scorer = FieldSimilarity(Embedder.from_settings(settings)) if drafts > 1 else None
+        writer = Copywriter.for_catalog(engine, cat, prompt=prompt, max_tokens=max_tokens, regenerate=not no_regenerate, ban_unsupported=not no_ban,
+                                        drafts=drafts, scorer=scorer)
     except (EngineError, PromptError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     typer.echo(f"{engine.name} engine, model {engine.model_id} ({f'adapter {chosen}' if chosen else 'no adapter'}); overlay {path}", err=True)
@@ -345,7 +351,6 @@ def describe(
     if path.resolve() != overlay_path(settings, name).resolve():
         typer.echo(f"not re-indexed: search reads the default overlay {overlay_path(settings, name)}, not {path}", err=True)
         return
-    from retrieval.embed import Embedder
     from retrieval.index import CatalogIndex, VectorStoreError, make_chroma_client
 
     try:

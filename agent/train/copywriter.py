@@ -149,8 +149,7 @@ def factual_target(item: Any, writer: Any, stats: TargetStats | None = None) -> 
         stats.too_little_text += 1
         return None
     target = _target_text(point, body)
-    copy, unsupported, fmt, _ = writer._check(item, target)  # the gate every generated draft goes through
-    if copy is None or unsupported or fmt:
+    if not writer._check(item, target).passed:  # the gate every generated draft goes through
         stats.failed_gate += 1
         return None
     stats.kept += 1

@@ -38,7 +38,7 @@ def test_copy_eval_end_to_end(settings, tmp_path):
 
     engine = TransformersEngine(Settings(llm="transformers", llm_model=None))  # default home: the converted model is cached there
     try:
-        result = run_copy_eval(settings, n_items=5, seed=0, batch_size=5, max_tokens=64, pool=40, engine=engine, progress=False)
+        result = run_copy_eval(settings, n_items=5, seed=0, batch_size=10, max_tokens=64, pool=40, engine=engine, progress=False, drafts=2)
     finally:
         engine.close()
     assert tuple(result) == RESULT_KEYS
@@ -48,8 +48,10 @@ def test_copy_eval_end_to_end(settings, tmp_path):
     assert g["ok"] + g["regenerated_ok"] + g["dropped"] + g["errors"] == 5
     for key in ("unsupported_share_before", "unsupported_share_after", "regenerated", "problem_kinds_first_try"):
         assert key in result["grounding"]
-    for key in ("embedding_cosine_mean", "rougeL_f_mean", "title_only_cosine_mean", "title_only_rougeL_f_mean"):
+    for key in ("embedding_cosine_mean", "rougeL_f_mean", "title_only_cosine_mean", "title_only_rougeL_f_mean", "title_plus_copy_cosine_mean"):
         assert key in result["similarity"]
+    assert result["config"]["drafts"] == 2 and "cosine" in result["config"]["selection"]
+    assert g["drafts_sampled"] >= 10
     r = result["retrieval"]
     assert r["index_size"] == 45
     assert r["reembedded"] == g["ok"] + g["regenerated_ok"], "only items that got copy are re-embedded"
@@ -57,6 +59,7 @@ def test_copy_eval_end_to_end(settings, tmp_path):
         assert set(r[side]) >= {"recall@10", "mrr", "median_rank"} and 0 <= r[side]["recall@10"] <= 1
     for row in result["per_item"]:
         assert row["rank_cold"] is None or row["rank_cold"] >= 1
+        assert row["drafts"] in (2, 4)  # 2 sampled, 2 more when none passed
         if row["status"] in ("ok", "regenerated"):
-            assert row["description"] and row["cosine_to_human"] is not None
+            assert row["description"] and row["cosine_to_human"] is not None and row["drafts_passed"] >= 1
     assert "Recall@10" in format_report(result)

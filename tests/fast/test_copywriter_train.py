@@ -112,8 +112,8 @@ def test_target_keeps_only_supported_sentences():
         assert check_copy(sentence, copy_evidence(item), catalog_brands=writer.catalog_brands).ok, sentence
     assert check_copy(copy.text(), copy_evidence(item)).ok
     # The inference gate accepts it as a draft.
-    parsed, unsupported, fmt, _ = writer._check(item, target)
-    assert parsed is not None and not unsupported and fmt is None
+    checked = writer._check(item, target)
+    assert checked.passed, checked
 
 
 LONG = [
