@@ -18,7 +18,11 @@ if TYPE_CHECKING:
     from retrieval.catalog import Item
     from retrieval.embed import Embedder
 
-# Drafts sampled per item by `aisle describe` / `aisle eval copy`. Generation time grows linearly.
+# Drafts sampled per item by `aisle describe` / `aisle eval copy`. On 200 held-out items of
+# amazon-office-2018 (`aisle eval copy`, 2-core CPU) 3 drafts against 1 kept copy for 99.5 % against
+# 89 % of items with the copywriter adapter (base model 91 % against 73.5 %), the kept description's
+# MiniLM cosine to the human text rose from 0.50 to 0.54, and generation took 1.7x as long (1100 s
+# against 651 s; base model 2.6x, 1708 s against 666 s).
 DEFAULT_DRAFTS = 3
 
 
