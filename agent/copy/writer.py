@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from agent.copy.check import CopyCheckReport, banned_terms, check_copy, distinctive_brands
-from agent.copy.select import DEFAULT_DRAFTS, DraftScorer  # noqa: F401  (DEFAULT_DRAFTS re-exported)
+from agent.copy.select import DraftScorer
 from agent.engines.base import LLMEngine, Message
 from retrieval.catalog import Catalog, Item
 
