@@ -359,7 +359,7 @@ def run_copy_eval(
         "config": {"prompt": prompt, "max_tokens": max_tokens, "batch_size": batch_size, "pool": pool, "search_depth": SEARCH_DEPTH,
                    "temperature": writer.temperature if writer else None, "retry_temperature": writer.retry_temperature if writer else None,
                    "ban_unsupported": writer.ban_unsupported if writer else None, "drafts": drafts,
-                   "selection": (writer.scorer.name if writer.scorer is not None else "first that passes") if writer else None,
+                   "selection": writer.selection if writer else None,
                    "query": f"first {QUERY_WORDS} words of the human description minus title words", "git": git_state()},
         "engine": base["engine"],
         "timing": {k: round(v, 1) for k, v in timing.items()},

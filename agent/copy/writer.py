@@ -404,6 +404,11 @@ class Copywriter:
         corpus = (f"{it.title} {it.description[:300]}" for it in catalog.items.values())
         return cls(engine, catalog_brands=distinctive_brands(brands, corpus), **kwargs)
 
+    @property
+    def selection(self) -> str:
+        """How the kept draft is chosen among those that pass (for records and reports)."""
+        return self.scorer.name if self.scorer is not None else "first that passes"
+
     def messages(self, item: Item, avoid: Sequence[str] = ()) -> list[Message]:
         return render_describe(self.prompt, item, avoid)
 
@@ -462,11 +467,9 @@ class Copywriter:
         results: list[CopyResult] = []
         retry: list[tuple[int, list[str]]] = []
         for i, item in enumerate(items):
-            raws = first[i * n : (i + 1) * n]
-            drafts = [self._check(item, raw) for raw in raws if not isinstance(raw, Exception)]
-            if not drafts:
-                raw_error = raws[0]
-                results.append(CopyResult(item.id, STATUS_ERROR, error=f"{type(raw_error).__name__}: {raw_error}", drafts=n))
+            drafts = self._check_round(item, first[i * n : (i + 1) * n])
+            if isinstance(drafts, Exception):
+                results.append(CopyResult(item.id, STATUS_ERROR, error=f"{type(drafts).__name__}: {drafts}", drafts=n))
                 continue
             copy, unsupported, fmt, checkers, raw = drafts[0]
             result = CopyResult(item.id, STATUS_OK, copy=copy, unsupported=unsupported, first_unsupported=list(unsupported),
@@ -486,12 +489,10 @@ class Copywriter:
             second = self._generate([self.messages(items[i], avoid) for i, avoid in retry_rows], temperature=self.retry_temperature, banned=retry_bans)
             for k, (i, _) in enumerate(retry):
                 result = results[i]
-                raws = second[k * n : (k + 1) * n]
-                drafts = [self._check(items[i], raw) for raw in raws if not isinstance(raw, Exception)]
+                drafts = self._check_round(items[i], second[k * n : (k + 1) * n])
                 result.drafts += n
-                if not drafts:
-                    raw_error = raws[0]
-                    result.error = f"regeneration failed: {type(raw_error).__name__}: {raw_error}"
+                if isinstance(drafts, Exception):
+                    result.error = f"regeneration failed: {type(drafts).__name__}: {drafts}"
                     continue
                 if self._keep_best(items[i], result, drafts):
                     result.status = STATUS_REGENERATED
@@ -501,6 +502,11 @@ class Copywriter:
                 result.copy = copy or result.copy
                 result.unsupported = unsupported or [f"format: {fmt}"]
         return results
+
+    def _check_round(self, item: Item, raws: Sequence[str | Exception]) -> list[Checked] | Exception:
+        """One item's drafts of a round, checked; the first engine error when every draft failed."""
+        drafts = [self._check(item, raw) for raw in raws if not isinstance(raw, Exception)]
+        return drafts or next(raw for raw in raws if isinstance(raw, Exception))
 
     def _keep_best(self, item: Item, result: CopyResult, drafts: Sequence[Checked]) -> bool:
         """Put the best passing draft of `drafts` into `result` (True), or leave it (False)."""
@@ -663,7 +669,7 @@ def describe_catalog(
         todo = todo[: max(0, limit)]
     prompt = prompt_meta(writer.prompt)
     decoding = {"temperature": writer.temperature, "retry_temperature": writer.retry_temperature, "banned_words": writer.ban_unsupported,
-                "drafts": writer.drafts, "selection": writer.scorer.name if writer.scorer is not None else "first that passes"}
+                "drafts": writer.drafts, "selection": writer.selection}
     items_per_call = max(1, batch_size // writer.drafts)  # one engine.batch call: items x drafts sequences
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"describe {catalog.name}", unit="item", disable=not progress or not todo)
