@@ -133,3 +133,17 @@ def test_describe_sends_batch_size_sequences_per_call_and_records_the_drafts(tmp
     assert {r["decoding"]["drafts"] for r in records} == {3}
     assert {r["decoding"]["selection"] for r in records} == {"word overlap"}
     assert {r["grounding"]["drafts_passed"] for r in records} == {3}
+
+
+def test_an_item_whose_drafts_all_fail_in_the_engine_is_an_error_and_the_others_go_on():
+    from agent.copy.writer import STATUS_ERROR
+
+    class FailingOn(ScriptedEngine):
+        def batch(self, conversations, *, max_tokens=256, temperature=0.0, banned=None):
+            if any("Gel Pens" in conv[-1]["content"] for conv in conversations):
+                raise RuntimeError("backend failed on this item")
+            return [SPECIFIC for _ in conversations]
+
+    a, b = Copywriter(FailingOn(), drafts=2, scorer=WordOverlap()).write([CAT.items["a"], CAT.items["b"]])
+    assert a.status == STATUS_OK and a.passed == 2
+    assert b.status == STATUS_ERROR and b.error == "RuntimeError: backend failed on this item"
