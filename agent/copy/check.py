@@ -12,8 +12,9 @@ types) and adds what copy needs on top:
   when it names something ("fits iPhone 15", not "fits most desks");
 - measures: a number with a unit ("100MB", "16 oz") must be stated with that kind of unit: the
   evidence's "100 Sheets" does not support "100MB";
-- price and value judgements the lexicon misses ("a bit pricey", "worth the money", "costly") and
-  superlatives / scarcity ("the best way to", "limited edition") need the evidence's words.
+- price and value judgements the lexicon misses ("a bit pricey", "worth the money", "high-end"),
+  superlatives / scarcity ("the best way to", "highest quality", "limited edition") and comparisons
+  with other products ("more durable than most") need the evidence's words.
 
 It also withdraws the gate's lexicon flags that are word-level false positives, because Snowball
 stems conflate words that do not make the claim (`_not_a_claim`):
@@ -245,14 +246,19 @@ def _measure_rule(text: str, ev_text: str, add: Callable[[str, str], None]) -> N
 # Value judgements and superlatives beyond the lexicon: (pattern, the evidence stems that support it).
 _JUDGEMENTS = (
     ("price/value claim", re.compile(r"\b(?:pricey|pricy|overpriced|costly|economical|cost[- ]effective|low[- ]cost"
-                                     r"|worth (?:the|every) (?:money|price|penny|cent)|money[- ]saving|great deal|good deal)\b", re.I)),
-    ("claim", re.compile(r"\b(?:(?:the|our) (?:very )?best\b(?! of (?:both|luck))|limited edition|exclusive(?:ly)?\b|one of a kind|unbeatable|unmatched|unrivaled|second to none)", re.I)),
+                                     r"|worth (?:the|every) (?:money|price|penny|cent)|money[- ]saving|great deal|good deal"
+                                     r"|premium|high[- ]end|top[- ]of[- ]the[- ]line)\b", re.I)),
+    ("claim", re.compile(r"\b(?:(?:the|our) (?:very )?best\b(?! of (?:both|luck))|limited edition|exclusive(?:ly)?\b|one of a kind|unbeatable|unmatched|unrivaled|second to none"
+                         r"|(?:highest|top|finest|superior)[- ]quality|finest|ultimate|high[- ]tech|state[- ]of[- ]the[- ]art|world[- ]class|industry[- ]leading)\b", re.I)),
+    # A comparison with other products ("more durable than most envelopes", "better than"): the item's data never makes one.
+    ("comparison", re.compile(r"\b(?:(?:more|less) [a-z]+ than|better than|(?!rather|other)[a-z]+er than (?:most|other|any|ordinary|regular|standard|traditional|conventional|typical|competing))\b", re.I)),
 )
 
 
 def _judgement_rule(text: str, ev_stems: set[str], add: Callable[[str, str], None]) -> None:
-    """'a bit pricey', 'the best way to protect', 'limited edition': a price judgement, a
-    superlative or a scarcity claim is a claim about the item; the evidence must use its words."""
+    """'a bit pricey', 'high-end', 'the best way to protect', 'limited edition', 'more durable than
+    most': a price judgement, a superlative, a scarcity claim or a comparison is a claim about the
+    item; the evidence must use its words."""
     for kind, pattern in _JUDGEMENTS:
         for m in pattern.finditer(text):
             words = [stem(t) for t in tokens(m.group(0)) if t not in {"the", "our", "very", "a", "of"}]
@@ -263,7 +269,9 @@ def _judgement_rule(text: str, ev_stems: set[str], add: Callable[[str, str], Non
 # Literal forms of the judgement rule's phrases, for `banned_terms` (the rule stays the judge: a
 # phrase it would not flag is not banned).
 _JUDGEMENT_TERMS = ("the best", "our best", "limited edition", "exclusive", "exclusively", "one of a kind", "unbeatable", "unmatched",
-                    "second to none", "pricey", "overpriced", "costly", "economical", "cost-effective", "low-cost", "great deal", "good deal")
+                    "second to none", "pricey", "overpriced", "costly", "economical", "cost-effective", "low-cost", "great deal", "good deal",
+                    "premium", "high-end", "top-of-the-line", "highest quality", "top quality", "finest", "superior quality", "ultimate",
+                    "high-tech", "state-of-the-art", "world-class", "industry-leading", "better than")
 
 
 def banned_terms(evidence: Sequence[str], *, catalog_brands: Collection[str] = ()) -> list[str]:

@@ -192,13 +192,34 @@ def _norm(sentence: str) -> str:
     return re.sub(r"[^a-z0-9]+", " ", sentence.lower()).strip()
 
 
-def _clean_sentences(text: str, title: str) -> list[str]:
-    """Whole, distinct sentences: drops a cut-off tail, repeats and bare echoes of the title."""
-    sents = _sentences(text)
+# Words said twice in a row ("measuring and measuring", "durable, durable, and durable", "high
+# yield, high yield"): the small model's stutter, never intended copy. `_unstutter` keeps one.
+_STUTTER = re.compile(r"\b((?:[a-z]+[ -]){0,2}[a-z]{3,})\b(?:(?:\s*,\s*|\s+)(?:(?:and|or)\s+)?\1\b)+", re.I)
+
+
+def _unstutter(text: str) -> str:
+    return _STUTTER.sub(r"\1", text)
+
+
+# A sentence whose word trigrams were mostly said already restates an earlier sentence (or the
+# selling point) in other words: "It is also a great tool for anyone who needs to do calculations."
+REPEAT_TRIGRAM_SHARE = 0.5
+
+
+def _trigrams(key: str) -> set[tuple[str, ...]]:
+    words = key.split()
+    return {tuple(words[i : i + 3]) for i in range(len(words) - 2)}
+
+
+def _clean_sentences(text: str, title: str, after: str = "") -> list[str]:
+    """Whole, distinct sentences: drops a cut-off tail, bare echoes of the title and repeats -- of an earlier sentence or of `after` (text already written, e.g. the selling point),
+    verbatim or with half or more of its word trigrams already said; a stutter keeps one copy."""
+    sents = [_unstutter(s) for s in _sentences(text)]
     if sents and not re.search(r"[.!?][\"')\]]*$", sents[-1]):
         sents = sents[:-1]  # cut by max_tokens mid-sentence
     out: list[str] = []
     seen: set[str] = set()
+    said = _trigrams(_norm(after))
     title_norm = _norm(title)
     for s in sents:
         key = _norm(s)
@@ -208,7 +229,11 @@ def _clean_sentences(text: str, title: str) -> list[str]:
             continue  # talk about the task ("Here are the selling points ..."), not about the item
         if any(key in other or other in key for other in seen if len(other) > 20):
             continue  # near-repeat ("... Case Holder" vs "... Holder")
+        grams = _trigrams(key)
+        if len(grams) >= 4 and len(grams & said) >= REPEAT_TRIGRAM_SHARE * len(grams):
+            continue  # the same sentence in other words
         seen.add(key)
+        said |= grams
         out.append(s)
     return out
 
@@ -254,15 +279,17 @@ def parse_copy(raw: str, *, title: str = "") -> Copy:
     point_lines = [_BULLET.sub("", ln).strip() for ln in parts["selling_point"].splitlines() if ln.strip()]
     point = point_lines[0] if point_lines else ""
     point_sents = _sentences(point)
-    point = (point_sents[0] if point_sents else point).strip().strip("\"'")
+    point = _unstutter(point_sents[0] if point_sents else point).strip().strip("\"'")
     if len(point.split()) < 3:
         raise CopyFormatError("the selling point is missing or shorter than three words")
     if len(point.split()) > MAX_SELLING_POINT_WORDS:
         raise CopyFormatError(f"the selling point is longer than {MAX_SELLING_POINT_WORDS} words")
 
     body = " ".join(_BULLET.sub("", ln).strip() for ln in parts.get("description", "").splitlines() if ln.strip())
-    sents = [s for s in _clean_sentences(body, title) if _norm(s) != _norm(point)]
-    if _is_echo(point, title):
+    echo = _is_echo(point, title)
+    # The description must not restate the selling point (unless that is only the title, replaced below).
+    sents = [s for s in _clean_sentences(body, title, after="" if echo else point) if _norm(s) != _norm(point)]
+    if echo:
         # "Selling point: <the title>" over a full description: its first sentence is the selling point.
         if len(sents) <= MIN_SENTENCES or len(sents[0].split()) > MAX_SELLING_POINT_WORDS:
             raise CopyFormatError("the selling point only repeats the title")

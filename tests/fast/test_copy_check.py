@@ -85,6 +85,14 @@ UNSUPPORTED = [
     (PAPER, "Industrial grade paper.", "industrial"),
     (PENCIL_CUP, "Holds your pens.", "pens"),
     (CARD_STOCK, "Card stock rated 25 lb.", "number '25'"),
+    # value judgements, superlatives and comparisons in kept copy of eval-out/copy-200-drafts3.json
+    (PARCHMENT, "A premium paper for your certificates.", "premium"),
+    (PEN, "A high-end pen for the occasion.", "high-end"),
+    (PEN, "The ultimate choice for all your writing needs.", "ultimate"),
+    (CABINET, "It is built with the highest quality materials.", "highest quality"),
+    (DESK_ORGANIZER, "A high-tech solution for your desk.", "high-tech"),
+    (LABELS, "These labels are more durable than most other labels.", "more durable than"),
+    (LABELS, "Stronger than ordinary labels.", "stronger than ordinary"),
 ]
 
 
@@ -97,3 +105,6 @@ def test_real_claims_stay_flagged(evidence, text, flag):
 
 def test_price_judgement_supported_by_the_evidence_passes():
     assert check_copy("An economical bulk pack.", ["Economical bulk pack of 500 clips"]).ok
+    assert check_copy("Premium copy paper for your office.", ["Hammermill Premium Copy Paper, 24 lb"]).ok
+    # "more than" with a stated number is a count, not a comparison with other products
+    assert check_copy("Holds more than 100 sheets.", ["Binder, holds 100 sheets"]).ok
