@@ -9,9 +9,11 @@ Protocol (amazon-office-2018, whose items have human descriptions):
    overlay in the temporary home), apply the overlay, re-sync the index (only those items are
    re-embedded) and search again;
 5. report (a) the share of drafts with an unsupported claim before and after regeneration,
-   (b) similarity of the kept copy to the human text (MiniLM cosine, ROUGE-L F1), next to the
-   same numbers for the bare title as a reference and for title + copy (the text the index holds
-   for the item: does the copy add anything the title lacks?), (c) rank / Recall@10 / MRR cold vs generated.
+   (b) similarity of the kept copy to the human text (MiniLM cosine, ROUGE-L F1) -- of the
+   description alone and of selling point + description (the copy the shopper reads) -- next to
+   the same numbers for the bare title as a reference and for title + copy (the text the index
+   holds for the item: does the copy add anything the title lacks?), (c) rank / Recall@10 / MRR
+   cold vs generated.
 
 Base vs fine-tuned (issue #17): with a copywriter adapter (`--adapter`, or the one `aisle train
 copywriter` left in the home) steps 4-5 run twice on the same items and the same index, first with
@@ -112,19 +114,27 @@ def _variant(label, engine, adapter_info, *, report, records_count, writer, ids,
     rouge: dict[str, float] = {}
     title_cos: dict[str, float] = {}
     title_rouge: dict[str, float] = {}
-    with_title_cos: dict[str, float] = {}  # title + generated description: the text the index holds
+    copy_cos: dict[str, float] = {}  # selling point + description: the copy the shopper reads
+    copy_rouge: dict[str, float] = {}
+    with_title_cos: dict[str, float] = {}  # title + selling point + description: the text the index holds
     with_title_rouge: dict[str, float] = {}
     if kept:
-        gen_vecs = embedder.encode([results[i].copy.description for i in kept])  # type: ignore[union-attr]
+        copies = {i: results[i].copy for i in kept}
+        full = {i: f"{c.selling_point} {c.description}" for i, c in copies.items()}  # type: ignore[union-attr]
+        with_title = {i: f"{source.items[i].title}. {full[i]}" for i in kept}
+        gen_vecs = embedder.encode([copies[i].description for i in kept])  # type: ignore[union-attr]
+        full_vecs = embedder.encode([full[i] for i in kept])
         hum_vecs = embedder.encode([human[i] for i in kept])
         title_vecs = embedder.encode([source.items[i].title for i in kept])
-        both_vecs = embedder.encode([f"{source.items[i].title}. {results[i].copy.description}" for i in kept])  # type: ignore[union-attr]
+        both_vecs = embedder.encode([with_title[i] for i in kept])
         for j, i in enumerate(kept):
             cos[i] = float(gen_vecs[j] @ hum_vecs[j])
+            copy_cos[i] = float(full_vecs[j] @ hum_vecs[j])
             title_cos[i] = float(title_vecs[j] @ hum_vecs[j])
             with_title_cos[i] = float(both_vecs[j] @ hum_vecs[j])
-            with_title_rouge[i] = scorer.score(human[i], f"{source.items[i].title}. {results[i].copy.description}")["rougeL"].fmeasure  # type: ignore[union-attr]
-            rouge[i] = scorer.score(human[i], results[i].copy.description)["rougeL"].fmeasure  # type: ignore[union-attr]
+            rouge[i] = scorer.score(human[i], copies[i].description)["rougeL"].fmeasure  # type: ignore[union-attr]
+            copy_rouge[i] = scorer.score(human[i], full[i])["rougeL"].fmeasure
+            with_title_rouge[i] = scorer.score(human[i], with_title[i])["rougeL"].fmeasure
             title_rouge[i] = scorer.score(human[i], source.items[i].title)["rougeL"].fmeasure
 
     # (a) grounding before / after regeneration, over drafts that parsed
@@ -153,6 +163,7 @@ def _variant(label, engine, adapter_info, *, report, records_count, writer, ids,
             "draft_score": r.score if r else None,
             "cosine_to_human": round(cos[i], 4) if i in cos else None,
             "rougeL_to_human": round(rouge[i], 4) if i in rouge else None,
+            "copy_cosine_to_human": round(copy_cos[i], 4) if i in copy_cos else None,
             "rank_cold": cold_ranks[i],
             "rank_generated": warm_ranks[i],
         })
@@ -183,6 +194,8 @@ def _variant(label, engine, adapter_info, *, report, records_count, writer, ids,
             "rougeL_f_mean": _mean(list(rouge.values())),
             "title_only_cosine_mean": _mean(list(title_cos.values())),
             "title_only_rougeL_f_mean": _mean(list(title_rouge.values())),
+            "copy_cosine_mean": _mean(list(copy_cos.values())),
+            "copy_rougeL_f_mean": _mean(list(copy_rouge.values())),
             "title_plus_copy_cosine_mean": _mean(list(with_title_cos.values())),
             "title_plus_copy_rougeL_f_mean": _mean(list(with_title_rouge.values())),
         },
@@ -412,13 +425,12 @@ def format_report(result: dict[str, Any]) -> str:
             f"after one regeneration {_f(gr['unsupported_share_after'])}; in kept copy {_f(gr['unsupported_share_in_kept_copy'])}",
             "    first-draft problem kinds: " + ", ".join(f"{k} {v}" for k, v in list(gr["problem_kinds_first_try"].items())[:8]),
         ]
-    lines += ["", "similarity to the human description (kept copy)   n     generated   title only   title + generated"]
+    lines += ["", "similarity to the human description (kept copy)   n     description  point + desc.  title only   title + copy"]
     for label, v in variants.items():
         s = v["similarity"]
-        lines.append(f"  {label:<12} MiniLM cosine                    {s['n']:<5} {_f(s['embedding_cosine_mean']):<11} {_f(s['title_only_cosine_mean']):<12} "
-                     f"{_f(s.get('title_plus_copy_cosine_mean'))}")
-        lines.append(f"  {label:<12} ROUGE-L F1                       {s['n']:<5} {_f(s['rougeL_f_mean']):<11} {_f(s['title_only_rougeL_f_mean']):<12} "
-                     f"{_f(s.get('title_plus_copy_rougeL_f_mean'))}")
+        for metric, key in (("MiniLM cosine", "cosine"), ("ROUGE-L F1", "rougeL_f")):
+            lines.append(f"  {label:<12} {metric:<33}{s['n']:<6}{_f(s['embedding_cosine_mean' if key == 'cosine' else 'rougeL_f_mean']):<13}"
+                         f"{_f(s.get(f'copy_{key}_mean')):<15}{_f(s[f'title_only_{key}_mean']):<13}{_f(s.get(f'title_plus_copy_{key}_mean'))}")
     lines += [
         "",
         f"retrieval of the item by a query from its hidden description ({r['index_size']} items indexed)",

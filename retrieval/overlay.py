@@ -98,13 +98,19 @@ def is_generated(item: Item) -> bool:
 
 
 def overlaid(item: Item, record: dict[str, Any] | None, catalog_name: str) -> Item | None:
-    """`item` with its generated description, or None when the record does not apply (another
-    catalog, dropped copy, or the item has a real description: that is never replaced)."""
+    """`item` with its generated copy as its description, or None when the record does not apply
+    (another catalog, dropped copy, or the item has a real description: that is never replaced).
+
+    The description is the selling point followed by the generated description: both passed the
+    same gate, and the one-line pitch is part of what the shopper reads and search matches."""
     if record is None:
         return None
     text = str(record.get("description") or "").strip()
     if record.get("catalog", catalog_name) != catalog_name or record.get("status") not in USABLE_STATUSES or not text or item.description.strip():
         return None
+    point = str(record.get("selling_point") or "").strip()
+    if point and not text.startswith(point):
+        text = f"{point} {text}"
     marker = {
         "model": record.get("model", ""),
         "adapter": record.get("adapter"),

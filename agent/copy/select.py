@@ -2,7 +2,8 @@
 
 A small model's copy is often generic ("a great choice for any office or home"): true of every
 item, so it passes the claim checker and helps no one find the item. Sampling several drafts per
-item and keeping the passing one whose description is closest to the item's own fields (title,
+item and keeping the passing one whose copy (selling point + description, what the shopper reads
+and search indexes) is closest to the item's own fields (title,
 brand, categories, attributes: exactly what the prompt showed) prefers copy that describes the
 item's type and features. It also gives each item several chances to pass the gate before the
 retry. Nothing here sees a human description, so the eval's comparison with it stays honest.
@@ -35,14 +36,15 @@ class DraftScorer(Protocol):
 
 
 class FieldSimilarity:
-    """Embedding cosine between each draft's description and the item's fields as one text."""
+    """Embedding cosine between each draft's copy (selling point + description) and the item's
+    fields as one text."""
 
     def __init__(self, embedder: Embedder) -> None:
         self.embedder = embedder
-        self.name = f"cosine of the description to the item's fields ({embedder.model_id})"
+        self.name = f"cosine of the copy (selling point + description) to the item's fields ({embedder.model_id})"
 
     def __call__(self, item: Item, drafts: Sequence[Copy]) -> list[float]:
         from agent.copy.writer import copy_evidence
 
-        vectors = self.embedder.encode([". ".join(copy_evidence(item)), *(d.description for d in drafts)])
+        vectors = self.embedder.encode([". ".join(copy_evidence(item)), *(f"{d.selling_point} {d.description}" for d in drafts)])
         return [float(v @ vectors[0]) for v in vectors[1:]]

@@ -251,7 +251,8 @@ def test_overlay_never_touches_source_and_generated_text_is_retrievable(settings
     append_records(overlay_path(tmp_settings, office_catalog.name), [record, intruder])
     overlaid = load_catalog_with_overlay(tmp_settings, office_catalog.name)
 
-    assert overlaid.items[cold.id].description == text and is_generated(overlaid.items[cold.id])
+    # the selling point leads the description: both are checked copy the shopper reads
+    assert overlaid.items[cold.id].description == f"Keeps refills sorted. {text}" and is_generated(overlaid.items[cold.id])
     assert overlaid.items[cold.id].source[MARKER]["model"] == "test"
     assert overlaid.items[described.id].description == described.description and not is_generated(overlaid.items[described.id])
     assert office_catalog.items[cold.id].description == "" and MARKER not in office_catalog.items[cold.id].source

@@ -48,7 +48,7 @@ def test_copy_eval_end_to_end(settings, tmp_path):
     assert g["ok"] + g["regenerated_ok"] + g["dropped"] + g["errors"] == 5
     for key in ("unsupported_share_before", "unsupported_share_after", "regenerated", "problem_kinds_first_try"):
         assert key in result["grounding"]
-    for key in ("embedding_cosine_mean", "rougeL_f_mean", "title_only_cosine_mean", "title_only_rougeL_f_mean", "title_plus_copy_cosine_mean"):
+    for key in ("embedding_cosine_mean", "rougeL_f_mean", "copy_cosine_mean", "copy_rougeL_f_mean", "title_only_cosine_mean", "title_only_rougeL_f_mean", "title_plus_copy_cosine_mean"):
         assert key in result["similarity"]
     assert result["config"]["drafts"] == 2 and "cosine" in result["config"]["selection"]
     assert g["drafts_sampled"] >= 10
