@@ -212,8 +212,9 @@ def _trigrams(key: str) -> set[tuple[str, ...]]:
 
 
 def _clean_sentences(text: str, title: str, after: str = "") -> list[str]:
-    """Whole, distinct sentences: drops a cut-off tail, bare echoes of the title and repeats -- of an earlier sentence or of `after` (text already written, e.g. the selling point),
-    verbatim or with half or more of its word trigrams already said; a stutter keeps one copy."""
+    """Whole, distinct sentences: drops a cut-off tail, bare echoes of the title and repeats (of an
+    earlier sentence or of `after`, text already written such as the selling point: verbatim, or
+    with half or more of its word trigrams already said); a stuttered word keeps one copy."""
     sents = [_unstutter(s) for s in _sentences(text)]
     if sents and not re.search(r"[.!?][\"')\]]*$", sents[-1]):
         sents = sents[:-1]  # cut by max_tokens mid-sentence
@@ -253,7 +254,8 @@ def parse_copy(raw: str, *, title: str = "") -> Copy:
 
     Lenient about markup (bold labels, bullets, extra blank lines, repeated blocks: the first of
     each label wins) and strict about content: the description must have 2-4 whole distinct
-    sentences that are not the title, the selling point one short line (a selling point that only
+    sentences that are not the title and do not restate the selling point or each other (a
+    stuttered word is cut to one copy), the selling point one short line (a selling point that only
     repeats the title is replaced by the description's first sentence when 2 more remain). Raises
     CopyFormatError.
     """
