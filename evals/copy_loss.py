@@ -99,6 +99,7 @@ def run_copy_loss(settings: Settings, *, catalog_name: str = DEFAULT_CATALOG, ad
     tokenizer, base = load_base(model_dir, torch.device("cpu"))
     encoded = [encode_example(tokenizer, writer.messages(item), target, eos=True) for item, target in rows]
     results: dict[str, Any] = {}
+    base_losses: list[float] = []
     t0 = time.perf_counter()
     labels = [f.name if [g.name for g in adapters].count(f.name) == 1 else str(f) for f in adapters]
     for label, folder in [("base", None), *zip(labels, adapters)]:
@@ -113,12 +114,17 @@ def run_copy_loss(settings: Settings, *, catalog_name: str = DEFAULT_CATALOG, ad
             for row in tqdm(encoded, desc=f"target loss {label}", unit="item", disable=not progress):
                 losses.append(float(target_loss(model, collate([row], tokenizer.pad_token_id))))
         mean = statistics.fmean(losses)
+        base_losses = base_losses or losses
+        diffs = [x - y for x, y in zip(losses, base_losses)]  # paired: the same items, so item difficulty cancels
         results[label] = {
             "adapter": str(folder) if folder else None,
             "fingerprint": adapter_fingerprint(folder) if folder else None,
             "mean_target_loss": round(mean, 4),
             "stderr": round(statistics.stdev(losses) / math.sqrt(len(losses)), 4) if len(losses) > 1 else None,
             "perplexity": round(math.exp(mean), 2),
+            "vs_base": round(statistics.fmean(diffs), 4),
+            "vs_base_stderr": round(statistics.stdev(diffs) / math.sqrt(len(diffs)), 4) if len(diffs) > 1 else None,
+            "per_item": [round(x, 4) for x in losses],
         }
         if folder is not None:
             base = model.unload()  # the bare base model again for the next adapter
@@ -137,9 +143,10 @@ def run_copy_loss(settings: Settings, *, catalog_name: str = DEFAULT_CATALOG, ad
 def format_loss_report(result: dict[str, Any]) -> str:
     lines = [f"copy target loss on {result['items']} unseen items of {result['catalog']} "
              f"(left out: titles of {', '.join(result['excluded']['titles_of']) or '-'}, the {result['excluded']['copy_eval_items']} copy-eval items)",
-             "  model                                   loss     ± s.e.   perplexity"]
+             "  model                                   loss     ± s.e.   perplexity  vs base (paired ± s.e.)"]
     for label, row in result["models"].items():
-        lines.append(f"  {label:<40}{row['mean_target_loss']:<9}{row['stderr'] if row['stderr'] is not None else '-':<9}{row['perplexity']}")
+        paired = f"{row['vs_base']:+.4f} ± {row['vs_base_stderr']}" if label != "base" and row["vs_base_stderr"] is not None else "-"
+        lines.append(f"  {label:<40}{row['mean_target_loss']:<9}{row['stderr'] if row['stderr'] is not None else '-':<9}{row['perplexity']:<12}{paired}")
     return "\n".join(lines)
 
 

@@ -28,7 +28,7 @@ def _fake_adapter(folder, catalog):
 
 
 def test_scored_items_are_unseen(llm_settings, tmp_path):
-    from agent.copy.heldout import items_with_titles_of, select_eval_items, norm_title
+    from agent.copy.heldout import items_with_titles_of, norm_title, select_eval_items
     from retrieval.registry import load_catalog
 
     adapter = _fake_adapter(tmp_path / "cw", "amazon-office-2018")
