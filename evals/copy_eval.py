@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import random
 import statistics
@@ -120,7 +119,7 @@ def _variant(label, engine, adapter_info, *, report, records_count, writer, ids,
     with_title_rouge: dict[str, float] = {}
     if kept:
         copies = {i: results[i].copy for i in kept}
-        full = {i: f"{c.selling_point} {c.description}" for i, c in copies.items()}  # type: ignore[union-attr]
+        full = {i: c.text() for i, c in copies.items()}  # type: ignore[union-attr]
         with_title = {i: f"{source.items[i].title}. {full[i]}" for i in kept}
         gen_vecs = embedder.encode([copies[i].description for i in kept])  # type: ignore[union-attr]
         full_vecs = embedder.encode([full[i] for i in kept])
@@ -469,6 +468,7 @@ def copy_command(
     from agent.engines.base import EngineError
     from agent.prompts import PromptError
     from agent.train.copywriter import resolve_copy_adapter
+    from evals.report import save_json
     from retrieval.catalog import CatalogError
 
     settings = ctx.obj if isinstance(getattr(ctx, "obj", None), Settings) else Settings()
@@ -485,6 +485,4 @@ def copy_command(
         raise typer.Exit(2) from exc
     typer.echo(format_report(result))
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
-        typer.echo(f"wrote {out}")
+        typer.echo(f"wrote {save_json(result, out)}")

@@ -15,7 +15,6 @@ run by this loss never looks at the copy eval's items.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
@@ -161,16 +160,14 @@ def copy_loss_command(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the result JSON here.")] = None,
 ) -> None:
     """Held-out target loss of the base model and copywriter adapters: a quick way to choose a run."""
+    from agent.entrypoints.cli import fail, settings_of
+    from evals.report import save_json
     from retrieval.catalog import CatalogError
 
-    settings = ctx.obj if isinstance(getattr(ctx, "obj", None), Settings) else Settings()
     try:
-        result = run_copy_loss(settings, catalog_name=catalog, adapters=adapter, n_items=items, copy_eval_items=copy_eval_items, seed=seed, threads=threads)
+        result = run_copy_loss(settings_of(ctx), catalog_name=catalog, adapters=adapter, n_items=items, copy_eval_items=copy_eval_items, seed=seed, threads=threads)
     except (CatalogError, FileNotFoundError, ValueError) as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2) from exc
+        fail(str(exc))
     typer.echo(format_loss_report(result))
     if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
-        typer.echo(f"wrote {out}")
+        typer.echo(f"wrote {save_json(result, out)}")

@@ -61,9 +61,13 @@ def environment() -> dict[str, Any]:
 
 
 def write_json(result: Mapping[str, Any], out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / RESULTS_FILE
-    tmp = path.with_suffix(".json.tmp")
+    return save_json(result, out_dir / RESULTS_FILE)
+
+
+def save_json(result: Mapping[str, Any], path: Path) -> Path:
+    """Write a result to `path` (folders made; a temporary file renamed, so no half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(result, indent=2, sort_keys=False, default=str), encoding="utf-8")
     tmp.replace(path)
     return path

@@ -46,5 +46,5 @@ class FieldSimilarity:
     def __call__(self, item: Item, drafts: Sequence[Copy]) -> list[float]:
         from agent.copy.writer import copy_evidence
 
-        vectors = self.embedder.encode([". ".join(copy_evidence(item)), *(f"{d.selling_point} {d.description}" for d in drafts)])
+        vectors = self.embedder.encode([". ".join(copy_evidence(item)), *(d.text() for d in drafts)])
         return [float(v @ vectors[0]) for v in vectors[1:]]
