@@ -125,6 +125,12 @@ class Settings(BaseSettings, StorePaths):
         default=True, description="Record a shopper's thumbs-up as history of a registered (non built-in) catalog, for the next `aisle train models`."
     )
 
+    # --- generated copy (retrieval/overlay.py) ---
+    show_generated_copy: bool = Field(
+        default=False,
+        description="Show `aisle describe` copy to shoppers as the item's description (and let reasons cite it). Off: it is search text only, which makes cold items findable without publishing unreviewed claims.",
+    )
+
     # --- sessions (agent/chat/store.py) ---
     sessions_url: str | None = Field(
         default=None,

@@ -35,6 +35,9 @@ class Item:
     url: str = ""  # product page: data, never rendered as a link
     image_url: str = ""
     attributes: tuple[tuple[str, str], ...] = ()  # (name, value), sorted by name: colour, size ...
+    # Runtime-only: text that search reads but the shopper never sees and no reason may cite
+    # (generated copy not yet approved for display; see retrieval/overlay.py).
+    search_text: str = ""
     # Runtime-only notes about the record (e.g. the generated-copy marker of retrieval/overlay.py).
     source: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
@@ -52,10 +55,15 @@ class Item:
             parts.append("Category: " + " > ".join(self.categories))
         if self.attributes:
             parts.append("; ".join(f"{name.capitalize()}: {value}" for name, value in self.attributes))
-        if self.description:
-            parts.append(self.description[:max_description_chars])
+        body = self.searchable_description
+        if body:
+            parts.append(body[:max_description_chars])
         return "\n".join(parts)
 
+    @property
+    def searchable_description(self) -> str:
+        """The description search indexes: the catalog's, else generated copy kept for search only."""
+        return self.description or self.search_text
 
     def attribute(self, name: str) -> str:
         return dict(self.attributes).get(name.casefold(), "")

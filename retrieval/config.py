@@ -27,6 +27,7 @@ class StoreConfig(Protocol):
     embed_batch_size: int
     embed_backend: EmbedBackend
     seed: int
+    show_generated_copy: bool
 
     @property
     def chroma_path(self) -> Path: ...
@@ -68,6 +69,7 @@ class RetrievalConfig(StorePaths):
     embed_batch_size: int = 64
     embed_backend: EmbedBackend = "onnx-int8"
     seed: int = 0
+    show_generated_copy: bool = False
 
 
 def package_dir(package: str) -> Path:

@@ -83,7 +83,8 @@ def title_text(item: Item) -> str:
 
 
 def description_text(item: Item, max_chars: int = 600) -> str:
-    return f"{item.title}\n{item.description[:max_chars]}" if item.description else ""
+    body = item.searchable_description
+    return f"{item.title}\n{body[:max_chars]}" if body else ""
 
 
 def content_hash(item: Item, model_id: str) -> str:
@@ -201,14 +202,14 @@ class CatalogIndex:
             ids=[item.id for item, _, _ in chunk],
             metadatas=[{**item_metadata(item), "part": "item", "content_hash": d, "meta_hash": m} for item, d, m in chunk],
         )
-        with_desc = [item for item, _, _ in chunk if item.description]
+        with_desc = [item for item, _, _ in chunk if item.searchable_description]
         if with_desc:
             self.collection.update(ids=[item.id + DESC_SUFFIX for item in with_desc], metadatas=[{**item_metadata(item), "part": "description"} for item in with_desc])
 
     def _write(self, chunk: list[tuple[Item, str, str]]) -> None:
         """Description records first, title records (which carry the content hash) last: if the
         process dies in between, the item still looks un-indexed and the next sync redoes it."""
-        with_desc = [item for item, _, _ in chunk if item.description]
+        with_desc = [item for item, _, _ in chunk if item.searchable_description]
         if with_desc:
             vectors = self.embedder.encode([description_text(item) for item in with_desc])
             self.collection.upsert(
@@ -216,7 +217,7 @@ class CatalogIndex:
                 embeddings=vectors,
                 metadatas=[{**item_metadata(item), "part": "description"} for item in with_desc],
             )
-        without = [item.id + DESC_SUFFIX for item, _, _ in chunk if not item.description]
+        without = [item.id + DESC_SUFFIX for item, _, _ in chunk if not item.searchable_description]
         if without:
             self.collection.delete(ids=without)
         vectors = self.embedder.encode([title_text(item) for item, _, _ in chunk])

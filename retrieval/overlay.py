@@ -4,8 +4,16 @@ The shared data folder is read-only and is the source of truth, so generated des
 an append-only JSONL overlay, `settings.overlays_dir / "<catalog>.describe.jsonl"`. Every record
 says it is generated (`generated: true`) and by what (model, prompt name/version/hash, time,
 grounding result). `apply_overlay` returns a new Catalog in which items whose source description
-is empty get the generated text, with a `generated_description` marker in `Item.source` so the UI
-and prompts can say the text is generated. Items that have a real description are never changed.
+is empty get the generated text, with a `generated_description` marker in `Item.source`. Items
+that have a real description are never changed.
+
+Search-only unless the shop says otherwise. By default the copy goes into `Item.search_text`: the
+index embeds and BM25-matches it (that is what makes a cold item findable), but the item's
+description stays empty, so the shopper never reads it and no reason, snippet or ranking prompt
+cites it. The claim checker catches what a word list can catch; a read of kept copy finds invented
+details it cannot ("made of mahogany" on a notebook), so publishing is a human decision:
+`show_generated_copy` (settings / `AISLE_SHOW_GENERATED_COPY=1`) makes it the description, after
+review. Both modes index the same text, so switching re-embeds nothing.
 
 Append-only: a re-run appends; when an item has several records the last one wins. A crash
 mid-write can leave one partial last line, which `read_overlay` skips (the item is then redone).
@@ -93,16 +101,17 @@ def done_ids(path: Path) -> set[str]:
 
 
 def is_generated(item: Item) -> bool:
-    """True when the item's description came from the overlay, not from the catalog."""
+    """True when the item carries generated copy (as search text, or as its description when shown)."""
     return bool((item.source or {}).get(MARKER))
 
 
-def overlaid(item: Item, record: dict[str, Any] | None, catalog_name: str) -> Item | None:
-    """`item` with its generated copy as its description, or None when the record does not apply
-    (another catalog, dropped copy, or the item has a real description: that is never replaced).
+def overlaid(item: Item, record: dict[str, Any] | None, catalog_name: str, *, show: bool = False) -> Item | None:
+    """`item` with its generated copy, or None when the record does not apply (another catalog,
+    dropped copy, or the item has a real description: that is never replaced).
 
-    The description is the selling point followed by the generated description: both passed the
-    same gate, and the one-line pitch is part of what the shopper reads and search matches."""
+    The copy is the selling point followed by the generated description: both passed the same
+    gate. `show`: it becomes the item's description (what the shopper reads and reasons cite);
+    otherwise it is search text only (see the module docstring)."""
     if record is None:
         return None
     text = str(record.get("description") or "").strip()
@@ -118,12 +127,17 @@ def overlaid(item: Item, record: dict[str, Any] | None, catalog_name: str) -> It
         "created_at": record.get("created_at", ""),
         "selling_point": record.get("selling_point", ""),
         "grounding_ok": bool((record.get("grounding") or {}).get("ok")),
+        "shown": show,
     }
-    return dataclasses.replace(item, description=text, source={**item.source, MARKER: marker})
+    source = {**item.source, MARKER: marker}
+    if show:
+        return dataclasses.replace(item, description=text, source=source)
+    return dataclasses.replace(item, search_text=text, source=source)
 
 
-def apply_overlay(catalog: Catalog, records: Iterable[dict[str, Any]]) -> Catalog:
-    """A new Catalog where items with an EMPTY description get their generated one.
+def apply_overlay(catalog: Catalog, records: Iterable[dict[str, Any]], *, show: bool = False) -> Catalog:
+    """A new Catalog where items with an EMPTY description get their generated copy: as search
+    text, or as the description when `show` (see `overlaid`).
 
     The input catalog is not modified. Records for other catalogs, unknown ids, dropped copy, or
     items that have a real description are ignored (counted in the log).
@@ -132,13 +146,13 @@ def apply_overlay(catalog: Catalog, records: Iterable[dict[str, Any]]) -> Catalo
     applied = ignored = 0
     for item_id, record in latest_records(records).items():
         item = items.get(item_id)
-        new = overlaid(item, record, catalog.name) if item is not None else None
+        new = overlaid(item, record, catalog.name, show=show) if item is not None else None
         if new is None:
             ignored += 1
             continue
         items[item_id] = new
         applied += 1
-    log.info("overlay on %s: %d descriptions applied, %d records ignored", catalog.name, applied, ignored)
+    log.info("overlay on %s: %d generated copies applied (%s), %d records ignored", catalog.name, applied, "shown" if show else "search only", ignored)
     return Catalog(name=catalog.name, items=items, report=catalog.report)
 
 
@@ -148,7 +162,7 @@ def load_catalog_with_overlay(settings: StoreConfig, name: str) -> Catalog:
     path = overlay_path(settings, name)
     if not path.is_file():
         return catalog
-    return apply_overlay(catalog, read_overlay(path))
+    return apply_overlay(catalog, read_overlay(path), show=settings.show_generated_copy)
 
 
 def iter_with_overlay(settings: StoreConfig, name: str) -> Iterator[Item]:
@@ -159,4 +173,4 @@ def iter_with_overlay(settings: StoreConfig, name: str) -> Iterator[Item]:
     records = latest_records(read_overlay(overlay_path(settings, name)))
     for chunk in Registry(settings).iter_items(name):
         for item in chunk:
-            yield overlaid(item, records.get(item.id), name) or item
+            yield overlaid(item, records.get(item.id), name, show=settings.show_generated_copy) or item

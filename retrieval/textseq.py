@@ -98,8 +98,8 @@ def item_text(item: Item, max_description_chars: int = TEXT_DESCRIPTION_CHARS) -
         parts.append(f"Brand: {item.brand}")
     if item.category:
         parts.append(f"Category: {item.category}")
-    if item.description and max_description_chars > 0:
-        parts.append(item.description[:max_description_chars])
+    if item.searchable_description and max_description_chars > 0:
+        parts.append(item.searchable_description[:max_description_chars])
     return "\n".join(parts)
 
 

@@ -40,6 +40,7 @@ from agent.recommend.pipeline import Recommendation, RecommendRequest
 from agent.recommend.shown import ShownItem
 from agent.text import money, stems, whole_sentences
 from retrieval.catalog import Item
+from retrieval.overlay import is_generated
 from retrieval.search import SearchFilters
 
 if TYPE_CHECKING:
@@ -300,9 +301,11 @@ class Turn:
         yield why_answer(item, shown, state, reason=whole_sentences(reason) if reason and grounded else None)
 
     def _answer(self, item_id: str, question: str) -> str:
-        """Answer a question about a shown item quoting only catalog fields (nothing generated)."""
+        """Answer a question about a shown item quoting only its record: catalog fields, and generated
+        copy only when the shop shows it (labelled as generated)."""
         state = self.state
         item = self.parts.items[item_id]
+        generated = is_generated(item)  # shown generated copy (show_generated_copy) is labelled as such
         n = state.last_shown.index(item_id) + 1 if item_id in state.last_shown else None
         name = f"#{n} “{item.title}”" if n else f"“{item.title}”"
         if question == "price":
@@ -318,11 +321,13 @@ class Turn:
             found = [w for w in words if w in haystack]
             if words and len(found) == len(words):
                 snippet = quote_around(item.title + ". " + description_facts(item.description, 3000), words)
-                return f"The catalog text for {name} mentions {what}: “{snippet}”. Check the full description before buying."
+                source = "generated copy (written by aisle, not the catalog)" if generated else "catalog text"
+                return f"The {source} for {name} mentions {what}: “{snippet}”. Check the full description before buying."
             return f"The catalog description of {name} doesn't mention {what}, so I can't confirm it."
         desc = description_facts(item.description, 300)
         lines = [f"{name}", f"From the catalog: {catalog_facts(item)}."]
-        lines.append(f"Description: “{desc}”" if desc else "The catalog has no description for it.")
+        label = "Generated description (written by aisle, not the catalog)" if generated else "Description"
+        lines.append(f"{label}: “{desc}”" if desc else "The catalog has no description for it.")
         return "\n".join(lines)
 
     def _llm_intro(self) -> str:

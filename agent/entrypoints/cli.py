@@ -354,7 +354,7 @@ def describe(
     from retrieval.index import CatalogIndex, VectorStoreError, make_chroma_client
 
     try:
-        overlaid = apply_overlay(cat, read_overlay(path))
+        overlaid = apply_overlay(cat, read_overlay(path), show=settings.show_generated_copy)
         idx = CatalogIndex(make_chroma_client(settings), name, Embedder.from_settings(settings))
         index_report = idx.sync(overlaid)
     except (VectorStoreError, FileNotFoundError) as exc:

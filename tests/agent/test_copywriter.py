@@ -233,8 +233,9 @@ def _sha(path) -> str:
 
 
 def test_overlay_never_touches_source_and_generated_text_is_retrievable(settings, office_catalog, cold_items, tmp_path):
+    from agent.grounding import item_evidence
     from retrieval.embed import Embedder
-    from retrieval.index import CatalogIndex, make_chroma_client
+    from retrieval.index import CatalogIndex, content_hash, description_text, make_chroma_client
     from retrieval.search import HybridSearcher
 
     source_file = settings.data_dir / "amazon-office-2014" / "items.json"
@@ -251,9 +252,18 @@ def test_overlay_never_touches_source_and_generated_text_is_retrievable(settings
     append_records(overlay_path(tmp_settings, office_catalog.name), [record, intruder])
     overlaid = load_catalog_with_overlay(tmp_settings, office_catalog.name)
 
-    # the selling point leads the description: both are checked copy the shopper reads
-    assert overlaid.items[cold.id].description == f"Keeps refills sorted. {text}" and is_generated(overlaid.items[cold.id])
-    assert overlaid.items[cold.id].source[MARKER]["model"] == "test"
+    # By default the copy (selling point first) is search text only: the description stays empty,
+    # so no reason, snippet or prompt can cite it.
+    copy = f"Keeps refills sorted. {text}"
+    hidden = overlaid.items[cold.id]
+    assert (hidden.description, hidden.search_text) == ("", copy) and is_generated(hidden)
+    assert hidden.source[MARKER]["model"] == "test" and hidden.source[MARKER]["shown"] is False
+    assert not any("organiser" in e for e in item_evidence(hidden))
+    # Shown (the shop reviewed it): the same copy is the description, and search reads the same text.
+    shown = load_catalog_with_overlay(tmp_settings.model_copy(update={"show_generated_copy": True}), office_catalog.name).items[cold.id]
+    assert (shown.description, shown.search_text) == (copy, "") and shown.source[MARKER]["shown"] is True
+    assert any("organiser" in e for e in item_evidence(shown))
+    assert (shown.text(2000), description_text(shown), content_hash(shown, "m")) == (hidden.text(2000), description_text(hidden), content_hash(hidden, "m"))
     assert overlaid.items[described.id].description == described.description and not is_generated(overlaid.items[described.id])
     assert office_catalog.items[cold.id].description == "" and MARKER not in office_catalog.items[cold.id].source
     assert _sha(source_file) == before
@@ -293,7 +303,8 @@ def test_search_opens_the_catalog_with_its_overlay(settings, office_searcher, co
         {"id": cold.id, "catalog": "amazon-office-2014", "generated": True, "status": "ok", "description": text, "selling_point": "",
          "model": "test", "prompt": {"name": "describe", "version": "v1"}, "grounding": {"ok": True, "unsupported": []}}])
     searcher = open_searcher(tmp_settings, "amazon-office-2014", progress=False)
-    assert searcher.catalog.items[cold.id].description == text and is_generated(searcher.catalog.items[cold.id])
+    found = searcher.catalog.items[cold.id]
+    assert (found.description, found.search_text) == ("", text) and is_generated(found)  # search only, by default
     hits = searcher.search("zephyrine", k=5)
     assert hits[0].item.id == cold.id and hits[0].lexical_rank == 1  # BM25 sees the copy
     assert searcher.index.collection.get(ids=[cold.id + DESC_SUFFIX])["ids"]  # and so does Chroma

@@ -153,3 +153,27 @@ def test_start_over_clears_constraints_and_keeps_rejected_items_hidden(chat):
     shown = ids(again) + ids(more)
     assert len(shown) == 4 and rejected not in shown  # every other stapler, the rejected one never
     assert "Bostitch" in {i.brand for i in again.items + more.items}  # the old brand filter is gone
+
+
+@pytest.mark.parametrize("generated", [False, True])
+def test_details_label_generated_copy_when_the_shop_shows_it(fast_settings, shop_searcher, tmp_path, generated):
+    """With `show_generated_copy`, a described item's text may be aisle's own copy: "tell me more"
+    must say so instead of passing it off as the catalog's description."""
+    import dataclasses
+
+    from agent.chat.agent import Agent
+    from agent.chat.store import SessionStore
+    from retrieval.catalog import Catalog
+    from retrieval.overlay import MARKER
+    from retrieval.search import HybridSearcher
+    from tests.fast.conftest import ScriptedEngine
+
+    cat = shop_searcher.catalog
+    marked = {i: dataclasses.replace(it, source={MARKER: {"model": "test", "shown": True}}) if generated else it for i, it in cat.items.items()}
+    searcher = HybridSearcher(Catalog(cat.name, marked, cat.report), shop_searcher.index, shop_searcher.embedder)
+    agent = Agent(fast_settings, store=SessionStore(tmp_path / "s.sqlite"), engine=ScriptedEngine(),
+                  searchers={"tiny-shop": searcher}, default_catalog="tiny-shop")
+    first = agent.turn(None, "a stapler")
+    more = agent.turn(first.session_id, "tell me more about the first")
+    assert more.action == "answer" and first.items[0].title in more.reply
+    assert ("not the catalog" in more.reply) == generated
