@@ -16,11 +16,13 @@ eval_app.command("conversation")(conversation_command)
 eval_app.command("compare")(compare_command)
 
 # --- issue #6: generated product copy ---------------------------------------------------------------
+from evals.copy_audit import audit_app  # noqa: E402
 from evals.copy_eval import copy_command  # noqa: E402
 from evals.copy_loss import copy_loss_command  # noqa: E402
 
 eval_app.command("copy")(copy_command)
 eval_app.command("copy-loss")(copy_loss_command)
+eval_app.add_typer(audit_app, name="copy-audit")
 
 # --- simulated shoppers ------------------------------------------------------------------------------
 from evals.simulate import simulate_command  # noqa: E402

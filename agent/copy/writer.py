@@ -23,6 +23,10 @@ Design choices (and why):
   the same batch; of those that pass the gate the writer keeps the one a `DraftScorer` ranks first
   (`agent.copy.select.FieldSimilarity`: closest to the item's own fields, so generic copy loses).
   More chances per item, and copy that is about the item; the cost is drafts x the generation.
+- Specific words (`agent.copy.terms`): among the passing drafts the one with the fewest words that
+  are rare in the catalog's descriptions and absent from the item's fields comes first ("made of
+  mahogany" on a notebook: invented details the claim checker's lexicon cannot know). The kept
+  copy's specific words go into the overlay record for a reviewer.
 - Resumable: results are appended to the overlay JSONL after every batch; a re-run skips items
   that already have a record. Engine failures are retried item by item, and an item that still
   fails is reported and skipped (no record, so the next run tries it again).
@@ -44,6 +48,7 @@ from typing import Any, NamedTuple
 
 from agent.copy.check import CopyCheckReport, banned_terms, check_copy, distinctive_brands
 from agent.copy.select import DraftScorer
+from agent.copy.terms import TermRarity
 from agent.engines.base import LLMEngine, Message
 from retrieval.catalog import Catalog, Item
 
@@ -127,6 +132,7 @@ class CopyResult:
     drafts: int = 1  # drafts sampled for this item (first round + retry)
     passed: int = 0  # drafts of the last round that passed the gate
     score: float | None = None  # the kept draft's score, when several passed (`agent.copy.select`)
+    specific: list[str] = field(default_factory=list)  # the kept copy's specific words (`agent.copy.terms`), for review
 
     @property
     def regenerated(self) -> bool:
@@ -406,6 +412,7 @@ class Copywriter:
         ban_unsupported: bool = True,
         drafts: int = 1,
         scorer: DraftScorer | None = None,
+        rarity: TermRarity | None = None,
     ) -> None:
         if drafts < 1:
             raise ValueError(f"drafts must be >= 1, got {drafts}")
@@ -420,6 +427,7 @@ class Copywriter:
         self.ban_unsupported = ban_unsupported
         self.drafts = drafts
         self.scorer = scorer  # picks among passing drafts; None keeps the first that passed
+        self.rarity = rarity  # fewest specific words first, among passing drafts (`agent.copy.terms`)
         from agent.prompts import prompt_source
 
         prompt_source(prompt)  # fail now, with the list of names, if the template is missing
@@ -428,15 +436,24 @@ class Copywriter:
 
     @classmethod
     def for_catalog(cls, engine: LLMEngine, catalog: Catalog, **kwargs: Any) -> Copywriter:
-        """A writer that also flags other brands of `catalog` named in the copy."""
+        """A writer that also flags other brands of `catalog` named in the copy and knows which of
+        its words are rare (`agent.copy.terms`), both read off the catalog's own text."""
         brands = {it.brand for it in catalog.items.values() if it.brand}
         corpus = (f"{it.title} {it.description[:300]}" for it in catalog.items.values())
+        kwargs.setdefault("rarity", TermRarity.of_descriptions(it.description for it in catalog.items.values()))
         return cls(engine, catalog_brands=distinctive_brands(brands, corpus), **kwargs)
 
     @property
     def selection(self) -> str:
         """How the kept draft is chosen among those that pass (for records and reports)."""
-        return self.scorer.name if self.scorer is not None else "first that passes"
+        by = self.scorer.name if self.scorer is not None else "the first that passes"
+        if self.rarity is not None and self.rarity.available:
+            return f"fewest specific words (agent.copy.terms, rare share {self.rarity.share}), then {by}"
+        return by
+
+    def specific_terms(self, item: Item, copy: Copy) -> list[str]:
+        """Words of `copy` that are rare in the catalog's descriptions and not in the item's fields."""
+        return self.rarity.specific_terms(copy.text(), copy_evidence(item)) if self.rarity is not None else []
 
     def messages(self, item: Item, avoid: Sequence[str] = ()) -> list[Message]:
         return render_describe(self.prompt, item, avoid)
@@ -543,13 +560,14 @@ class Copywriter:
         result.passed = len(passed)
         if not passed:
             return False
-        best = 0
-        if len(passed) > 1 and self.scorer is not None:
-            scores = self.scorer(item, [d.copy for d in passed])  # type: ignore[misc]
-            best = max(range(len(passed)), key=lambda j: (scores[j], -j))
+        specific = [self.specific_terms(item, d.copy) for d in passed]  # type: ignore[arg-type]
+        scores = self.scorer(item, [d.copy for d in passed]) if len(passed) > 1 and self.scorer is not None else None  # type: ignore[misc]
+        best = max(range(len(passed)), key=lambda j: (-len(specific[j]), scores[j] if scores else 0.0, -j))
+        if scores:
             result.score = round(scores[best], 4)
         chosen = passed[best]
         result.copy, result.unsupported, result.checkers, result.raw = chosen.copy, [], chosen.checkers, chosen.raw
+        result.specific = specific[best]
         return True
 
 
@@ -586,6 +604,8 @@ def make_record(
             "drafts_passed": result.passed,
             "score": result.score,
             "checkers": list(result.checkers),
+            # Rare words the item's fields do not contain: where a reviewer should look first.
+            "specific_terms": list(result.specific) if usable else [],
         },
     }
     if not usable and result.copy is not None:

@@ -47,6 +47,7 @@ import hashlib
 import logging
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -104,11 +105,17 @@ class _PromptOnly:
         raise RuntimeError("the training Copywriter only renders prompts and checks text")
 
 
-def training_writer(catalog: Any, prompt: str | None = None) -> Any:
-    """A Copywriter for `catalog` (its distinctive brands, its prompt) that never calls an engine."""
+def training_writer(catalog: Any, prompt: str | None = None, pool: Sequence[str] | None = None) -> Any:
+    """A Copywriter for `catalog` (its distinctive brands, its prompt) that never calls an engine.
+    `pool`: the training items; which words are rare is counted over their descriptions only, so
+    nothing of a held-out item's description shapes the targets."""
+    from agent.copy.terms import TermRarity
     from agent.copy.writer import DEFAULT_PROMPT, Copywriter
 
-    return Copywriter.for_catalog(_PromptOnly(), catalog, prompt=prompt or DEFAULT_PROMPT)  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    if pool is not None:
+        kwargs["rarity"] = TermRarity.of_descriptions(catalog.items[i].description for i in pool)
+    return Copywriter.for_catalog(_PromptOnly(), catalog, prompt=prompt or DEFAULT_PROMPT, **kwargs)  # type: ignore[arg-type]
 
 
 def factual_target(item: Any, writer: Any, stats: TargetStats | None = None) -> str | None:
@@ -125,11 +132,12 @@ def factual_target(item: Any, writer: Any, stats: TargetStats | None = None) -> 
     kept: list[str] = []
     for s in sentences:
         report = writer.checker(s, evidence, catalog_brands=writer.catalog_brands)
-        if report.ok:
+        specific = writer.rarity.specific_terms(s, evidence) if writer.rarity is not None else []
+        if report.ok and not specific:
             kept.append(s)
             continue
-        for problem in report.unsupported:
-            kind = problem.split(" ", 1)[0].strip("'\"")
+        kinds = [problem.split(" ", 1)[0].strip("'\"") for problem in report.unsupported] + (["specific"] if specific else [])
+        for kind in kinds:
             stats.dropped_claims[kind] = stats.dropped_claims.get(kind, 0) + 1
     stats.sentences_kept += len(kept)
     lo, hi = SELLING_POINT_WORDS
@@ -337,7 +345,7 @@ def train_copywriter(
 
     cat = load_catalog(settings, catalog)
     split = copy_split(cat, eval_items, seed)
-    writer = training_writer(cat, prompt)
+    writer = training_writer(cat, prompt, pool=split.train_pool)
     lora_examples, ids, stats = build_examples(cat, split, writer, examples)
     if not lora_examples:
         raise ValueError(f"no item of {catalog!r} outside the held-out set has a description with enough supported sentences")
@@ -353,7 +361,8 @@ def train_copywriter(
         f"held out: agent.copy.heldout.select_eval_items(catalog, n={eval_items}, seed={seed}) (the items `aisle eval copy --items {eval_items} "
         f"--seed {seed}` evaluates) plus {len(split.blocked)} items sharing a held-out title or description; training items drawn from the rest "
         f"with a description, shuffled with Random('{seed}:copywriter-train'); target = the human description's sentences that pass "
-        "the claim checker against title/brand/categories/attributes"
+        "the claim checker against title/brand/categories/attributes and name no specific word (agent.copy.terms: rare in the pool's "
+        "descriptions, absent from the fields)"
     )
     extra = {
         "catalog": catalog,
@@ -376,6 +385,7 @@ def train_copywriter(
             "sentences": stats.sentences,
             "sentences_kept": stats.sentences_kept,
             "dropped_claim_kinds": stats.dropped_claims,
+            "specific_words": writer.rarity.describe() if writer.rarity is not None else None,
         },
     }
     return train_lora(
