@@ -10,7 +10,7 @@ Protocol (amazon-office-2018, whose items have human descriptions):
    re-embedded) and search again;
 5. report (a) the share of drafts with an unsupported claim before and after regeneration,
    (b) similarity of the kept copy to the human text (MiniLM cosine, ROUGE-L F1) -- of the
-   description alone and of selling point + description (the copy the shopper reads) -- next to
+   description alone and of selling point + description (the whole copy: what the index holds beside the title) -- next to
    the same numbers for the bare title as a reference and for title + copy (the text the index
    holds for the item: does the copy add anything the title lacks?), (c) rank / Recall@10 / MRR
    cold vs generated.
@@ -113,7 +113,7 @@ def _variant(label, engine, adapter_info, *, report, records_count, writer, ids,
     rouge: dict[str, float] = {}
     title_cos: dict[str, float] = {}
     title_rouge: dict[str, float] = {}
-    copy_cos: dict[str, float] = {}  # selling point + description: the copy the shopper reads
+    copy_cos: dict[str, float] = {}  # selling point + description: the whole copy
     copy_rouge: dict[str, float] = {}
     with_title_cos: dict[str, float] = {}  # title + selling point + description: the text the index holds
     with_title_rouge: dict[str, float] = {}

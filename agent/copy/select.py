@@ -2,9 +2,9 @@
 
 A small model's copy is often generic ("a great choice for any office or home"): true of every
 item, so it passes the claim checker and helps no one find the item. Sampling several drafts per
-item and keeping the passing one whose copy (selling point + description, what the shopper reads
-and search indexes) is closest to the item's own fields (title,
-brand, categories, attributes: exactly what the prompt showed) prefers copy that describes the
+item and keeping the passing one whose copy (selling point + description: what search indexes and,
+when shown, the shopper reads) is closest to the item's own fields (title, brand, categories,
+attributes: exactly what the prompt showed) prefers copy that describes the
 item's type and features. It also gives each item several chances to pass the gate before the
 retry. Nothing here sees a human description, so the eval's comparison with it stays honest.
 """

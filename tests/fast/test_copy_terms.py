@@ -7,8 +7,6 @@ import pytest
 
 from agent.copy.terms import MIN_DESCRIPTIONS, TermRarity
 from agent.copy.writer import Copywriter, copy_evidence
-from agent.train.copywriter import TargetStats, factual_target
-from tests.fast.conftest import make_catalog
 from tests.fast.test_copy_drafts import CAT, RowEngine, WordOverlap
 
 pytestmark = pytest.mark.fast
@@ -49,16 +47,3 @@ def test_among_passing_drafts_the_one_with_fewer_specific_words_wins_over_the_sc
     assert unaware.raw == invented  # without word counts the scorer decides
     item = CAT.items["a"]
     assert set(rarity.specific_terms(invented, copy_evidence(item))) >= {"swivel", "curved", "handle", "palm"}
-
-
-def test_training_targets_leave_out_sentences_with_specific_words():
-    rows = [{"id": f"f{n}", "title": f"Filler stapler {n}", "description": COMMON} for n in range(MIN_DESCRIPTIONS)]
-    rows.append({"id": "x", "title": "Acme Desk Stapler Zed", "brand": "Acme", "categories": "Office > Staplers", "description": (
-        "A sturdy desk stapler for the office. The mahogany handle is carved by hand. It is a handy choice for any desk. "
-        "It is simple to use every day at home or work.")})
-    cat = make_catalog(rows)
-    writer = Copywriter.for_catalog(RowEngine(), cat)
-    stats = TargetStats()
-    target = factual_target(cat.items["x"], writer, stats)
-    assert target is not None and "mahogany" not in target and "sturdy desk stapler" in target
-    assert stats.dropped_claims.get("specific") == 1
