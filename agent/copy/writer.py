@@ -440,7 +440,8 @@ class Copywriter:
         its words are rare (`agent.copy.terms`), both read off the catalog's own text."""
         brands = {it.brand for it in catalog.items.values() if it.brand}
         corpus = (f"{it.title} {it.description[:300]}" for it in catalog.items.values())
-        kwargs.setdefault("rarity", TermRarity.of_descriptions(it.description for it in catalog.items.values()))
+        if "rarity" not in kwargs:  # not setdefault: counting every description is the costly part
+            kwargs["rarity"] = TermRarity.of_descriptions(it.description for it in catalog.items.values())
         return cls(engine, catalog_brands=distinctive_brands(brands, corpus), **kwargs)
 
     @property
