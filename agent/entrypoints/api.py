@@ -123,6 +123,16 @@ def validation_error(exc: RequestValidationError) -> AisleError:
     return InvalidField("; ".join(parts))
 
 
+def check_key(authorization: str | None, api_key: str | None) -> None:
+    """Unauthorized unless `authorization` is "Bearer <api_key>" (any header passes when the server has no key)."""
+    if not api_key:
+        return
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise Unauthorized("missing API key: send the header 'Authorization: Bearer <key>'", code="missing_api_key")
+    if not secrets.compare_digest(authorization[7:].strip().encode(), api_key.encode()):
+        raise Unauthorized("wrong API key")
+
+
 def http_error(request: Request, exc: StarletteHTTPException) -> AisleError:
     """Starlette's own errors (no route, wrong method, unreadable body) as AisleErrors."""
     where = f"{request.method} {request.url.path}"
@@ -396,12 +406,7 @@ def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str |
         return error_response(AisleError("internal error; see the server log"))
 
     def require_key(authorization: str | None = Header(None)) -> None:
-        if not api_key:
-            return
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise Unauthorized("missing API key: send the header 'Authorization: Bearer <key>'", code="missing_api_key")
-        if not secrets.compare_digest(authorization[7:].strip().encode(), api_key.encode()):
-            raise Unauthorized("wrong API key")
+        check_key(authorization, api_key)
 
     def limit_key(request: Request, authorization: str | None = Header(None)) -> None:
         """Per-key request limit (per client address when the server has no key)."""

@@ -231,6 +231,34 @@ def serve(
         fail(str(exc))
 
 
+@app.command("mcp")
+def mcp_server(
+    ctx: typer.Context,
+    transport: Annotated[str, typer.Option("--transport", help="stdio (a desktop agent starts `aisle mcp`) | http (streamable HTTP at /mcp, for remote agents).")] = "stdio",
+    host: Annotated[str, typer.Option("--host", help="http: interface to listen on (127.0.0.1 = this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="http: port.")] = 8001,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="AISLE_API_KEY", help="http: require 'Authorization: Bearer KEY' (env AISLE_API_KEY).")] = None,
+    catalog: CatalogOpt = None,
+) -> None:
+    """MCP server for agent platforms: tools search, recommend, chat_turn, item_details, feedback."""
+    from agent.entrypoints.mcp_server import run
+    from agent.errors import AisleError
+    from retrieval.catalog import CatalogError
+    from retrieval.index import VectorStoreError
+
+    if transport not in ("stdio", "http"):
+        fail(f"unknown --transport {transport!r}; use stdio or http")
+    settings = settings_of(ctx)
+    if catalog:
+        settings = settings.model_copy(update={"catalog": catalog})
+    if transport == "http" and host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        typer.secho(f"warning: listening on {host} without --api-key: anyone who can reach it can use it", err=True, fg=typer.colors.YELLOW)
+    try:
+        run(settings, transport=transport, host=host, port=port, api_key=api_key)
+    except (AisleError, CatalogError, VectorStoreError) as exc:
+        fail(str(exc))
+
+
 @app.command()
 def recommend(
     ctx: typer.Context,
