@@ -70,7 +70,7 @@ class Settings(BaseSettings, StorePaths):
 
     # --- LLM ---
     llm: Literal["transformers", "vllm", "openai"] = "transformers"
-    llm_model: Path | None = Field(default=None, description="Local HF model folder or .gguf file; default: packaged SmolLM2-135M-Instruct.")
+    llm_model: Path | None = Field(default=None, description="Local HF model folder, .gguf file, or the name of an added model (aisle models list); default: packaged SmolLM2-135M-Instruct.")
     llm_url: str | None = Field(default=None, description="OpenAI-compatible server base URL, e.g. http://127.0.0.1:8000/v1 (vllm serve).")
     llm_api_key: str = "EMPTY"
     llm_served_model: str | None = Field(default=None, description="Model name the server knows; default: the first one it lists.")

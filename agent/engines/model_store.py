@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from agent.engines.base import EngineUnavailable
+from agent.engines.model_registry import added_gguf, known_model
 from agent.settings import Settings, package_dir
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ def ensure_llm_model(settings: Settings) -> Path:
       `settings.models_dir / "SmolLM2-135M-Instruct"` on first use.
     - `settings.llm_model` is a folder -> used as is (must hold config.json).
     - `settings.llm_model` is a .gguf file -> converted into `models_dir/<file stem>`.
+    - `settings.llm_model` is the name of a known model (agent/engines/model_registry.py) -> its
+      GGUF added by `aisle models add NAME`, converted into `models_dir/NAME/<title>`. A name wins
+      over a relative path spelled the same (the name does not depend on the working directory).
     - anything else -> EngineUnavailable saying what to set.
     """
     if settings.llm_model is None:
@@ -62,6 +66,10 @@ def ensure_llm_model(settings: Settings) -> Path:
                 "(scripts/setup.sh) or set AISLE_LLM_MODEL to a model folder or .gguf file."
             )
         return _convert_cached(gguf, settings.models_dir / DEFAULT_FOLDER_NAME)
+
+    known = known_model(str(settings.llm_model))
+    if known is not None:
+        return _convert_cached(added_gguf(settings.models_dir, known.name), known.converted_dir(settings.models_dir))
 
     path = Path(settings.llm_model).expanduser()
     if path.is_dir():
@@ -82,6 +90,19 @@ def ensure_llm_model(settings: Settings) -> Path:
         f"AISLE_LLM_MODEL={path} does not exist; set it to an existing Hugging Face model folder "
         "or .gguf file, or unset it to use the packaged SmolLM2-135M-Instruct."
     )
+
+
+def model_folder(settings: Settings) -> Path:
+    """The HF folder `ensure_llm_model(settings)` returns, without converting anything."""
+    if settings.llm_model is None:
+        return settings.models_dir / DEFAULT_FOLDER_NAME
+    known = known_model(str(settings.llm_model))
+    if known is not None:
+        return known.converted_dir(settings.models_dir)
+    path = Path(settings.llm_model).expanduser()
+    if path.suffix.lower() == ".gguf":
+        return settings.models_dir / path.stem
+    return path
 
 
 def is_converted(folder: Path) -> bool:
@@ -106,7 +127,7 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    log.info("converting %s -> %s (one-time, ~20 s)", gguf, target)
+    log.info("converting %s -> %s (one-time: ~20 s for the packaged 135M model, ~3 min for a 1.5B one)", gguf, target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -31,7 +31,7 @@ def main_options(
     home: Annotated[Optional[Path], typer.Option("--home", help="Local state folder: index, models, sessions (env AISLE_HOME; default .aisle).")] = None,
     chroma_url: Annotated[Optional[str], typer.Option("--chroma-url", help="Use a Chroma server instead of the embedded store (env AISLE_CHROMA_URL).")] = None,
     llm: Annotated[Optional[str], typer.Option("--llm", help="LLM engine: transformers | vllm | openai (env AISLE_LLM).")] = None,
-    llm_model: Annotated[Optional[Path], typer.Option("--llm-model", help="Local HF model folder or .gguf (env AISLE_LLM_MODEL).")] = None,
+    llm_model: Annotated[Optional[Path], typer.Option("--llm-model", help="Local HF model folder, .gguf, or an added model's name (aisle models list; env AISLE_LLM_MODEL).")] = None,
     llm_url: Annotated[Optional[str], typer.Option("--llm-url", help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1 (env AISLE_LLM_URL).")] = None,
 ) -> None:
     overrides = {k: v for k, v in dict(data_dir=data_dir, home=home, chroma_url=chroma_url, llm=llm, llm_model=llm_model, llm_url=llm_url).items() if v is not None}
@@ -391,8 +391,9 @@ def describe(
 
 
 def register_subcommands() -> None:
-    """Add the `catalog`, `sessions`, `eval` and `train` command groups (once; at run time, so `aisle --help` stays quick)."""
+    """Add the `catalog`, `sessions`, `eval`, `train` and `models` command groups (once; at run time, so `aisle --help` stays quick)."""
     from agent.entrypoints.catalog_cli import catalog_app
+    from agent.entrypoints.models_cli import models_app
     from agent.entrypoints.sessions_cli import sessions_app
     from agent.entrypoints.train_cli import train_app
     from evals.cli import eval_app
@@ -402,6 +403,7 @@ def register_subcommands() -> None:
         app.add_typer(sessions_app, name="sessions")
         app.add_typer(eval_app, name="eval")
         app.add_typer(train_app, name="train")
+        app.add_typer(models_app, name="models")
 
 
 def main() -> None:

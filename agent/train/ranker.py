@@ -181,14 +181,9 @@ def to_lora_examples(examples: Sequence[RankerExample], catalog: Any, prompt: st
 
 def base_model_dir(settings: Settings) -> Path:
     """The HF folder the transformers engine loads for `settings` (without converting anything)."""
-    from agent.engines.model_store import DEFAULT_FOLDER_NAME
+    from agent.engines.model_store import model_folder
 
-    if settings.llm_model is None:
-        return settings.models_dir / DEFAULT_FOLDER_NAME
-    path = Path(settings.llm_model).expanduser()
-    if path.suffix.lower() == ".gguf":
-        return settings.models_dir / path.stem
-    return path
+    return model_folder(settings)
 
 
 def default_adapter_dir(settings: Settings, catalog: str) -> Path:
