@@ -18,7 +18,7 @@ from agent.lexicon import COLOURS, COMPATIBILITY, DEVICES, FEATURE_PHRASES, MATE
 from agent.text import find_seq, stem, stems
 from retrieval.catalog import Item
 
-__all__ = ["Fact", "field_text", "has_feature", "item_facts", "must_haves", "stated_features"]
+__all__ = ["Fact", "field_text", "has_feature", "item_facts", "must_haves", "request_facts", "stated_features"]
 
 
 @dataclass(frozen=True)
@@ -146,12 +146,17 @@ def _record_stems(item: Item) -> tuple[str, ...]:
 _STATED_KINDS = frozenset({"capacity", "pack", "cut", "noise", "colour", "material", "power", "feature", "compatibility"})
 
 
+def request_facts(text: str) -> list[Fact]:
+    """The facts a shopper's message states, read by the same rules as a record (field "request")."""
+    return _extract(text, "request")
+
+
 def stated_features(texts: Iterable[str]) -> list[str]:
     """The facts the shopper's own phrases state ("an 8-sheet cross-cut one" -> "8 sheets",
     "cross-cut"), as feature values `has_feature` can check against an item's record."""
     found: list[str] = []
     for text in texts:
-        found.extend(f.value for f in _extract(text, "request") if f.kind in _STATED_KINDS)
+        found.extend(f.value for f in request_facts(text) if f.kind in _STATED_KINDS)
     return list(must_haves(found))
 
 

@@ -107,6 +107,8 @@ class Turn:
         elif plan.action == "explain":
             for piece in self._explain(plan.item_ids[0]):
                 yield self._emit(piece)
+        elif plan.action == "answer" and u.question == "cheapest":
+            yield self._emit(self._cheapest(plan.item_ids))
         elif plan.action == "answer":
             yield self._emit(self._answer(plan.item_ids[0], u.question))
         elif plan.action == "feedback":
@@ -153,6 +155,9 @@ class Turn:
         if not found:
             yield nothing_found(state, plan)
             return
+        if plan.cheapest:
+            found = sorted(found, key=lambda r: (r.item.price is None, r.item.price or 0.0))[: self.options.k]
+            self.notes.append("Cheapest first, among the closest matches.")
         missing = unmet([r.item for r in found], must_haves(state.features))
         if missing:  # a stated constraint is never broken silently
             self.notes.append(f"Nothing I found says {' or '.join(f'“{f}”' for f in missing)}; these are the closest matches.")
@@ -178,7 +183,8 @@ class Turn:
         catalog fills the list with whatever is left (printer paper for "running shoes"). Items whose
         title names an avoided brand are dropped even when their brand field is empty. The gate runs
         inside the recommender, before ranking, so the ranker orders only showable items."""
-        state, parts, k = self.state, self.parts, self.options.k
+        state, parts = self.state, self.parts
+        k = self._k()
         head = stems(state.head)[:1] if state.head else []
         avoid = [tuple(stems(f)) for b in state.avoid_brands for f in parts.vocab.brand_family(b)]
 
@@ -220,6 +226,10 @@ class Turn:
             found.extend(new)
             seen.update(r.item.id for r in new)
         return found, ([] if found else closest)
+
+    def _k(self) -> int:
+        """Items to find: for "the cheapest one", every candidate, so the cheapest can be picked from them."""
+        return self.parts.recommender.n_candidates if self.plan.cheapest else self.options.k
 
     def _attempts(self) -> list[tuple[str | None, bool, list[str]]]:
         """Searches to run in order until k items are found: (note shown if used, include_shown, categories)."""
@@ -270,10 +280,10 @@ class Turn:
             history=history,
             filters=filters,
             exclude_ids=sorted(excluded),
-            k=self.options.k,
+            k=self._k(),
             conversation=conversation,
             rank_mode=rank_mode or self.options.rank_mode,
-            with_reasons=self.options.llm_reasons,
+            with_reasons=self.options.llm_reasons and not self.plan.cheapest,
             must_have=must_haves([*state.features, *stated_features(state.need)]),  # aisle#16: "cross-cut", "8 sheets" too
         )
 
@@ -299,6 +309,17 @@ class Turn:
                 pass
         self.timings["reasons"] = (time.perf_counter() - t) * 1e3
         yield why_answer(item, shown, state, reason=whole_sentences(reason) if reason and grounded else None)
+
+    def _cheapest(self, item_ids: list[str]) -> str:
+        """"Which one is cheapest?": of the items shown, by their catalog prices."""
+        items = [self.parts.items[i] for i in item_ids if i in self.parts.items]
+        priced = [(it.price, n, it) for n, it in enumerate(items, start=1) if it.price is not None]
+        if not priced:
+            return "The catalog lists no prices for these items, so I can't tell which is cheapest."
+        price, n, item = min(priced, key=lambda p: (p[0], p[1]))
+        unpriced = len(items) - len(priced)
+        extra = f" ({unpriced} of them have no price in the catalog.)" if unpriced else ""
+        return f"#{n} “{item.title}” is the cheapest I showed, at {money(price, item.currency)}.{extra}"
 
     def _answer(self, item_id: str, question: str) -> str:
         """Answer a question about a shown item quoting only its record: catalog fields, and generated
