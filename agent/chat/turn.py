@@ -27,6 +27,7 @@ from agent.chat.replies import (
     mentions_any,
     nothing_found,
     quote_around,
+    similar_reason,
     small_talk,
     state_reasons,
     why_answer,
@@ -34,7 +35,7 @@ from agent.chat.replies import (
 from agent.dialogue import DialogueState, Plan, Understanding, content_stems, keep_budget, record_shown, relax_cheaper
 from agent.engines.base import EngineError, LLMEngine, Message
 from agent.errors import UnknownItem
-from agent.facts import must_haves, stated_features
+from agent.facts import must_haves, same_type, shared_facts, stated_features
 from agent.recommend.must_have import unmet
 from agent.recommend.pipeline import Recommendation, RecommendRequest
 from agent.recommend.shown import ShownItem
@@ -164,10 +165,13 @@ class Turn:
 
         t = time.perf_counter()
         templates = state_reasons([r.item for r in found], state)  # aisle#16: one answer's reasons together
+        liked = self._liked()
         for n, rec in enumerate(found, start=1):
             reason, grounded, source = rec.reason, rec.grounded, rec.reason_source
             if not reason:
                 reason, grounded, source = templates[n - 1], True, "template"
+            if liked is not None:
+                reason = f"{reason} {similar_reason(rec.item, liked)}".strip()
             self.shown.append(ShownItem.of(rec.item, reason=reason, grounded=grounded, reason_source=source, score=round(rec.score, 4)))
             yield item_line(n, rec.item, reason)
         if not self.options.llm_reasons:
@@ -188,8 +192,13 @@ class Turn:
         head = stems(state.head)[:1] if state.head else []
         avoid = [tuple(stems(f)) for b in state.avoid_brands for f in parts.vocab.brand_family(b)]
 
+        liked = self._liked()
+
         def ok(item: Item) -> bool:
-            if head and not mentions_any(item, head):
+            if liked is not None:
+                if not same_type(item, liked):  # "more like that": the same kind of product
+                    return False
+            elif head and not mentions_any(item, head):
                 return False
             # An unbranded item whose title starts with an avoided brand ("Swingline Optima ..." with no
             # brand field); "ink for HP 61" by another maker is fine.
@@ -226,6 +235,11 @@ class Turn:
             found.extend(new)
             seen.update(r.item.id for r in new)
         return found, ([] if found else closest)
+
+    def _liked(self) -> Item | None:
+        """The item "more like that" is about, if this turn asks for similar items."""
+        ids = [i for i in self.state.similar_to if i in self.parts.items]
+        return self.parts.items[ids[0]] if ids else None
 
     def _k(self) -> int:
         """Items to find: for "the cheapest one", every candidate, so the cheapest can be picked from them."""
@@ -284,8 +298,15 @@ class Turn:
             conversation=conversation,
             rank_mode=rank_mode or self.options.rank_mode,
             with_reasons=self.options.llm_reasons and not self.plan.cheapest,
-            must_have=must_haves([*state.features, *stated_features(state.need)]),  # aisle#16: "cross-cut", "8 sheets" too
+            must_have=self._must_haves(),
         )
+
+    def _must_haves(self) -> tuple[str, ...]:
+        """The shopper's features and stated facts ("cross-cut", "8 sheets"); for "more like that",
+        the picked item's own facts, so the items sharing most of them come first."""
+        state, liked = self.state, self._liked()
+        own = shared_facts(liked, liked) if liked is not None else []
+        return must_haves([*state.features, *stated_features(state.need), *own])
 
     # --- explain and answer ----------------------------------------------------------------------------
 
