@@ -299,6 +299,7 @@ class Turn:
             rank_mode=rank_mode or self.options.rank_mode,
             with_reasons=self.options.llm_reasons and not self.plan.cheapest,
             must_have=self._must_haves(),
+            shopper_text=self.plan.opening if query and not state.similar_to else None,
         )
 
     def _must_haves(self) -> tuple[str, ...]:

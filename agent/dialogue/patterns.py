@@ -186,6 +186,15 @@ INSTRUCTION_RE = re.compile(
 )
 
 
+# How a request opens ("I'm looking for", "do you have"): no product words, and its "for" does not
+# end the product phrase ("I'm looking for | index cards" would leave no product noun).
+REQUEST_LEAD_RE = re.compile(
+    r"^\s*(?:(?:hi|hello|hey)\b[\s,!.]*)?(?:(?:i'?m|i\s+am|we'?re|we\s+are)\s+)?(?:looking|searching|shopping|hunting)\s+for\b"
+    r"|^\s*(?:do\s+you\s+(?:have|sell|carry)|have\s+you\s+got|can\s+you\s+find(?:\s+me)?)\b",
+    re.I,
+)
+
+
 def ignored_spans(text: str) -> list[tuple[int, int]]:
     """Character spans of `text` whose words must not become constraints: quoted and instruction-like text."""
     return [m.span() for m in QUOTED_RE.finditer(text)] + [m.span() for m in INSTRUCTION_RE.finditer(text)]

@@ -35,6 +35,7 @@ class Plan:
     prev_price_max: float | None = None  # the budget before "cheaper" (restored when nothing is cheaper)
     more: bool = False  # "show me more": never re-show earlier items
     cheapest: bool = False  # "the cheapest one": the current product's matches, cheapest first
+    opening: str | None = None  # the shopper's own words when this message opens a topic (searched too)
     no_repeats: bool = False  # cheaper / pricier / other brand / more: earlier items would not answer it
 
 
@@ -67,6 +68,7 @@ def apply(u: Understanding, state: DialogueState, items: dict[str, Item]) -> Pla
     if u.feedback < 0:
         _reject(state, last_shown if "reject_all" in u.flags else ref_ids)
         ref_ids = []
+    opens_topic = bool(u.need) and (not state.need or _is_new_topic(u, state))
     dropped = _update_request(u, state)
     if dropped:
         notes.append(f"A new search, so I dropped what you asked for before ({', '.join(dropped)}); say it again if it still holds.")
@@ -106,6 +108,7 @@ def apply(u: Understanding, state: DialogueState, items: dict[str, Item]) -> Pla
         prev_price_max=prev_price_max,
         more="more" in u.flags,
         cheapest=cheapest,
+        opening=P.shopper_text(u.raw_text).strip() or None if opens_topic else None,
         no_repeats=bool(u.flags & {"more", "cheaper", "pricier", "other_brand"}),
     )
 

@@ -82,7 +82,7 @@ class _Message:
 
     def __init__(self, raw: str) -> None:
         self.raw = raw
-        ignored = P.ignored_spans(raw)
+        ignored = P.ignored_spans(raw) + [m.span() for m in P.REQUEST_LEAD_RE.finditer(raw)]
         self.text = P.blank(raw, ignored)
         self.consumed: list[tuple[int, int]] = list(ignored)
 
@@ -318,7 +318,8 @@ class Understander:
     def _references(self, msg: _Message, u: Understanding, last_shown: list[str], items: dict[str, Item]) -> None:
         """Ordinals ("the second one", "#3", "both", "the last"), a shown item's brand, pronouns."""
         text = msg.text
-        for m in P.ORDINAL_RE.finditer(text):
+        # With nothing shown, "first" is no reference ("first aid supplies").
+        for m in P.ORDINAL_RE.finditer(text) if last_shown else ():
             if m.group("both"):
                 if len(last_shown) >= 2:
                     u.refs.extend(i for i in (0, 1) if i not in u.refs)
