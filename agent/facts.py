@@ -14,16 +14,29 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from agent.lexicon import COLOURS, COMPATIBILITY, DEVICES, FEATURE_PHRASES, MATERIALS, NAMED_SIZES, NOISE_WORDS, NUMBER_WORDS, PRICE_WORDS, SHOPPING_FEATURES
+from agent.lexicon import (
+    COLOURS,
+    COMPATIBILITY,
+    DEVICES,
+    FEATURE_PHRASES,
+    FILLER,
+    MATERIALS,
+    NAMED_SIZES,
+    NOISE_WORDS,
+    NUMBER_WORDS,
+    PRICE_WORDS,
+    SHOPPING_FEATURES,
+    UNIT_WORDS,
+)
 from agent.text import find_seq, stem, stems
 from retrieval.catalog import Item
 
-__all__ = ["Fact", "field_text", "has_feature", "item_facts", "must_haves", "stated_features"]
+__all__ = ["Fact", "field_text", "has_feature", "item_facts", "must_haves", "product_type", "request_facts", "same_type", "shared_facts", "stated_features"]
 
 
 @dataclass(frozen=True)
 class Fact:
-    kind: str  # capacity | pack | cut | size | compatibility | power | noise | colour | material | feature
+    kind: str  # capacity | pack | cut | size | compatibility | power | noise | colour | material | feature | type
     value: str  # normalised: "8 sheets", "12 pack", "cross-cut", "AC powered"
     field: str  # "title" | "description" | "attribute:<name>"
     span: tuple[int, int]  # characters of that field's text
@@ -36,6 +49,8 @@ class Fact:
 def field_text(item: Item, field: str) -> str:
     if field.startswith("attribute:"):
         return dict(item.attributes).get(field.removeprefix("attribute:"), "")
+    if field == "category":
+        return item.categories[-1] if item.categories else ""
     return getattr(item, field)
 
 
@@ -146,12 +161,17 @@ def _record_stems(item: Item) -> tuple[str, ...]:
 _STATED_KINDS = frozenset({"capacity", "pack", "cut", "noise", "colour", "material", "power", "feature", "compatibility"})
 
 
+def request_facts(text: str) -> list[Fact]:
+    """The facts a shopper's message states, read by the same rules as a record (field "request")."""
+    return _extract(text, "request")
+
+
 def stated_features(texts: Iterable[str]) -> list[str]:
     """The facts the shopper's own phrases state ("an 8-sheet cross-cut one" -> "8 sheets",
     "cross-cut"), as feature values `has_feature` can check against an item's record."""
     found: list[str] = []
     for text in texts:
-        found.extend(f.value for f in _extract(text, "request") if f.kind in _STATED_KINDS)
+        found.extend(f.value for f in request_facts(text) if f.kind in _STATED_KINDS)
     return list(must_haves(found))
 
 
@@ -167,3 +187,72 @@ def has_feature(item: Item, feature: str) -> bool:
     if len(want) == 1 and want[0] in _NOISE_STEMS and any(f.kind == "noise" for f in facts):
         return True
     return any(find_seq(stems(f.value), want) for f in facts)
+
+
+# --- product type ----------------------------------------------------------------------------------
+
+# A title's noun phrase ends at these: "Shredder, 8 sheet", "Stapler (Black)", "Pens with grip".
+_TITLE_BREAK = re.compile(r"\s*(?:[,;|(\[]|\s[-–—]\s|\b(?:with|for|by|w/|includes?|in|featuring)\b)\s*", re.I)
+_LIST_CONTINUES = re.compile(r"^\s*(?:and|or|&)\b", re.I)  # "Paper, CD, and Credit Card Shredder": one phrase
+# Nouns that name a bundle of the product, not the product ("Gel Pen Set", "Cordless Phone System").
+_BUNDLE_WORDS = frozenset("set sets kit kits system systems bundle combo pack packs value collection assortment replacement".split())
+_NOT_TYPE = frozenset(w for w in COLOURS | MATERIALS | SHOPPING_FEATURES | NOISE_WORDS | FILLER | set(NUMBER_WORDS) if " " not in w)
+
+
+def _is_type_word(word: str) -> bool:
+    """A word that can name what an item is: alphabetic, no model code ("XC", "P-57Cs"), no colour or unit."""
+    return word.isalpha() and len(word) >= 3 and not (word.isupper() and len(word) <= 4) and word.casefold() not in _NOT_TYPE
+
+
+@lru_cache(maxsize=65_536)
+def product_type(item: Item) -> Fact | None:
+    """What the item is, as one noun of its record: the last word of the title's first noun phrase
+    ("Fellowes 8-Sheet Cross-Cut Shredder (4601001)" -> "shredder", "Shredder Oil, 12 oz." -> "oil"),
+    never the title's first word (the maker, as often as not); else its most specific category.
+    The fact's span points at the word, so a reason can say where the type comes from."""
+    title = item.title
+    parts = [(m.start(), m.end()) for m in _TITLE_BREAK.finditer(title)]
+    bounds = [0, *[x for span in parts for x in span], len(title)]
+    segments = [(bounds[i], bounds[i + 1]) for i in range(0, len(bounds) - 1, 2)]
+    merged: list[tuple[int, int]] = []
+    for start, end in segments:
+        sep = title[merged[-1][1] : start] if merged else ""
+        if merged and "," in sep and _LIST_CONTINUES.match(title[start:end]):
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    first_word = re.match(r"\s*(\S+)", title)
+    first_end = first_word.end(1) if first_word else 0
+    for start, end in merged:
+        for m in reversed(list(re.finditer(r"[A-Za-z][A-Za-z0-9'-]*", title[start:end]))):
+            word = m.group(0)
+            a, b = start + m.start(), start + m.end()
+            if b <= first_end:
+                break
+            if word.casefold() in _BUNDLE_WORDS or (word.casefold() in UNIT_WORDS and re.search(r"\d[\s-]*$", title[:a])):
+                continue  # "Pen Set": the pen; "40 Sheets": a count ("Lubricant Sheets" are sheets)
+            if _is_type_word(word):
+                return Fact("type", word.casefold(), "title", (a, b))
+            if word.isalpha() and not (word.isupper() and len(word) <= 4):
+                break  # a colour or feature word closes the phrase: look in the next one
+    if item.categories and item.categories[-1].strip():
+        cat = item.categories[-1]
+        return Fact("type", cat.casefold(), "category", (0, len(cat)))
+    return None
+
+
+def same_type(item: Item, other: Item) -> bool:
+    """Are the two items the same kind of product (their `product_type` nouns share a stem)?"""
+    a, b = product_type(item), product_type(other)
+    if a is None or b is None:
+        return a is None and b is None
+    return stems(a.value)[-1:] == stems(b.value)[-1:]
+
+
+_SHARED_KINDS = frozenset({"cut", "capacity", "power", "noise", "material", "pack"})
+
+
+def shared_facts(item: Item, liked: Item) -> list[str]:
+    """What `item` has in common with `liked`, in `liked`'s fact values ("cross-cut", "8 sheets")."""
+    values = dict.fromkeys(f.value for f in item_facts(liked) if f.kind in _SHARED_KINDS and f.field != "description")
+    return [v for v in values if has_feature(item, v)]

@@ -1,7 +1,8 @@
 """`aisle eval simulate`: simulated shoppers look for their held-out item in a conversation.
 
-Protocol: each sampled user's last item (leave-one-out) is the target. A shopper opens with a vague
-need built from the target's most specific category ("I'm looking for shredders"), then says one
+Protocol: each sampled user's last item (leave-one-out) is the target. A shopper opens with the kind
+of product the target is (its most specific category, else its title's head noun: "I'm looking for
+shredders"), vague or with one of its features at random ("... cross-cut shredders"), then says one
 new thing per turn, reacting to what it was shown the way the records allow (`ScriptedShopper`):
 a feature from the target's facts (agent.facts: "cross-cut", "8 sheets", "quiet", "black") that
 not all shown items state; right after that, rejects a shown item lacking what it asked for; the
@@ -33,6 +34,7 @@ import logging
 import re
 import tempfile
 import time
+import zlib
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -43,7 +45,7 @@ from typing import Annotated, Any, Optional, Protocol
 import typer
 from tqdm.auto import tqdm
 
-from agent.facts import has_feature, item_facts
+from agent.facts import has_feature, item_facts, product_type
 from agent.lexicon import is_non_brand
 from agent.settings import Settings
 from agent.text import find_seq, stem, stems, tokens
@@ -71,6 +73,7 @@ class Target:
     brand: str
     price: float | None
     features: tuple[str, ...]  # values of its facts a shopper would ask for, best first
+    kind: str = ""  # what it is, one noun of its record (agent.facts.product_type): never its title, brand or model
 
     @property
     def category(self) -> str:
@@ -81,7 +84,7 @@ class Target:
         """The most specific category as a need; a one-word one that is no plural noun only
         qualifies its parent ("Calculators > Basic") and is read with it: "basic calculators"."""
         if not self.categories:
-            return ""
+            return self.kind
         last = self.categories[-1].lower()
         parent = self.categories[-2].lower() if len(self.categories) > 1 else ""
         if len(tokens(last)) == 1 and not last.endswith("s") and len(tokens(parent)) == 1 and stem(last) != stem(parent):
@@ -142,7 +145,9 @@ def target_view(item: Item, features: Sequence[str]) -> Target:
 
     categories = tuple(c for c in item.categories if safe(c))
     brand = item.brand if safe(item.brand) and not is_non_brand(item.brand) else ""
-    return Target(item.id, categories, brand, item.price, tuple(w for w in features if safe(w)))
+    kind = product_type(item)
+    noun = kind.value if kind is not None and kind.field == "title" and safe(kind.value) and stem(kind.value) not in set(stems(brand)) else ""
+    return Target(item.id, categories, brand, item.price, tuple(w for w in features if safe(w)), noun)
 
 
 def brand_key(brand: str) -> str:
@@ -226,8 +231,9 @@ class Shopper(ABC):
 
 
 class ScriptedShopper(Shopper):
-    """A shopper who knows what it wants but not the item's name. It opens with a vague need (the
-    target's category), then says one new thing per turn, reacting to what it was shown:
+    """A shopper who knows what it wants but not the item's name. It opens with the kind of product
+    (the target's category, else its title's head noun; vague or with one feature, see
+    `first_message`), then says one new thing per turn, reacting to what it was shown:
     - a feature of the target's facts that not all shown items state ("One that is cross-cut,
       please."), the one most shown items lack first;
     - right after stating a feature, "I don't like the second one" for a shown item that lacks
@@ -239,13 +245,25 @@ class ScriptedShopper(Shopper):
 
     name = "scripted"
 
-    def __init__(self) -> None:
+    def __init__(self, opening: str = "random") -> None:
         super().__init__()
+        if opening not in OPENINGS:
+            raise ValueError(f"opening must be one of {', '.join(OPENINGS)}, got {opening!r}")
+        self.opening = opening
         self.last = ""
         self.dismissed = False
 
     def first_message(self, target: Target) -> str:
-        return f"I'm looking for {target.need}" if target.need else "I'm looking for something for the office"
+        """The kind of product (its category, else its title's head noun), vague or with one of its
+        features ("I'm looking for cross-cut shredders"): half of the shoppers each, by the target's id.
+        A record with neither a kind nor a feature gets an opening that names no domain."""
+        specific = self.opening == "specific" or (self.opening == "random" and zlib.crc32(target.id.encode()) % 2 == 1)
+        feature = next((f for f in target.features if not re.match(r"\d", f)), None) if specific else None
+        if feature is not None:
+            self.said.features.append(feature)
+        if target.need:
+            return f"I'm looking for {feature} {target.need}" if feature else f"I'm looking for {target.need}"
+        return f"I'm looking for something {feature}" if feature else "What do you have?"
 
     def react(self, shown: Sequence[Item], target: Target, turn: int) -> str | None:
         if any(item.id == target.id for item in shown[:TOP_K]):
@@ -317,13 +335,14 @@ def feature_request(value: str) -> str:
     """How the shopper asks for a feature: "One that is cross-cut, please.", "One with 8 sheets, please."."""
     pack = re.fullmatch(r"(\S+) pack", value)
     if pack:
-        return f"One in a pack of {pack[1]}, please."
+        return f"A pack of {pack[1]}, please."
     if re.match(r"\d", value):
         return f"One with {value}, please."
     return f"One that is {value}, please."
 
 
 SHOPPERS: dict[str, Callable[[], Shopper]] = {"scripted": ScriptedShopper}
+OPENINGS = ("random", "vague", "specific")
 
 
 # --- the systems -----------------------------------------------------------------------------------

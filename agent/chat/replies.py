@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from agent.dialogue import DialogueState, Plan
-from agent.facts import has_feature, item_facts
+from agent.facts import has_feature, item_facts, product_type, shared_facts
 from agent.recommend.reasons import FactUse, ReasonContext, _quotable, _quote_around, _where, answer_reasons, asked_features, choose_facts
 from agent.text import money, short, stems
 from retrieval.catalog import Item
@@ -98,6 +98,16 @@ def mentions_any(item: Item, word_stems: list[str]) -> bool:
     """Does the item's own text (title, categories, description) contain one of the words?"""
     text = set(stems(item.title + " " + " ".join(item.categories) + " " + item.description[:3000]))
     return any(w in text for w in word_stems)
+
+
+def similar_reason(item: Item, liked: Item) -> str:
+    """What a "more like that" item shares with the one picked: its kind, and the picked item's
+    facts its record also states ("Also a shredder, like the one you picked; also cross-cut, 8 sheets.")."""
+    kind = product_type(liked)
+    noun = kind.value if kind is not None and kind.field == "title" else "item of its kind"
+    shared = shared_facts(item, liked)
+    also = f"; also {', '.join(shared[:3])}" if shared else ""
+    return f"Also a {noun}, like the one you picked{also}."
 
 
 def state_context(state: DialogueState) -> ReasonContext:

@@ -27,6 +27,7 @@ from agent.chat.replies import (
     mentions_any,
     nothing_found,
     quote_around,
+    similar_reason,
     small_talk,
     state_reasons,
     why_answer,
@@ -34,7 +35,7 @@ from agent.chat.replies import (
 from agent.dialogue import DialogueState, Plan, Understanding, content_stems, keep_budget, record_shown, relax_cheaper
 from agent.engines.base import EngineError, LLMEngine, Message
 from agent.errors import UnknownItem
-from agent.facts import must_haves, stated_features
+from agent.facts import must_haves, same_type, shared_facts, stated_features
 from agent.recommend.must_have import unmet
 from agent.recommend.pipeline import Recommendation, RecommendRequest
 from agent.recommend.shown import ShownItem
@@ -107,6 +108,8 @@ class Turn:
         elif plan.action == "explain":
             for piece in self._explain(plan.item_ids[0]):
                 yield self._emit(piece)
+        elif plan.action == "answer" and u.question == "cheapest":
+            yield self._emit(self._cheapest(plan.item_ids))
         elif plan.action == "answer":
             yield self._emit(self._answer(plan.item_ids[0], u.question))
         elif plan.action == "feedback":
@@ -153,16 +156,22 @@ class Turn:
         if not found:
             yield nothing_found(state, plan)
             return
+        if plan.cheapest:
+            found = sorted(found, key=lambda r: (r.item.price is None, r.item.price or 0.0))[: self.options.k]
+            self.notes.append("Cheapest first, among the closest matches.")
         missing = unmet([r.item for r in found], must_haves(state.features))
         if missing:  # a stated constraint is never broken silently
             self.notes.append(f"Nothing I found says {' or '.join(f'“{f}”' for f in missing)}; these are the closest matches.")
 
         t = time.perf_counter()
         templates = state_reasons([r.item for r in found], state)  # aisle#16: one answer's reasons together
+        liked = self._liked()
         for n, rec in enumerate(found, start=1):
             reason, grounded, source = rec.reason, rec.grounded, rec.reason_source
             if not reason:
                 reason, grounded, source = templates[n - 1], True, "template"
+            if liked is not None:
+                reason = f"{reason} {similar_reason(rec.item, liked)}".strip()
             self.shown.append(ShownItem.of(rec.item, reason=reason, grounded=grounded, reason_source=source, score=round(rec.score, 4)))
             yield item_line(n, rec.item, reason)
         if not self.options.llm_reasons:
@@ -178,12 +187,18 @@ class Turn:
         catalog fills the list with whatever is left (printer paper for "running shoes"). Items whose
         title names an avoided brand are dropped even when their brand field is empty. The gate runs
         inside the recommender, before ranking, so the ranker orders only showable items."""
-        state, parts, k = self.state, self.parts, self.options.k
+        state, parts = self.state, self.parts
+        k = self._k()
         head = stems(state.head)[:1] if state.head else []
         avoid = [tuple(stems(f)) for b in state.avoid_brands for f in parts.vocab.brand_family(b)]
 
+        liked = self._liked()
+
         def ok(item: Item) -> bool:
-            if head and not mentions_any(item, head):
+            if liked is not None:
+                if not same_type(item, liked):  # "more like that": the same kind of product
+                    return False
+            elif head and not mentions_any(item, head):
                 return False
             # An unbranded item whose title starts with an avoided brand ("Swingline Optima ..." with no
             # brand field); "ink for HP 61" by another maker is fine.
@@ -220,6 +235,15 @@ class Turn:
             found.extend(new)
             seen.update(r.item.id for r in new)
         return found, ([] if found else closest)
+
+    def _liked(self) -> Item | None:
+        """The item "more like that" is about, if this turn asks for similar items."""
+        ids = [i for i in self.state.similar_to if i in self.parts.items]
+        return self.parts.items[ids[0]] if ids else None
+
+    def _k(self) -> int:
+        """Items to find: for "the cheapest one", every candidate, so the cheapest can be picked from them."""
+        return self.parts.recommender.n_candidates if self.plan.cheapest else self.options.k
 
     def _attempts(self) -> list[tuple[str | None, bool, list[str]]]:
         """Searches to run in order until k items are found: (note shown if used, include_shown, categories)."""
@@ -270,12 +294,20 @@ class Turn:
             history=history,
             filters=filters,
             exclude_ids=sorted(excluded),
-            k=self.options.k,
+            k=self._k(),
             conversation=conversation,
             rank_mode=rank_mode or self.options.rank_mode,
-            with_reasons=self.options.llm_reasons,
-            must_have=must_haves([*state.features, *stated_features(state.need)]),  # aisle#16: "cross-cut", "8 sheets" too
+            with_reasons=self.options.llm_reasons and not self.plan.cheapest,
+            must_have=self._must_haves(),
+            shopper_text=self.plan.opening if query and not state.similar_to else None,
         )
+
+    def _must_haves(self) -> tuple[str, ...]:
+        """The shopper's features and stated facts ("cross-cut", "8 sheets"); for "more like that",
+        the picked item's own facts, so the items sharing most of them come first."""
+        state, liked = self.state, self._liked()
+        own = shared_facts(liked, liked) if liked is not None else []
+        return must_haves([*state.features, *stated_features(state.need), *own])
 
     # --- explain and answer ----------------------------------------------------------------------------
 
@@ -299,6 +331,17 @@ class Turn:
                 pass
         self.timings["reasons"] = (time.perf_counter() - t) * 1e3
         yield why_answer(item, shown, state, reason=whole_sentences(reason) if reason and grounded else None)
+
+    def _cheapest(self, item_ids: list[str]) -> str:
+        """"Which one is cheapest?": of the items shown, by their catalog prices."""
+        items = [self.parts.items[i] for i in item_ids if i in self.parts.items]
+        priced = [(it.price, n, it) for n, it in enumerate(items, start=1) if it.price is not None]
+        if not priced:
+            return "The catalog lists no prices for these items, so I can't tell which is cheapest."
+        price, n, item = min(priced, key=lambda p: (p[0], p[1]))
+        unpriced = len(items) - len(priced)
+        extra = f" ({unpriced} of them have no price in the catalog.)" if unpriced else ""
+        return f"#{n} “{item.title}” is the cheapest I showed, at {money(price, item.currency)}.{extra}"
 
     def _answer(self, item_id: str, question: str) -> str:
         """Answer a question about a shown item quoting only its record: catalog fields, and generated

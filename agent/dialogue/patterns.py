@@ -89,6 +89,8 @@ QUESTION_RE = {
     "has": re.compile(r"\b(?:does|do|is|can|will|has)\s+(?:it|that|this|the\s+\w+(?:\s+one)?)\s+(?:have|has|come\s+with|include|support|work\s+with|fit|hold|handle|use|take|made\s+of|made\s+from|be|a|an)?\s*(?P<what>[^?.!]{2,60})", re.I),
 }
 CHEAPER_RE = re.compile(r"\b(?:cheaper|less\s+expensive|lower[- ]priced?|lower\s+price|too\s+(?:expensive|pricey|much|costly)|more\s+affordable|cost(?:s|ing)?\s+less|something\s+cheap|inexpensive\s+ones?)\b", re.I)
+# "the cheapest one", "which is cheapest?": the current product ordered by price, never a product word.
+CHEAPEST_RE = re.compile(r"\b(?:cheapest|least\s+expensive|lowest[- ]priced?|lowest\s+price|most\s+affordable|best\s+price|(?:lowest|best)\s+deal)\b", re.I)
 PRICIER_RE = re.compile(r"\b(?:more\s+expensive|pricier|higher[- ]end|higher\s+price[d]?|more\s+premium|premium\s+ones?|fancier|splurge)\b", re.I)
 OTHER_BRAND_RE = re.compile(
     r"\b(?:not|no|avoid|different|another|other|else|without|except|don'?t\s+(?:like|want)|hate|dislike)\b[^.?!]{0,25}\bbrands?\b"
@@ -98,6 +100,10 @@ OTHER_BRAND_RE = re.compile(
 PLURAL_BRAND_RE = re.compile(r"\b(?:those|these|brands)\b", re.I)
 MORE_RE = re.compile(r"\b(?:show\s+(?:me\s+)?more|more\s+(?:options|items|results|suggestions|choices|please|of\s+(?:these|those|them))|anything\s+else|what\s+else|other\s+(?:options|ones|items|choices|suggestions)|different\s+ones|next\s+(?:ones|page)|something\s+else|any\s+others)\b|^\s*more[\s!.?]*$", re.I)
 AGAIN_RE = re.compile(r"\b(?:show|see|list)\s+(?:me\s+)?(?:them|those|these|it|the\s+\w+(?:\s+\w+)?)\s+again\b|\bagain\s+please\b|\bgo\s+back\s+to\s+(?:those|the\s+previous)\b", re.I)
+# "something for a student": an open request for someone or some use, not a detail of the current product.
+OPEN_REQUEST_RE = re.compile(r"^\s*(?:(?:i\s+(?:need|want)|i'?m\s+looking\s+for|looking\s+for|show\s+me|any\s+ideas\s+for)\s+)?(?:something|anything|a\s+gift|gift\s+ideas?|ideas?)\s+(?:for|to\s+use\s+(?:for|in|at|with))\b", re.I)
+# "a cross-cut one", "the black ones": the current product with a detail.
+ONE_NOUN_RE = re.compile(r"\bones?\b", re.I)
 SWITCH_RE = re.compile(r"\b(?:now|instead|also\s+(?:need|want|looking)|what\s+about|how\s+about|actually|rather|switch\s+to|let'?s\s+look\s+(?:at|for))\b", re.I)
 
 # --- negation scope (on raw, case-folded words) -----------------------------------------------------------
@@ -176,6 +182,15 @@ INSTRUCTION_RE = re.compile(
     r"|\b(?:reply|respond|answer)\s+(?:only\s+|just\s+)?with\b"
     r"|\bsay\s+(?:only|exactly|just|the\s+words?)\b"
     r")(?:[^.!?\n]|[.!?](?=\S))*",
+    re.I,
+)
+
+
+# How a request opens ("I'm looking for", "do you have"): no product words, and its "for" does not
+# end the product phrase ("I'm looking for | index cards" would leave no product noun).
+REQUEST_LEAD_RE = re.compile(
+    r"^\s*(?:(?:hi|hello|hey)\b[\s,!.]*)?(?:(?:i'?m|i\s+am|we'?re|we\s+are)\s+)?(?:looking|searching|shopping|hunting)\s+for\b"
+    r"|^\s*(?:do\s+you\s+(?:have|sell|carry)|have\s+you\s+got|can\s+you\s+find(?:\s+me)?)\b",
     re.I,
 )
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from agent.dialogue import patterns as P
 from agent.dialogue.rules import Action, Understanding
 from agent.dialogue.state import MAX_NEED_PARTS, DialogueState
-from agent.text import content_stems, stems
+from agent.text import content_stems, money, stems
 from retrieval.catalog import Item
 
 CENT = 0.01  # "cheaper than $19.99" means at most $19.98
@@ -34,6 +34,8 @@ class Plan:
     cheaper_than: float | None = None  # "cheaper": the cheapest price shown
     prev_price_max: float | None = None  # the budget before "cheaper" (restored when nothing is cheaper)
     more: bool = False  # "show me more": never re-show earlier items
+    cheapest: bool = False  # "the cheapest one": the current product's matches, cheapest first
+    opening: str | None = None  # the shopper's own words when this message opens a topic (searched too)
     no_repeats: bool = False  # cheaper / pricier / other brand / more: earlier items would not answer it
 
 
@@ -56,7 +58,7 @@ def apply(u: Understanding, state: DialogueState, items: dict[str, Item]) -> Pla
     if u.action in ("small_talk", "clarify"):
         return Plan(u.action, notes=notes)
     if u.action in ("explain", "answer"):
-        state.focus = ref_ids[0] if ref_ids else state.focus
+        state.focus = ref_ids[0] if ref_ids and u.question != "cheapest" else state.focus
         return Plan(u.action, item_ids=ref_ids, notes=notes)
     if u.action == "feedback":
         _like(state, ref_ids)
@@ -66,7 +68,10 @@ def apply(u: Understanding, state: DialogueState, items: dict[str, Item]) -> Pla
     if u.feedback < 0:
         _reject(state, last_shown if "reject_all" in u.flags else ref_ids)
         ref_ids = []
-    _update_request(u, state)
+    opens_topic = bool(u.need) and (not state.need or _is_new_topic(u, state))
+    dropped = _update_request(u, state)
+    if dropped:
+        notes.append(f"A new search, so I dropped what you asked for before ({', '.join(dropped)}); say it again if it still holds.")
 
     shown_items = [items[i] for i in last_shown if i not in state.rejected] or [items[i] for i in last_shown]
     prev_price_max = state.price_max
@@ -77,6 +82,10 @@ def apply(u: Understanding, state: DialogueState, items: dict[str, Item]) -> Pla
     if "pricier" in u.flags:
         note = _pricier(state, shown_items, items)
         notes += [note] if note else []
+    cheapest = "cheapest" in u.flags
+    if cheapest and not _has_prices(items):
+        notes.append("This catalog lists no prices, so I can't tell which is cheapest; here are the closest matches.")
+        cheapest = False
     if "other_brand" in u.flags:
         avoid = _brands_to_avoid(u, state, ref_ids, last_shown, shown_items, items)
         if not avoid:
@@ -92,12 +101,14 @@ def apply(u: Understanding, state: DialogueState, items: dict[str, Item]) -> Pla
     return Plan(
         "recommend",
         item_ids=ref_ids,
-        include_shown="again" in u.flags,
+        include_shown="again" in u.flags or cheapest,
         notes=notes,
         fallback_price_max=fallback_price_max,
         cheaper_than=cheaper_than,
         prev_price_max=prev_price_max,
         more="more" in u.flags,
+        cheapest=cheapest,
+        opening=P.shopper_text(u.raw_text).strip() or None if opens_topic else None,
         no_repeats=bool(u.flags & {"more", "cheaper", "pricier", "other_brand"}),
     )
 
@@ -109,7 +120,7 @@ def is_refinement(u: Understanding, state: DialogueState) -> bool:
         return True
     if set(words) & set(stems(" ".join(state.need))):
         return True
-    if u.raw_text and P.REFINE_LEAD.match(u.raw_text):
+    if u.raw_text and (P.REFINE_LEAD.match(u.raw_text) or P.ONE_NOUN_RE.search(u.raw_text)):
         return True
     feature_stems = set(stems(" ".join(u.features)))
     return all(w in P.FEATURE_STEMS or w in P.COMPARATIVE_STEMS or w in feature_stems for w in words)
@@ -141,20 +152,41 @@ def _reject(state: DialogueState, ids: list[str]) -> None:
 
 
 def _is_new_topic(u: Understanding, state: DialogueState) -> bool:
-    """A new product: another category, a switch word with new words ("now a lamp"), or product
-    words that do not refine the current need ("a mystery novel" after "running shoes")."""
+    """A new product: another category, a switch word with new words ("now a lamp"), an open
+    request for someone ("something for a student"), another product noun ("a red pen" after
+    "a red stapler"), or product words that do not refine the current need ("a mystery novel"
+    after "running shoes")."""
     if u.categories and (not state.categories or not set(u.categories) & set(state.categories)):
         return True
-    if "topic_switch" in u.flags and u.need and state.need:
+    if not state.need:
+        return False
+    if ("topic_switch" in u.flags or "open_request" in u.flags) and u.need:
         return True
-    return bool(u.need and state.need and not u.categories and not is_refinement(u, state))
+    if u.categories:
+        return False
+    return _other_product(u, state) or bool(u.need and not is_refinement(u, state))
 
 
-def _update_request(u: Understanding, state: DialogueState) -> None:
-    """Fold the reading's product words, brands, prices and features into the state."""
+def _other_product(u: Understanding, state: DialogueState) -> bool:
+    """Does the message name a product noun other than the current one? Not when it is "a ... one"
+    (the current product), a feature word, a comparative, or a detail led in ("with ...")."""
+    if not u.head or not state.head or stems(u.head) == stems(state.head):
+        return False
+    head = set(stems(u.head))
+    if head & (P.FEATURE_STEMS | P.COMPARATIVE_STEMS | set(stems(" ".join(u.features)))):
+        return False
+    text = u.raw_text
+    return not (P.ONE_NOUN_RE.search(text) or P.REFINE_LEAD.match(text) or set(stems(text)) & P.COMPARATIVE_STEMS)
+
+
+def _update_request(u: Understanding, state: DialogueState) -> list[str]:
+    """Fold the reading's product words, brands, prices and features into the state; on a new
+    topic, the old topic's constraints go first. Returns those the message did not restate."""
     new_topic = _is_new_topic(u, state)
+    before = _constraints(state)
     if new_topic:
         state.need, state.features, state.brands, state.similar_to, state.use_case, state.head = [], [], [], [], None, None
+        state.avoid_brands = []
         state.price_min = state.price_max = None
         state.categories = list(u.categories)
         state.focus = None
@@ -184,6 +216,20 @@ def _update_request(u: Understanding, state: DialogueState) -> None:
             state.features.append(feat)
     if u.use_case:
         state.use_case = u.use_case
+    if not new_topic:
+        return []
+    after = set(_constraints(state))
+    return [c for c in before if c not in after]
+
+
+def _constraints(state: DialogueState) -> list[str]:
+    """The state's constraints in words ("not Fellowes", "quiet", "up to $20"), to say which were dropped."""
+    out = [f"by {b}" for b in state.brands] + [f"not {b}" for b in state.avoid_brands] + list(state.features)
+    if state.price_max is not None:
+        out.append(f"up to {money(state.price_max)}")
+    if state.price_min is not None:
+        out.append(f"from {money(state.price_min)}")
+    return out
 
 
 def _avoid(state: DialogueState, brands: list[str]) -> None:

@@ -20,6 +20,7 @@ from agent.dialogue.extract import LLMExtractor
 from agent.dialogue.state import DialogueState
 from agent.dialogue.vocab import CatalogVocab
 from agent.engines.base import LLMEngine
+from agent.facts import request_facts
 from agent.lexicon import FILLER
 from agent.text import find_seq, stem, stems
 from retrieval.catalog import Item
@@ -27,6 +28,7 @@ from retrieval.catalog import Item
 Action = Literal["recommend", "explain", "answer", "feedback", "small_talk", "reset", "clarify"]
 
 MAX_QUESTION_CHARS = 60  # of the "does it have ..." part kept for the answer
+COUNT_KINDS = frozenset({"pack", "capacity"})
 
 
 @dataclass
@@ -34,7 +36,7 @@ class Understanding:
     """The rules' (and optionally the LLM's) reading of one message."""
 
     action: Action = "recommend"
-    flags: set[str] = field(default_factory=set)  # cheaper, pricier, other_brand, all_brands, more, again, similar, reject_all, topic_switch, reset
+    flags: set[str] = field(default_factory=set)  # cheaper, cheapest, pricier, other_brand, all_brands, more, again, similar, reject_all, topic_switch, open_request, reset
     brands: list[str] = field(default_factory=list)
     avoid_brands: list[str] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)
@@ -47,7 +49,7 @@ class Understanding:
     refs: list[int] = field(default_factory=list)  # 0-based positions in state.last_shown
     ref_pronoun: bool = False  # "that one", "it"
     feedback: int = 0  # +1 like, -1 reject (with refs or reject_all)
-    question: str = ""  # for action "answer": price | brand | category | details | has:<words>
+    question: str = ""  # for action "answer": price | brand | category | details | cheapest | has:<words>
     small_talk: str = ""  # greeting | thanks | bye | identity | help | ack
     notes: list[str] = field(default_factory=list)  # things to tell the user (e.g. no prices here)
     raw_text: str = ""
@@ -80,7 +82,7 @@ class _Message:
 
     def __init__(self, raw: str) -> None:
         self.raw = raw
-        ignored = P.ignored_spans(raw)
+        ignored = P.ignored_spans(raw) + [m.span() for m in P.REQUEST_LEAD_RE.finditer(raw)]
         self.text = P.blank(raw, ignored)
         self.consumed: list[tuple[int, int]] = list(ignored)
 
@@ -128,6 +130,7 @@ class Understander:
             return u
 
         self._prices(msg, u)
+        self._counts(msg, u)
         self._brands(msg, u)
         last_shown = [i for i in state.last_shown if i in items]
         self._references(msg, u, last_shown, items)
@@ -144,6 +147,8 @@ class Understander:
         u.head = self._head_word(msg)
         if P.SWITCH_RE.search(msg.text) and (u.need or u.categories):
             u.flags.add("topic_switch")
+        if P.OPEN_REQUEST_RE.match(msg.text) and u.head is None and not u.categories:
+            u.flags.add("open_request")
         if not u.has_product_signal() and not u.flags - {"reset"} and u.feedback == 0:
             u.action = "reset" if "reset" in u.flags else "clarify"
         return u
@@ -177,6 +182,11 @@ class Understander:
             u.action = "explain"
             refer_to_focus()
             return True
+        if last_shown and "?" in text and P.CHEAPEST_RE.search(text):
+            rest = P.blank(msg.remaining(), [m.span() for m in P.CHEAPEST_RE.finditer(text)])
+            if not _need_words(rest) and not u.has_product_signal():  # "which one is cheapest?": of those shown
+                u.action, u.question, u.refs = "answer", "cheapest", list(range(len(last_shown)))
+                return True
         if P.MORE_LIKE_RE.search(text) and last_shown and (has_ref or not u.has_product_signal()):
             u.flags.add("similar")
             refer_to_focus()
@@ -206,6 +216,8 @@ class Understander:
         """Follow-up requests about the list as a whole: cheaper, pricier, other brand, more, again."""
         if u.price_max is None and msg.consume_all(P.CHEAPER_RE):  # "cheaper than $20" is a budget
             u.flags.add("cheaper")
+        if msg.consume_all(P.CHEAPEST_RE):
+            u.flags.add("cheapest")
         if u.price_min is None and msg.consume_all(P.PRICIER_RE):
             u.flags.add("pricier")
         if not u.avoid_brands and not u.brands and msg.consume_all(P.OTHER_BRAND_RE):  # "not Swingline" names it
@@ -260,6 +272,16 @@ class Understander:
             u.notes.append(f"The {self.vocab.name} catalog has no prices, so I can't filter by budget; I'll ignore the price limit.")
             u.price_min = u.price_max = None
 
+    @staticmethod
+    def _counts(msg: _Message, u: Understanding) -> None:
+        """Pack sizes and sheet counts ("a pack of 4", "8 sheets") are details of the current
+        product, read as the record states them ("4 pack"), never product words of their own."""
+        for fact in request_facts(msg.text):
+            if fact.kind in COUNT_KINDS and not msg.is_consumed(fact.span[0]):
+                msg.consume(fact.span)
+                if fact.value not in u.features:
+                    u.features.append(fact.value)
+
     def _brands(self, msg: _Message, u: Understanding) -> None:
         """Catalog brands named in the message, wanted or (in a negation's scope) avoided; longest name first."""
         toks = _toks(msg.text)
@@ -296,7 +318,8 @@ class Understander:
     def _references(self, msg: _Message, u: Understanding, last_shown: list[str], items: dict[str, Item]) -> None:
         """Ordinals ("the second one", "#3", "both", "the last"), a shown item's brand, pronouns."""
         text = msg.text
-        for m in P.ORDINAL_RE.finditer(text):
+        # With nothing shown, "first" is no reference ("first aid supplies").
+        for m in P.ORDINAL_RE.finditer(text) if last_shown else ():
             if m.group("both"):
                 if len(last_shown) >= 2:
                     u.refs.extend(i for i in (0, 1) if i not in u.refs)

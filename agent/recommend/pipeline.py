@@ -62,6 +62,10 @@ class RecommendRequest:
     # Features the shopper asked for ("quiet", "cross-cut"): items whose record states them are
     # lifted above the others after ranking, before the top k is cut (agent.recommend.must_have).
     must_have: tuple[str, ...] = ()
+    # The shopper's own words when they open a topic ("I'm looking for index cards for recipes"):
+    # searched too and fused with the query's hits (RRF), so the extracted need never loses what
+    # the whole message would have found.
+    shopper_text: str | None = None
 
 
 @dataclass
@@ -273,6 +277,12 @@ class Recommender:
         lists: dict[str, list[tuple[str, float]]] = {}
         if asked and asked.strip():
             hits = self.searcher.search(asked, n if stage is None else 2 * n, filters=filters, exclude_ids=exclude)
+            words = (req.shopper_text or "").strip()
+            if words and words.casefold() != asked.strip().casefold():
+                said = self.searcher.search(words, n if stage is None else 2 * n, filters=filters, exclude_ids=exclude)
+                by_id = {h.item.id: h for h in [*hits, *said]}
+                fused_hits = fuse_candidates({"need": [(h.item.id, h.score) for h in hits], "words": [(h.item.id, h.score) for h in said]}, None, len(by_id))
+                hits = [by_id[i] for i, _ in fused_hits]
             lists["semantic"] = [(h.item.id, h.score) for h in hits]
             if stage is not None and hits:
                 lists["ranker"] = stage.order(shopper, [h.item.id for h in hits])

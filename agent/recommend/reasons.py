@@ -536,8 +536,6 @@ def realise(item: Item, uses: Sequence[FactUse], context: ReasonContext, *, inde
         mark = None if maker_distinct else title_marks(item, others)
         if mark:  # nothing in its facts sets it apart: the title's own words do
             sentences.append(_sentence(_MARK_FORMS[index % len(_MARK_FORMS)].format(m=mark)))
-    if context.similar_to and item.id not in context.similar_to:
-        sentences.append("Close to the item you picked.")
     return " ".join(sentences[:3])
 
 

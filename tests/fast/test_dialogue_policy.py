@@ -206,3 +206,58 @@ def test_the_state_round_trips_through_json(staplers):
     say(staplers, "not that brand")
     again = DialogueState.model_validate_json(staplers.model_dump_json())
     assert again == staplers and again.filters().exclude_brands == ("Swingline",)
+
+
+# --- topics ------------------------------------------------------------------------------------------------------------
+
+
+def test_a_topic_change_drops_the_old_topics_constraints_and_says_so():
+    state = DialogueState(catalog=SHOP.name)
+    say(state, "a quiet paper shredder for my home office under $100, not Fellowes")
+    assert state.avoid_brands == ["Fellowes"] and state.features == ["quiet"] and state.price_max == 100
+    plan = say(shown(state, ["d2", "d3"]), "something for a student, under $20")
+    assert (state.avoid_brands, state.features, state.head, state.price_max) == ([], [], None, 20.0)
+    assert state.need == ["student"] and "shredder" not in (state.query() or "")
+    assert "not Fellowes" in plan.notes[0] and "quiet" in plan.notes[0] and "$20" not in plan.notes[0]
+
+
+@pytest.mark.parametrize("catalog", [SHOP, make_catalog([{k: v for k, v in r.items() if k != "categories"} for r in SHOP_ROWS], name="flat")])
+def test_another_product_noun_is_a_new_topic_with_or_without_categories(catalog):
+    """"A red pen" after "a red stapler" shares "red" but not the product."""
+    vocab = CatalogVocab.from_catalog(catalog)
+    state = DialogueState(catalog=catalog.name)
+    say(state, "a red stapler, not Swingline", catalog, vocab)
+    plan = say(state, "a red pen", catalog, vocab)
+    assert (state.need, state.head, state.avoid_brands) == (["red pen"], "pen", [])
+    assert any("not Swingline" in n for n in plan.notes)
+
+
+@pytest.mark.parametrize("detail", ["a cross-cut one", "the black ones", "A pack of 4, please.", "8 sheets please", "heavy duty please"])
+def test_a_detail_keeps_the_topic_and_its_constraints(detail):
+    state = DialogueState(catalog=SHOP.name)
+    say(state, "a shredder under $100, not Aurora")
+    plan = say(state, detail)
+    assert (state.head, state.price_max, state.avoid_brands) == ("shredder", 100.0, ["Aurora"])
+    assert state.need[0] == "shredder" and not plan.notes
+
+
+def test_a_pack_of_n_is_a_feature_not_a_product(staplers):
+    say(staplers, "A pack of 4, please.")
+    assert staplers.head == "stapler" and staplers.features == ["4 pack"] and staplers.need == ["stapler"]
+
+
+def test_cheapest_keeps_the_topic(staplers):
+    say(staplers, "heavy duty")
+    plan = say(staplers, "show me the cheapest one")
+    assert plan.action == "recommend" and plan.cheapest and plan.include_shown
+    assert (staplers.head, staplers.features, staplers.price_max) == ("stapler", ["heavy duty"], 60.0)
+    assert "cheapest" not in " ".join(staplers.need)
+    plan = say(staplers, "which one is cheapest?")
+    assert (plan.action, plan.item_ids) == ("answer", STAPLERS) and staplers.features == ["heavy duty"]
+
+
+def test_cheapest_without_prices_says_so():
+    unpriced = make_catalog([{k: v for k, v in row.items() if k != "price"} for row in SHOP_ROWS], name="unpriced")
+    state = shown(DialogueState(catalog="unpriced", need=["stapler"], head="stapler"), STAPLERS)
+    plan = say(state, "the cheapest one please", catalog=unpriced, vocab=CatalogVocab.from_catalog(unpriced))
+    assert not plan.cheapest and any("no prices" in n for n in plan.notes) and state.head == "stapler"

@@ -177,3 +177,28 @@ def test_details_label_generated_copy_when_the_shop_shows_it(fast_settings, shop
     more = agent.turn(first.session_id, "tell me more about the first")
     assert more.action == "answer" and first.items[0].title in more.reply
     assert ("not the catalog" in more.reply) == generated
+
+
+def test_which_one_is_cheapest_names_the_cheapest_shown(chat):
+    first = chat("a heavy duty stapler")
+    answer = chat("which one is cheapest?")
+    cheapest = min(first.items, key=lambda i: i.price)
+    assert answer.action == "answer" and answer.items == []
+    assert cheapest.title in answer.reply and money(cheapest.price) in answer.reply
+    assert answer.constraints == first.constraints
+
+
+def test_the_cheapest_one_orders_the_current_topic_by_price(chat):
+    chat("a stapler")
+    cheapest = chat("show me the cheapest one")
+    staplers = sorted((p, i) for i, p in PRICES.items() if CATEGORY[i] == "Staplers")
+    assert ids(cheapest)[0] == staplers[0][1]
+    assert [i.price for i in cheapest.items] == sorted(i.price for i in cheapest.items)
+    assert all(CATEGORY[i] == "Staplers" for i in ids(cheapest))
+
+
+def test_a_new_topic_drops_the_old_brand_exclusion(chat):
+    chat("a shredder, not Fellowes")
+    pens = chat("now gel pens")
+    assert pens.constraints["avoid_brands"] == [] and all(CATEGORY[i] == "Pens" for i in ids(pens))
+    assert "not Fellowes" in pens.reply
