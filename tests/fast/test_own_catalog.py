@@ -105,6 +105,12 @@ def test_search_recommend_and_chat_answer_from_the_new_catalog(shop):
     result = rec.recommend(RecommendRequest(history=history[:3], k=3, rank_mode="none", with_reasons=False))
     assert result.items and all(r.item.id in ids for r in result.items)
     assert "s5" in [r.item.id for r in result.items]  # the co-buying pattern of the shop's own history
+    # A re-purchase in the history reads as the distinct history: same items, none of the history.
+    again = rec.recommend(RecommendRequest(history=["s1", "s2", "s1", "s3", "s3"], k=3, rank_mode="none", with_reasons=False))
+    same = rec.recommend(RecommendRequest(history=["s2", "s1", "s3"], k=3, rank_mode="none", with_reasons=False))
+    assert [r.item.id for r in again.items] == [r.item.id for r in same.items] and not {"s1", "s2", "s3"} & {r.item.id for r in again.items}
+    _, reasons = rec._contexts(RecommendRequest(history=["s1", "s2", "s1"]))
+    assert [t[:9] for t in reasons.history_titles] == ["Bostitch ", "Swingline"]  # reasons cite each bought item once
 
     agent = Agent(settings, store=SessionStore(shop["tmp"] / "sessions.sqlite"), engine=ScriptedEngine(), rank_mode="none")
     assert "myshop" in agent.catalogs()
