@@ -595,7 +595,7 @@ def _held_out_changes(file: str, kept: Iterable[tuple[int, Event]], dropped: dic
             left.setdefault(event.user_id, []).append(row)
     out = []
     for user, rows in dropped.items():
-        was = _in_order(full[user])[-1]
+        was = _in_order(sorted(full[user], key=lambda e: e[1]))[-1]
         now = _in_order(left[user])[-1] if user in left else None
         label = rows[-1][2]
         if now is None:

@@ -318,6 +318,9 @@ def test_events_of_a_rejected_item_say_why_and_a_changed_held_out_item_is_a_warn
     rows = list(csv.DictReader(report.report_file.open()))
     assert [(r["kind"], r["record"]) for r in rows] == [("rejected", "item"), *[("rejected", "event")] * 3, *[("warning", "event")] * 2]
     assert "held-out (last) item is now 'a'" in report.summary()
+    # without timestamps the file order decides which item is last
+    report = registry.update("h", interactions=write(tmp_path / "events.jsonl", '{"user": "u5", "item": "b"}\n{"user": "u5", "item": "c"}\n{"user": "u6", "item": "c"}\n{"user": "u6", "item": "b"}\n'), progress=False)
+    assert [w.problem for w in report.events_warnings] == ["user 'u5': their last item 'c' was rejected; their held-out (last) item is now 'b'"]
 
 
 def test_every_import_keeps_its_own_report(registry, tmp_path):
