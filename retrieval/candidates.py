@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from retrieval.collab import ScoringRecommender
+from retrieval.collab import ScoringRecommender, distinct_history
 
 HISTORY_SOURCES = ("popularity", "cooc", "sasrec", "textseq", "dense_hist", "bm25_hist")
 QUERY_SOURCES = ("dense_query", "bm25_query")
@@ -57,10 +57,13 @@ BM25_HISTORY_TITLES = 3  # titles that make the BM25 "query" of a history
 class Shopper:
     """What the sources may read about one shopper."""
 
-    history: Sequence[str] = ()  # item ids, oldest first
+    history: Sequence[str] = ()  # item ids, oldest first; a repeated item counts once, at its latest position
     query: str | None = None
     exclude: Iterable[str] = ()
     allowed: np.ndarray | None = None  # bool per item of the SourceSet (search filters); None = all
+
+    def __post_init__(self) -> None:
+        self.history = distinct_history(self.history)
 
 
 @dataclass

@@ -121,12 +121,14 @@ class LoadReport:
 
     def summary(self, show: int = 20) -> str:
         text = f"{self.catalog}: loaded {self.loaded} items ({len(self.warnings)} warnings), rejected {len(self.rejected)} rows"
-        for warning in self.warnings[: min(5, show)]:
-            text += f"\n  warning: {warning}"
-        if len(self.warnings) > min(5, show):
-            text += f"\n  ... and {len(self.warnings) - min(5, show)} more warnings"
+        if self.warnings:
+            text += "\n warnings (imported, with what the warning says dropped):"
+            text += "".join(f"\n  warning: {w}" for w in self.warnings[: min(5, show)])
+            if len(self.warnings) > min(5, show):
+                text += f"\n  ... and {len(self.warnings) - min(5, show)} more warnings"
         if self.rejected:
-            text += "\n" + "\n".join(f"  rejected: {e}" for e in self.rejected[:show])
+            text += "\n rejected (not imported):"
+            text += "".join(f"\n  rejected: {e}" for e in self.rejected[:show])
             if len(self.rejected) > show:
                 text += f"\n  ... and {len(self.rejected) - show} more rejected rows"
         return text

@@ -13,6 +13,11 @@ fusion, and `evaluate_leave_one_out` measures any of them with ranx on the held-
 Evaluation protocol (leave-one-out): for every user the last item is the test target; models
 are fitted on everything before it (`leave_one_out`). Early stopping uses the second-to-last item
 (`leave_one_out` applied again to the train histories), so the test item is never seen.
+
+A history that repeats an item (a re-purchase) counts it once, at its latest position
+(`distinct_history`): recommendations always leave out what the shopper already has, so an earlier
+copy of the target in the history would make it unrankable, and a model trained to predict
+repeats would learn a target that is never allowed.
 """
 
 from __future__ import annotations
@@ -35,16 +40,24 @@ RRF_K = 60
 # --- splits ----------------------------------------------------------------------------------
 
 
-def leave_one_out(interactions: Mapping[str, Sequence[str]]) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Split each user into (history = all but the last item, target = the last item).
+def distinct_history(history: Iterable[str]) -> list[str]:
+    """Each item once, at its latest position: [a, b, a, c] -> [b, a, c]. The last item stays last."""
+    latest = {item: n for n, item in enumerate(history)}
+    return sorted(latest, key=latest.__getitem__)
 
-    Users with fewer than 2 items have nothing to hold out and are left out of both outputs.
-    Apply it twice to get the validation split: `leave_one_out(train)` holds out the
+
+def leave_one_out(interactions: Mapping[str, Sequence[str]]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Split each user into (history = all but the last item, target = the last item), on the
+    user's distinct history (`distinct_history`): the target never appears in its own history.
+
+    Users with fewer than 2 distinct items have nothing to hold out and are left out of both
+    outputs. Apply it twice to get the validation split: `leave_one_out(train)` holds out the
     second-to-last item, which is what early stopping may look at.
     """
     histories: dict[str, list[str]] = {}
     held_out: dict[str, str] = {}
     for user, seq in interactions.items():
+        seq = distinct_history(seq)
         if len(seq) < 2:
             continue
         histories[user] = list(seq[:-1])
@@ -84,8 +97,9 @@ class ScoringRecommender:
         self._index = {item: i for i, item in enumerate(self.item_ids)}
 
     def _known(self, history: Sequence[str]) -> list[int]:
-        """Vocabulary indices of the history; unknown ids (new items) carry no signal and are skipped."""
-        return [self._index[i] for i in history if i in self._index]
+        """Vocabulary indices of the distinct history (`distinct_history`); unknown ids (new items)
+        carry no signal and are skipped."""
+        return [self._index[i] for i in distinct_history(history) if i in self._index]
 
     def score_batch(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         """Scores of shape (len(histories), len(item_ids)); higher is better."""
@@ -192,7 +206,7 @@ class CooccurrenceRecommender(ScoringRecommender):
         self.popularity = np.zeros(0)
 
     def fit(self, histories: Mapping[str, Sequence[str]]) -> CooccurrenceRecommender:
-        counts = Counter(i for seq in histories.values() for i in seq)
+        counts = Counter(i for seq in histories.values() for i in set(seq))  # users per item, as the pairs count a repeat once
         self._set_vocabulary(self._catalog if self._catalog is not None else sorted(counts, key=id_sort_key))
         n = len(self.item_ids)
         rows: list[int] = []

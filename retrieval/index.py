@@ -239,10 +239,11 @@ class CatalogIndex:
         return sorted(best.items(), key=lambda kv: -kv[1])[:n]
 
     def embeddings(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """Title-record vectors (used for "similar to these items")."""
+        """Title-record vectors (used for "similar to these items"). A repeated id is asked for
+        once: Chroma refuses a request that names an id twice (a history with a re-purchase)."""
         if not ids:
             return {}
-        got = self.collection.get(ids=list(ids), include=["embeddings"])
+        got = self.collection.get(ids=list(dict.fromkeys(ids)), include=["embeddings"])
         return {item_id: np.asarray(vec, dtype=np.float32) for item_id, vec in zip(got["ids"], got["embeddings"])}
 
     def all_vectors(self, page: int = 5000) -> tuple[list[str], np.ndarray]:

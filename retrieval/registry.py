@@ -5,9 +5,11 @@ column map), the imported items (one normalised JSON record each) and its events
 collaborative models learn from). The built-in research data sets are entries like any other,
 seeded on first use with paths under the data folder (`{data}/...`), and imported on first load.
 
-An import streams the feed into a staging table, reports every rejected row, and refuses the whole
-feed when too many rows are bad; only then does one transaction swap the new version in. A failed
-or refused import therefore changes nothing: the items and the index stay as they were.
+An import streams the feed into a staging table, reports every rejected row (never imported) and
+every warning (imported, with a field dropped), and refuses the whole feed when too many rows are
+bad; only then does one transaction swap the new version in. A failed or refused import therefore
+changes nothing: the items and the index stay as they were. Every import, applied, refused or
+checked, leaves its own report file (`reports/NAME/`), never overwriting an earlier one.
 An update is a diff (added, changed, removed); the index follows it in `CatalogIndex.sync`, which
 re-embeds only items whose text changed.
 """
@@ -42,7 +44,7 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 DEFAULT_MAX_BAD_SHARE = 0.05
 DATA = "{data}"  # stands for the configured data folder in a built-in entry's paths
 # Bump when what an import produces changes (schema, cleaning, presets): built-in entries re-import.
-IMPORT_VERSION = "1"
+IMPORT_VERSION = "2"
 
 
 @dataclass
@@ -95,8 +97,10 @@ class ImportReport:
     cold: list[str] = field(default_factory=list)  # new items without a description (or that lost theirs)
     events: int = 0
     events_rejected: list[RowError] = field(default_factory=list)
+    events_warnings: list[RowError] = field(default_factory=list)  # users whose held-out (last) item changed
+    rejected_items: dict[str, RowError] = field(default_factory=dict)  # item id -> why its row was rejected
     applied: bool = False
-    rejects_file: Path | None = None
+    report_file: Path | None = None
     seconds: float = 0.0
 
     def summary(self, show: int = 20) -> str:
@@ -105,12 +109,13 @@ class ImportReport:
         if self.cold:
             lines.append(f"{len(self.cold)} new items have no description (cold): aisle describe --catalog {self.catalog} --only-missing")
         if self.events or self.events_rejected:
-            lines.append(f"events: {self.events} imported, {len(self.events_rejected)} rejected")
-            lines += [f"  rejected: {e}" for e in self.events_rejected[:show]]
-            if len(self.events_rejected) > show:
-                lines.append(f"  ... and {len(self.events_rejected) - show} more rejected events")
-        if self.rejects_file:
-            lines.append(f"every rejected row: {self.rejects_file}")
+            lines.append(f"events: {self.events} imported, {len(self.events_rejected)} rejected, {len(self.events_warnings)} warnings")
+            for label, errors in (("warning", self.events_warnings), ("rejected", self.events_rejected)):
+                lines += [f"  {label}: {e}" for e in errors[:show]]
+                if len(errors) > show:
+                    lines.append(f"  ... and {len(errors) - show} more")
+        if self.report_file:
+            lines.append(f"report (every rejected row and warning): {self.report_file}")
         lines.append("applied" if self.applied else "not applied: nothing changed")
         return "\n".join(lines)
 
@@ -144,7 +149,7 @@ class Registry:
     def __init__(self, config: StoreConfig) -> None:
         self.config = config
         self.path = Path(config.home) / "catalogs.sqlite"
-        self.rejects_dir = Path(config.home) / "catalogs"
+        self.reports_dir = Path(config.home) / "catalogs" / "reports"
         self._ready = False
 
     # --- storage ---------------------------------------------------------------------------------
@@ -244,12 +249,7 @@ class Registry:
                 out.setdefault(user, []).append((ts, seq, item))
         if not out:
             raise CatalogError(f"catalog {name!r} has no interactions; add them with `aisle catalog update {name} --interactions FILE` or POST /v1/events")
-        histories: dict[str, list[str]] = {}
-        for user, events in out.items():
-            if all(ts is not None for ts, _, _ in events):
-                events.sort(key=lambda e: (e[0], e[1]))
-            histories[user] = [item for _, _, item in events]
-        return histories
+        return {user: _in_order(events) for user, events in out.items()}
 
     # --- changing ------------------------------------------------------------------------------------
 
@@ -355,7 +355,6 @@ class Registry:
             fmap.hints = dict(preset.columns)
             fmap.attributes = {**preset.attributes, **fmap.attributes}
             fmap.category_separator = preset.category_separator
-            fmap.strict_html = preset.strict_html
         source = spec.path(spec.items, data_dir)
         if DATA in spec.items and not data_dir.is_dir():
             raise CatalogError(f"data folder {data_dir} does not exist. Pass --data-dir or set AISLE_DATA_DIR to the shared data folder (../shared/data).")
@@ -377,6 +376,7 @@ class Registry:
                     if staged_ids is not None:
                         self._read_events(spec, data_dir, staged_ids, report, progress)
                     con.execute("ROLLBACK")
+                    report.report_file = self._write_report(name, report, "check")
                     return self._finish(report, t0)
                 if new:
                     con.execute("INSERT INTO catalogs (name, spec, builtin, added_at) VALUES (?, ?, 0, ?)", (name, json.dumps(asdict(spec)), _now()))
@@ -405,6 +405,7 @@ class Registry:
             finally:
                 con.execute("DROP TABLE IF EXISTS temp.staged")
         report.applied = True
+        report.report_file = self._write_report(name, report, "applied")
         return self._finish(report, t0)
 
     def _stage_items(self, con: sqlite3.Connection, rows, fmap: FieldMap, source: Path, report: ImportReport, progress: bool) -> None:
@@ -432,14 +433,16 @@ class Registry:
                     by_header[header] = columns
             file, row_label = _split_label(label)
             result = normalize(row, columns, fmap, file or source.name, row_label)
-            report.load.warnings.extend(result.warnings)
             if result.item is None:
                 report.load.rejected.extend(result.rejected)
+                if result.item_id and result.rejected:
+                    report.rejected_items.setdefault(result.item_id, result.rejected[0])
                 continue
             item = result.item
             if item.id in first_seen:
                 report.load.rejected.append(RowError(file or source.name, row_label, "id", f"duplicate id {item.id!r} (first at row {first_seen[item.id]}); the first row is kept"))
                 continue
+            report.load.warnings.extend(result.warnings)
             first_seen[item.id] = row_label
             record = json.dumps(item.to_record(), ensure_ascii=False, sort_keys=True)
             batch.append((item.id, pos, record, hashlib.sha1(record.encode()).hexdigest(), int(item.available), int(not item.description)))
@@ -454,12 +457,13 @@ class Registry:
 
     def _refuse_if_bad(self, name: str, spec: FeedSpec, good: int, bad: list[RowError], what: str, report: ImportReport) -> None:
         total = good + len(bad)
-        report.rejects_file = self._write_rejects(name, report) if (report.load.rejected or report.events_rejected) else None
         if total == 0:
             if what == "events":  # an empty history is a history: nothing bought yet
                 return
-            raise ImportRefused(f"{name}: the feed has no {what}; nothing was imported. Check the file and --format.", report)
+            report.report_file = self._write_report(name, report, "refused")
+            raise ImportRefused(f"{name}: the feed has no {what}; nothing was imported. Check the file and --format.\nreport: {report.report_file}", report)
         if good == 0 or len(bad) / total > spec.max_bad_share:
+            report.report_file = self._write_report(name, report, "refused")
             raise ImportRefused(
                 f"{name}: {len(bad)} of {total} {what} are bad ({len(bad) / total:.1%}, more than the {spec.max_bad_share:.0%} allowed by --max-bad-share); "
                 f"nothing was imported.\n{report.summary(show=10)}",
@@ -482,6 +486,9 @@ class Registry:
     def _read_events(self, spec: FeedSpec, data_dir: Path, item_ids: set[str], report: ImportReport, progress: bool) -> list[Event]:
         path = spec.path(spec.interactions or "", data_dir)
         events: list[Event] = []
+        arrival: list[int] = []  # each kept event's position among the file's events
+        dropped: dict[str, list[tuple[int, Event, str]]] = {}  # user -> (position, event, row) of their rejected events
+        n_dropped = 0
         bar = tqdm(desc=f"reading {path.name}", unit=" events", disable=not progress, mininterval=0.5)
         for label, event in read_events(path, spec.interactions_format):
             bar.update(1)
@@ -489,23 +496,48 @@ class Registry:
                 event.file = event.file or path.name
                 report.events_rejected.append(event)
             elif event.item_id not in item_ids:
-                report.events_rejected.append(RowError(path.name, label, "item_id", f"unknown item id {event.item_id!r} (not in the items feed)"))
+                why = report.rejected_items.get(event.item_id)
+                if why is not None:
+                    problem = f"item {event.item_id!r} was rejected (row {why.row}, field '{why.field}': {why.problem}); fix that row to keep this event"
+                else:
+                    problem = f"unknown item id {event.item_id!r} (not in the items feed)"
+                report.events_rejected.append(RowError(path.name, label, "item_id", problem))
+                dropped.setdefault(event.user_id, []).append((len(arrival) + n_dropped, event, label))
+                n_dropped += 1
             else:
+                arrival.append(len(arrival) + n_dropped)
                 events.append(event)
         bar.close()
         report.events = len(events)
+        report.events_warnings = _held_out_changes(path.name, zip(arrival, events), dropped)
         self._refuse_if_bad(report.catalog, spec, len(events), report.events_rejected, "events", report)
         return events
 
-    def _write_rejects(self, name: str, report: ImportReport) -> Path:
-        """Every rejected row and event, as CSV (the terminal shows the first few)."""
-        self.rejects_dir.mkdir(parents=True, exist_ok=True)
-        path = self.rejects_dir / f"{name}.rejected.csv"
-        with path.open("w", encoding="utf-8", newline="") as fh:
+    def _write_report(self, name: str, report: ImportReport, outcome: str) -> Path:
+        """This import's report as CSV, one row per rejected row or event and per warning, in a new
+        file (`reports/NAME/0003-20240501T120000Z-applied.csv`): a later import never overwrites it."""
+        folder = self.reports_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        number = 1 + max((int(p.name.split("-", 1)[0]) for p in folder.glob("[0-9]*-*.csv") if p.name.split("-", 1)[0].isdigit()), default=0)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        while True:
+            path = folder / f"{number:04d}-{stamp}-{outcome}.csv"
+            try:
+                fh = path.open("x", encoding="utf-8", newline="")
+                break
+            except FileExistsError:  # another import of this catalog took the number
+                number += 1
+        with fh:
             writer = csv.writer(fh)
-            writer.writerow(["file", "row", "field", "problem"])
-            for err in [*report.load.rejected, *report.events_rejected]:
-                writer.writerow([err.file, err.row, err.field, err.problem])
+            writer.writerow(["kind", "record", "file", "row", "field", "problem"])
+            for kind, record, errors in (
+                ("rejected", "item", report.load.rejected),
+                ("warning", "item", report.load.warnings),
+                ("rejected", "event", report.events_rejected),
+                ("warning", "event", report.events_warnings),
+            ):
+                for err in errors:
+                    writer.writerow([kind, record, err.file, err.row, err.field, err.problem])
         return path
 
     @staticmethod
@@ -539,6 +571,38 @@ def _absolute(path: str | None) -> str | None:
     if not path or DATA in path:
         return path
     return str(Path(path).expanduser().resolve())
+
+
+def _in_order(events: list[tuple[float | None, int, str]]) -> list[str]:
+    """(timestamp, arrival, item) of one user -> item ids, oldest first: by timestamp when every
+    event has one, in arrival order otherwise."""
+    if all(ts is not None for ts, _, _ in events):
+        events = sorted(events, key=lambda e: (e[0], e[1]))
+    return [item for _, _, item in events]
+
+
+def _held_out_changes(file: str, kept: Iterable[tuple[int, Event]], dropped: dict[str, list[tuple[int, Event, str]]]) -> list[RowError]:
+    """A warning per user whose last item (the one evals hold out) differs from the file's because
+    some of their events were rejected, or who has no event left. `kept`: (arrival, event)."""
+    if not dropped:
+        return []
+    full: dict[str, list[tuple[float | None, int, str]]] = {user: [(e.timestamp, pos, e.item_id) for pos, e, _ in rows] for user, rows in dropped.items()}
+    left: dict[str, list[tuple[float | None, int, str]]] = {}
+    for pos, event in kept:
+        if event.user_id in full:
+            row = (event.timestamp, pos, event.item_id)
+            full[event.user_id].append(row)
+            left.setdefault(event.user_id, []).append(row)
+    out = []
+    for user, rows in dropped.items():
+        was = _in_order(sorted(full[user], key=lambda e: e[1]))[-1]
+        now = _in_order(left[user])[-1] if user in left else None
+        label = rows[-1][2]
+        if now is None:
+            out.append(RowError(file, label, "user_id", f"user {user!r}: every event was rejected; the user has no history"))
+        elif now != was:
+            out.append(RowError(file, label, "user_id", f"user {user!r}: their last item {was!r} was rejected; their held-out (last) item is now {now!r}"))
+    return out
 
 
 def _now() -> str:

@@ -268,8 +268,9 @@ class HybridSearcher:
         return self._fuse(dense, lexical, k)
 
     def similar(self, item_ids: Sequence[str], k: int = 10, *, filters: SearchFilters | None = None, exclude_ids: Iterable[str] = ()) -> list[SearchHit]:
-        """Items closest to the mean embedding of `item_ids` (a history or "more like this")."""
-        vectors = self.index.embeddings(list(item_ids))
+        """Items closest to the mean embedding of `item_ids` (a history or "more like this"); an
+        item named twice (a re-purchase) counts once."""
+        vectors = self.index.embeddings(list(dict.fromkeys(item_ids)))
         if not vectors:
             return []
         centre = np.mean(list(vectors.values()), axis=0)

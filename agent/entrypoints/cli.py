@@ -300,7 +300,9 @@ def recommend(
         json.dump({"user": user, "catalog": name, "query": query, "mode": mode, **result.to_dict()}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
-    history = [rec.catalog.items[i].title for i in interactions[user][-3:] if i in rec.catalog.items]
+    from retrieval.collab import distinct_history
+
+    history = [rec.catalog.items[i].title for i in distinct_history(interactions[user])[-3:] if i in rec.catalog.items]
     typer.echo(f"user {user}: {len(interactions[user])} items bought, latest: " + " | ".join(h[:50] for h in history))
     if result.fallback:
         typer.secho(f"note: LLM ranking not used, retriever order shown ({result.fallback})", err=True, fg=typer.colors.YELLOW)

@@ -257,10 +257,10 @@ class Recommender:
           are fused with the learned ranker's order of those same hits (RRF, query weighted 2:1);
         - neither: the stage's order for an empty history (popularity and what it implies)."""
         from retrieval.candidates import Shopper
-        from retrieval.collab import fuse_candidates
+        from retrieval.collab import distinct_history, fuse_candidates
 
         n = self.n_candidates
-        history = [str(i) for i in req.history]
+        history = distinct_history(str(i) for i in req.history)
         exclude = set(history) | {str(i) for i in req.exclude_ids}
         filters = req.filters if req.filters is not None and not req.filters.is_empty() else None
         items = self.catalog.items
@@ -299,7 +299,9 @@ class Recommender:
         return cands, {name: len(v) for name, v in lists.items()}
 
     def _contexts(self, req: RecommendRequest) -> tuple[RankContext, ReasonContext]:
-        titles = [self.catalog.items[i].title for i in map(str, req.history) if i in self.catalog.items]
+        from retrieval.collab import distinct_history
+
+        titles = [self.catalog.items[i].title for i in distinct_history(map(str, req.history)) if i in self.catalog.items]
         conversation = [Message(role=str(m.get("role", "user")), content=str(m.get("content", ""))) for m in req.conversation]
         return RankContext(req.query, titles, conversation), ReasonContext(req.query, titles, conversation)
 

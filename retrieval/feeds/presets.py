@@ -25,7 +25,6 @@ class Preset:
     columns: dict[str, str] = field(default_factory=dict)
     attributes: dict[str, str] = field(default_factory=dict)
     category_separator: str = ">"
-    strict_html: bool = True
     rows: Callable[[Iterator[Row]], Iterator[Row]] | None = None  # reshapes the row stream
 
 
@@ -61,12 +60,15 @@ _SHOPIFY_KEEP = ("Title", "Body (HTML)", "Vendor", "Type", "Product Category", "
 def _shopify_rows(rows: Iterator[Row]) -> Iterator[Row]:
     """Fold each product's rows (first row: the product; further rows with the same Handle: its
     variants and extra images) into one row: lowest variant price, options as attributes, out of
-    stock when every tracked variant has no stock and does not allow overselling."""
+    stock when every tracked variant has no stock and does not allow overselling. A variant price
+    that cannot be read rejects the whole product (its lowest price would be a guess)."""
     current: dict[str, Any] | None = None
     label0 = ""
     seen: dict[str, str] = {}
 
     def finish(product: dict[str, Any], label: str) -> Row:
+        if product.get("_bad") is not None:
+            return label, product["_bad"]
         prices = product.pop("_prices")
         options: dict[str, list[str]] = product.pop("_options")
         stocks: list[bool] = product.pop("_stock")
@@ -103,7 +105,8 @@ def _shopify_rows(rows: Iterator[Row]) -> Iterator[Row]:
             try:
                 float(price)
             except ValueError:
-                yield label, RowError("", label, "Variant Price", f"unparseable price {price!r}")
+                if current.get("_bad") is None:
+                    current["_bad"] = RowError("", label0, "Variant Price", f"unparseable price {price!r} (row {label}); the product is not imported")
                 continue
             current["_prices"].append(price)
             qty = str(row.get("Variant Inventory Qty") or "").strip()
@@ -158,7 +161,6 @@ AMAZON = Preset(
     "Amazon review data items.json (object of item id -> {title, description, brand, categories}).",
     format="json",
     category_separator=",",
-    strict_html=False,  # scraped pages: Word's "<![endif]" leftovers and cut-off tags
     rows=_amazon_rows,
 )
 

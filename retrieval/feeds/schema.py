@@ -3,7 +3,13 @@
 A feed's columns reach the schema through a `FieldMap`: common column names are recognised on
 their own (`name` -> title, `link` -> url, ...), `--map FIELD=COLUMN` names the rest, and a preset
 (retrieval/feeds/presets.py) carries the mapping of a known export. Every problem is a `RowError`
-with file, row and field: `reject` (the row is not imported) or `warn` (imported, a field dropped).
+with file, row and field, of one of two kinds (the FIELDS table says which, per field):
+- rejected: the row is not imported at all, never half of it. A missing id or title, bytes that
+  are not UTF-8, and a value that would mislead a shopper if it were dropped: an unparseable price,
+  an unknown currency or availability (a price filter or a stock check would then be wrong).
+- warning: the row is imported and the report says what was lost: a URL that is not http(s) or an
+  unreadable attribute is left empty, and broken markup (a stray `<li`, a tag never closed) costs
+  the markup only: the tag is dropped, the text around it and the item, with its history, are kept.
 """
 
 from __future__ import annotations
@@ -20,15 +26,15 @@ from retrieval.catalog import CatalogError, Item, RowError, clean_text
 FIELDS: dict[str, str] = {
     "id": "Unique item id (text). Required.",
     "title": "Product name. Required.",
-    "description": "Free text; HTML is stripped (broken HTML rejects the row).",
+    "description": "Free text; HTML is stripped (a broken tag is dropped with a warning, the text is kept).",
     "brand": "Brand or vendor.",
     "categories": 'A list, or one path "A > B > C" (most general first).',
-    "price": 'A number, or "15.99 USD" / "$15.99" (currency inside the value).',
-    "currency": "ISO 4217 code (USD, EUR ...); overrides none given in the price.",
-    "url": "Product page (http/https), kept as data: never rendered as a link.",
-    "image_url": "Image (http/https), kept as data.",
-    "availability": "in stock | out of stock | preorder | backorder (also true/false, 1/0). Out of stock is never recommended.",
-    "attributes": "Free name -> value pairs (colour, size, material ...): shown, embedded, and usable as filters.",
+    "price": 'A number, or "15.99 USD" / "$15.99" (currency inside the value). Unparseable: the row is rejected.',
+    "currency": "ISO 4217 code (USD, EUR ...); overrides none given in the price. Unknown: the row is rejected.",
+    "url": "Product page (http/https), kept as data: never rendered as a link. Another scheme: left empty, with a warning.",
+    "image_url": "Image (http/https), kept as data. Another scheme: left empty, with a warning.",
+    "availability": "in stock | out of stock | preorder | backorder (also true/false, 1/0). Out of stock is never recommended. Unknown: the row is rejected.",
+    "attributes": "Free name -> value pairs (colour, size, material ...): shown, embedded, and usable as filters. Unreadable: left out, with a warning.",
 }
 
 # Column names recognised without --map (compared case-insensitively, spaces and dashes as "_").
@@ -67,6 +73,9 @@ WARNINGS = "_warnings"
 _PRICE = re.compile(r"^\s*(?P<pre>[A-Za-z]{3}|[A-Z]{0,2}[$€£¥₹])?\s*(?P<num>-?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:[.,]\d+)?))\s*(?P<post>[A-Za-z]{3}|[$€£¥₹])?\s*$")
 # A tag that opens and never closes: "<b class=x" then another tag or the end of the text.
 _BROKEN_TAG = re.compile(r"<[a-zA-Z/!][^<>]*(?=<|$)")
+# The markup part of such a tag: its name (or "<![endif]", "<!--") and name=value pairs; the words
+# after it are text ("<li Smooth writing" keeps "Smooth writing").
+_TAG_OPENER = re.compile(r"""<(?:!(?:--|\[[^\]\s<>]*\]?|[a-zA-Z]*)|/?[a-zA-Z][\w:.-]*)(?:\s+[\w:.-]+\s*=\s*(?:"[^"<>]*"?|'[^'<>]*'?|[^\s<>"']*))*\s*/?""")
 
 
 def key(column: str) -> str:
@@ -88,9 +97,6 @@ class FieldMap:
     hints: dict[str, str] = field(default_factory=dict)  # from a preset: used when present
     category_separator: str = ">"
     default_currency: str = ""
-    # Broken HTML rejects the row; a preset for a known-messy source (scraped research data) may
-    # only warn, the markup is stripped either way.
-    strict_html: bool = True
 
     @classmethod
     def parse(cls, pairs: list[str] | tuple[str, ...], **kwargs: Any) -> FieldMap:
@@ -156,6 +162,7 @@ class RowResult:
     item: Item | None
     rejected: list[RowError] = field(default_factory=list)
     warnings: list[RowError] = field(default_factory=list)
+    item_id: str = ""  # known even when the row is rejected: the report names its events
 
 
 def normalize(row: Mapping[str, Any], columns: dict[str, Any], fmap: FieldMap, file: str, label: str) -> RowResult:
@@ -189,16 +196,12 @@ def normalize(row: Mapping[str, Any], columns: dict[str, Any], fmap: FieldMap, f
         return reject("id", "missing id")
     if len(item_id) > 256:
         return reject("id", f"id longer than 256 characters ({len(item_id)})")
+    out.item_id = item_id
     texts: dict[str, str] = {}
     for name in ("title", "description", "brand"):
-        value = raw(name)
-        if name == "description" and isinstance(value, str):
-            broken = _BROKEN_TAG.search(value)
-            if broken:
-                problem = f"broken HTML: the tag {broken.group(0)[:30]!r} is never closed"
-                if fmap.strict_html:
-                    return reject("description", problem + "; fix the markup or strip it")
-                warn("description", problem + "; markup stripped")
+        value, broken = drop_broken_tags(raw(name))
+        if broken:
+            warn(name, f"broken HTML: the tag {broken[:30]!r} is never closed; the tag is dropped, the text kept")
         try:
             texts[name] = clean_text(value if value is None or isinstance(value, (str, list)) else str(value))
         except TypeError as exc:
@@ -287,6 +290,25 @@ def normalize(row: Mapping[str, Any], columns: dict[str, Any], fmap: FieldMap, f
         attributes=tuple(sorted(attributes.items())),
     )
     return out
+
+
+def drop_broken_tags(value: Any) -> tuple[Any, str]:
+    """`value` (text, or a list of texts) without the markup of tags that never close, and the
+    first such tag ("" when none). Stripping tags later would otherwise take every word up to the
+    next ">" or the end of the text with them."""
+    found: list[str] = []
+
+    def cut(match: re.Match[str]) -> str:
+        opener = _TAG_OPENER.match(match.group(0))
+        end = opener.end() if opener else 1
+        found.append(match.group(0)[:end].strip())
+        return " " + match.group(0)[end:]
+
+    if isinstance(value, str):
+        value = _BROKEN_TAG.sub(cut, value)
+    elif isinstance(value, list):
+        value = [_BROKEN_TAG.sub(cut, v) if isinstance(v, str) else v for v in value]
+    return value, found[0] if found else ""
 
 
 def parse_money(value: Any) -> tuple[float, str]:

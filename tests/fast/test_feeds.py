@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -130,19 +131,22 @@ def test_jsonl_bad_rows_are_each_reported_and_a_bad_feed_is_refused_whole(regist
         registry.add("bad", FeedSpec(str(path)), progress=False)
     report = refused.value.report
     problems = {(e.row, e.field): e.problem for e in report.load.rejected}
-    assert set(problems) == {("2", "id"), ("3", "id"), ("4", "price"), ("5", "description"), ("6", "*"), ("7", "currency"), ("8", "availability")}
+    assert set(problems) == {("2", "id"), ("3", "id"), ("4", "price"), ("6", "*"), ("7", "currency"), ("8", "availability")}
     assert "missing id" in problems[("2", "id")]
     assert "duplicate id '1' (first at row 1)" in problems[("3", "id")]
     assert "unknown currency" in problems[("4", "price")] and "unknown currency" in problems[("7", "currency")]
-    assert "broken HTML" in problems[("5", "description")]
+    [broken] = report.load.warnings  # broken markup costs the markup, not the row
+    assert (broken.row, broken.field) == ("5", "description") and "broken HTML" in broken.problem and "<b class='x" in broken.problem
     assert all(e.file == "items.jsonl" for e in report.load.rejected)
-    assert "7 of 8 rows are bad" in str(refused.value) and "nothing was imported" in str(refused.value)
+    assert "6 of 8 rows are bad" in str(refused.value) and "nothing was imported" in str(refused.value)
+    assert str(report.report_file) in str(refused.value)
     assert "bad" not in registry.names()
-    lines = report.rejects_file.read_text().splitlines()  # every rejected row, not just the first few
-    assert lines[0] == "file,row,field,problem" and len(lines) == 8
-    # The same feed with a looser limit imports the one good row and still reports the rest.
+    rows = list(csv.DictReader(report.report_file.open()))  # every rejected row and warning, not just the first few
+    assert [(r["kind"], r["record"], r["row"]) for r in rows] == [*(("rejected", "item", n) for n in "234678"), ("warning", "item", "5")]
+    # The same feed with a looser limit imports the good rows and still reports the rest.
     ok = registry.add("bad", FeedSpec(str(path), max_bad_share=0.9), progress=False)
-    assert ok.load.loaded == 1 and len(ok.load.rejected) == 7 and list(registry.load("bad").items) == ["1"]
+    assert ok.load.loaded == 2 and len(ok.load.rejected) == 6 and list(registry.load("bad").items) == ["1", "4"]
+    assert registry.load("bad").items["4"].description == "ok"
 
 
 def test_non_utf8_bytes_are_reported_by_row_and_field(registry, tmp_path):
@@ -263,3 +267,77 @@ def test_parse_timestamp():
     assert parse_timestamp("") is None
     with pytest.raises(ValueError, match="ISO 8601"):
         parse_timestamp("yesterday")
+
+
+def test_a_rejected_row_is_never_imported(registry, tmp_path):
+    """A row the report calls rejected is not in the catalog, not even without the bad field;
+    with Shopify's variant rows, one unreadable variant price rejects its whole product."""
+    report = registry.add("plain", FeedSpec(write(tmp_path / "plain.csv", "id,title,price\n1,Pen,abc\n2,Ink,3\n3,Pad,2\n"), max_bad_share=0.5), progress=False)
+    assert [(e.row, e.field) for e in report.load.rejected] == [("2", "price")]
+    assert set(registry.load("plain").items) == {"2", "3"}
+    shopify = SHOPIFY_CSV.replace("gel-pen,,,,,,,,Pack of 10,19.00", "gel-pen,,,,,,,,Pack of 10,abc")
+    report = registry.add("sh", FeedSpec(write(tmp_path / "products_export.csv", shopify), preset="shopify", max_bad_share=0.5), progress=False)
+    [err] = report.load.rejected
+    assert (err.row, err.field) == ("2", "Variant Price") and "'abc' (row 3)" in err.problem and "not imported" in err.problem
+    assert set(registry.load("sh").items) == {"notebook", "mug", "draft"}
+    assert report.load.loaded == 3 and report.added == 3
+
+
+def test_broken_markup_costs_the_markup_not_the_item_or_its_history(registry, tmp_path):
+    """An Amazon item whose description holds a stray `<li`: imported without the tag, with a
+    warning; the words after the tag stay, and its purchase events are kept."""
+    items = {
+        "1": {"title": "Gel Pen", "description": "Smooth ink. <li Quick drying and a soft grip."},
+        "2": {"title": "Notebook", "description": "<p>Dotted pages.</p><b class='x"},
+        "3": {"title": "Stapler", "description": "<ul><li>Metal</li></ul>"},
+    }
+    history = {"u1": ["3", "1"], "u2": ["1", "2"], "u3": ["2", "1"]}
+    spec = FeedSpec(write(tmp_path / "items.json", json.dumps(items)), preset="amazon-reviews", interactions=write(tmp_path / "seq.json", json.dumps(history)))
+    report = registry.add("amz", spec, progress=False)
+    cat = registry.load("amz")
+    assert set(cat.items) == {"1", "2", "3"} and not report.load.rejected
+    assert cat.items["1"].description == "Smooth ink. Quick drying and a soft grip."
+    assert cat.items["2"].description == "Dotted pages."
+    assert [(w.row, w.field) for w in report.load.warnings] == [("1", "description"), ("2", "description")]
+    assert "'<li'" in report.load.warnings[0].problem and "the text kept" in report.load.warnings[0].problem
+    assert (report.events, report.events_rejected, report.events_warnings) == (6, [], [])
+    assert registry.interactions("amz") == history  # the held-out (last) items are those of the file
+    assert "warnings (imported" in report.summary() and "warning: items.json: row 1: field 'description'" in report.summary()
+
+
+def test_events_of_a_rejected_item_say_why_and_a_changed_held_out_item_is_a_warning(registry, tmp_path):
+    items = write(tmp_path / "items.csv", "id,title,price\na,Pen,1\nb,Ink,2\nc,Pad,abc\nd,Ruler,1\n")
+    events = "user_id,item_id,timestamp\nu1,a,1\nu1,c,2\nu2,c,1\nu2,b,2\nu3,c,5\nu4,d,1\nu4,a,2\n"
+    report = registry.add("h", FeedSpec(items, interactions=write(tmp_path / "events.csv", events), max_bad_share=0.5), progress=False)
+    assert [e.row for e in report.events_rejected] == ["3", "4", "6"]
+    assert all("item 'c' was rejected (row 4, field 'price': unparseable price 'abc'" in e.problem for e in report.events_rejected)
+    warned = {w.problem.split("'")[1]: w.problem for w in report.events_warnings}
+    assert set(warned) == {"u1", "u3"}  # u2's last item is unchanged; u4 lost nothing
+    assert "held-out (last) item is now 'a'" in warned["u1"] and "no history" in warned["u3"]
+    assert registry.interactions("h") == {"u1": ["a"], "u2": ["b"], "u4": ["d", "a"]}
+    rows = list(csv.DictReader(report.report_file.open()))
+    assert [(r["kind"], r["record"]) for r in rows] == [("rejected", "item"), *[("rejected", "event")] * 3, *[("warning", "event")] * 2]
+    assert "held-out (last) item is now 'a'" in report.summary()
+    # without timestamps the file order decides which item is last
+    report = registry.update("h", interactions=write(tmp_path / "events.jsonl", '{"user": "u5", "item": "b"}\n{"user": "u5", "item": "c"}\n{"user": "u6", "item": "c"}\n{"user": "u6", "item": "b"}\n'), progress=False)
+    assert [w.problem for w in report.events_warnings] == ["user 'u5': their last item 'c' was rejected; their held-out (last) item is now 'b'"]
+
+
+def test_every_import_keeps_its_own_report(registry, tmp_path):
+    """Reports are numbered files per catalog: a later import, even a refused one, never
+    overwrites an earlier report."""
+    v1 = write(tmp_path / "v1.csv", "id,title,price,image_url\n1,Pen,2,ftp://x/pen.jpg\n2,Ink,3,\n")
+    first = registry.add("s", FeedSpec(v1), progress=False)
+    kept = first.report_file.read_text()
+    assert "warning,item,v1.csv,2,image_url" in kept and str(first.report_file) in first.summary()
+    with pytest.raises(ImportRefused) as refused:
+        registry.update("s", items=write(tmp_path / "v2.csv", "id,title,price\n1,Pen,abc\n2,Ink,free\n"), progress=False)
+    checked = registry.check("s", items=v1)
+    applied = registry.update("s", items=v1, progress=False)
+    files = [first.report_file, refused.value.report.report_file, checked.report_file, applied.report_file]
+    assert len(set(files)) == 4 and all(f.parent == first.report_file.parent for f in files)
+    assert [f.name.split("-")[0] for f in files] == ["0001", "0002", "0003", "0004"]
+    assert [f.stem.rsplit("-", 1)[1] for f in files] == ["applied", "refused", "check", "applied"]
+    assert first.report_file.read_text() == kept
+    assert "rejected,item,v2.csv,2,price" in files[1].read_text()
+    assert set(registry.load("s").items) == {"1", "2"}

@@ -80,6 +80,7 @@ def test_add_imports_counts_and_indexes(shop):
     entry = Registry(settings).entry("myshop")
     assert (entry.n_items, entry.n_available, entry.n_users, entry.n_events) == (16, 16, 24, len(histories()))
     assert "16 added" in shop["cli"] and "added 16, re-embedded 0" in shop["cli"]
+    assert f"report (every rejected row and warning): {shop['settings'].home / 'catalogs' / 'reports' / 'myshop'}" in shop["cli"]
     index = CatalogIndex(make_chroma_client(settings), "myshop", Embedder.from_settings(settings))
     assert index.count() == 16
 
@@ -105,6 +106,12 @@ def test_search_recommend_and_chat_answer_from_the_new_catalog(shop):
     result = rec.recommend(RecommendRequest(history=history[:3], k=3, rank_mode="none", with_reasons=False))
     assert result.items and all(r.item.id in ids for r in result.items)
     assert "s5" in [r.item.id for r in result.items]  # the co-buying pattern of the shop's own history
+    # A re-purchase in the history reads as the distinct history: same items, none of the history.
+    again = rec.recommend(RecommendRequest(history=["s1", "s2", "s1", "s3", "s3"], k=3, rank_mode="none", with_reasons=False))
+    same = rec.recommend(RecommendRequest(history=["s2", "s1", "s3"], k=3, rank_mode="none", with_reasons=False))
+    assert [r.item.id for r in again.items] == [r.item.id for r in same.items] and not {"s1", "s2", "s3"} & {r.item.id for r in again.items}
+    _, reasons = rec._contexts(RecommendRequest(history=["s1", "s2", "s1"]))
+    assert [t[:9] for t in reasons.history_titles] == ["Bostitch ", "Swingline"]  # reasons cite each bought item once
 
     agent = Agent(settings, store=SessionStore(shop["tmp"] / "sessions.sqlite"), engine=ScriptedEngine(), rank_mode="none")
     assert "myshop" in agent.catalogs()
@@ -253,3 +260,35 @@ def test_a_thumbs_up_becomes_history_for_the_next_training(shop, tmp_path):
     other = quiet.turn(None, "a label maker", catalog="myshop")
     quiet.feedback(other.session_id, other.items[0].id, 1)
     assert f"session:{other.session_id}" not in load_interactions(settings, "myshop")
+
+
+def test_rejected_rows_are_not_searchable_and_broken_markup_is_a_warning(shop):
+    """Through the CLI: a row with an unreadable price is not imported, so search never finds it;
+    a description with a stray `<li` is imported without the tag, and both are reported apart.
+    Each `add` and `check` names its own report file."""
+    from agent.entrypoints.cli import app
+
+    settings = shop["settings"]
+    rows = [dict(r) for r in SHOP_ROWS]
+    rows.append({"id": "x9", "title": "Zanzibar Quill Fountain Pen", "brand": "Zanzibar", "categories": "Office > Pens", "price": "abc", "description": "A quill fountain pen."})
+    rows.append({"id": "x8", "title": "Kettlebell Desk Timer", "brand": "Acme", "categories": "Office > Timers", "price": 4.0, "description": "Counts down. <li Magnetic back for the fridge."})
+    feed = write_feed(shop["tmp"] / "with-rejects.csv", rows)
+    cli = ["--home", str(settings.home), "catalog"]
+    added = CliRunner().invoke(app, [*cli, "add", "rejects", "--items", str(feed), "--max-bad-share", "0.1", *sum((["--map", m] for m in MAP), [])])
+    assert added.exit_code == 0, added.output
+    warnings, rejected = added.output.index("warnings (imported"), added.output.index("rejected (not imported)")
+    assert "field 'description': broken HTML" in added.output[warnings:rejected] and "unparseable price 'abc'" in added.output[rejected:]
+    reports = settings.home / "catalogs" / "reports" / "rejects"
+    [first] = list(reports.glob("*.csv"))
+    assert f"report (every rejected row and warning): {first}" in added.output
+
+    catalog = Registry(settings).load("rejects")
+    assert "x9" not in catalog.items and catalog.items["x8"].description == "Counts down. Magnetic back for the fridge."
+    searcher = open_searcher(settings, "rejects", build=False, progress=False)
+    assert "x9" not in {h.item.id for h in searcher.search("Zanzibar Quill Fountain Pen", 18)}
+    assert searcher.search("magnetic back for the fridge", 1)[0].item.id == "x8"
+
+    checked = CliRunner().invoke(app, [*cli, "check", "rejects", "--items", str(feed)])
+    assert checked.exit_code == 0, checked.output
+    [second] = set(reports.glob("*.csv")) - {first}
+    assert second.name.startswith("0002-") and second.name.endswith("-check.csv") and str(second) in checked.output

@@ -88,3 +88,15 @@ def test_title_query_finds_the_held_out_item_at_rank_1(office_searcher, office_i
     sample = targets[:600]
     at_1 = sum(office_searcher.search(office_searcher.catalog.items[t].title, 1)[0].item.id == t for t in sample)
     assert at_1 / len(sample) >= 0.95, f"rank-1 rate {at_1 / len(sample):.3f}"
+
+
+def test_similar_to_a_history_that_repeats_an_item(office_searcher, office_interactions):
+    """A re-purchase names an item twice; Chroma refuses a request with a repeated id, so the
+    searcher asks for each item once: the answer is that of the distinct history."""
+    user = next(u for u, seq in sorted(office_interactions.items()) if len(set(seq)) >= 3)
+    a, b, c = office_interactions[user][:3]
+    repeated = office_searcher.similar([a, b, a, c, a], 10)
+    distinct = office_searcher.similar([b, c, a], 10)
+    assert len(repeated) == 10 and not {a, b, c} & {h.item.id for h in repeated}
+    assert [(h.item.id, h.dense_score) for h in repeated] == [(h.item.id, h.dense_score) for h in distinct]
+    assert office_searcher.index.embeddings([a, a]).keys() == {a}
