@@ -145,6 +145,18 @@ def share_models(home: Path) -> Path:
     return home
 
 
+def own_models(home: Path) -> Path:
+    """`home` with a models folder of its own (so the files a test trains, or must not train, are
+    its own) that links only the test home's converted embedding model."""
+    from tests.conftest import TEST_HOME
+
+    (TEST_HOME / "models" / "embed").mkdir(parents=True, exist_ok=True)
+    (home / "models").mkdir(parents=True, exist_ok=True)
+    if not (home / "models" / "embed").exists():
+        (home / "models" / "embed").symlink_to((TEST_HOME / "models" / "embed").resolve(), target_is_directory=True)
+    return home
+
+
 @pytest.fixture(scope="session")
 def fast_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return share_models(tmp_path_factory.mktemp("aisle-fast"))
