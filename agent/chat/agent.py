@@ -323,10 +323,12 @@ class Agent:
             self._trainer = BackgroundTrainer(self.settings, on_done=self._trained)
         self._trainer.start(catalog, missing)
 
-    def _trained(self, catalog: str, ok: bool) -> None:
+    def _trained(self, catalog: str) -> None:
+        """Background training finished: load the new models (the stage without them serves until then)."""
         parts = self._parts.get(catalog)
-        if ok and parts is not None:
-            parts.recommender.stage_loader.reload()  # the stage without the models serves until then
+        if parts is not None:
+            parts.recommender.stage_loader.reload()
+            parts.recommender.stage_loader.settle()
 
     def models_status(self) -> dict[str, dict[str, Any]]:
         """Per opened catalog: its ranking stage's state (agent.recommend.loading), whether a feed

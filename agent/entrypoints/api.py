@@ -370,7 +370,7 @@ def models_check(status: dict[str, dict[str, Any]]) -> dict[str, str]:
         training = s.get("training")
         if training:
             what.append(f"training {', '.join(training['missing'])}: {training['state']} ({training['seconds']:.0f} s{'; ' + training['progress'] if training.get('progress') else ''}; log {training['log']})")
-            waiting |= training["state"] in ("queued", "training", "failed")
+            waiting |= training["state"] != "done"
         parts.append(f"{catalog}: {'; '.join(what)}")
     return {"status": "degraded" if waiting else "ok", "detail": " | ".join(parts) or "no catalog open yet"}
 

@@ -3,7 +3,7 @@
 Why a child process and not a thread: training is minutes of small torch ops driven from Python;
 inside the server it would hold the GIL between them and slow every turn. The child runs niced
 (one at a time), writes its progress to `home/logs/train-<catalog>.log`, and when it exits
-successfully `on_done` lets the server load the new files (agent.chat.agent.Agent._trained).
+successfully `on_done` makes the server load the new files before the job reads "done".
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ CHILD = f"import os; os.nice({NICE}); from agent.entrypoints.cli import main; ma
 
 
 class BackgroundTrainer:
-    def __init__(self, settings: Settings, on_done: Callable[[str, bool], None]) -> None:
+    def __init__(self, settings: Settings, on_done: Callable[[str], None]) -> None:
         self.settings = settings
         self.on_done = on_done
         self._lock = threading.Lock()
@@ -52,10 +52,10 @@ class BackgroundTrainer:
 
     def training(self, catalog: str) -> bool:
         job = self._jobs.get(catalog)
-        return job is not None and job["state"] in ("queued", "training")
+        return job is not None and job["state"] in ("queued", "training", "loading")
 
     def status(self, catalog: str) -> dict[str, Any] | None:
-        """{"state": queued | training | done | failed, "missing", "seconds", "log", "progress"}; None if never started."""
+        """{"state": queued | training | loading (the new files) | done | failed, "missing", "seconds", "log", "progress"}; None if never started."""
         job = self._jobs.get(catalog)
         if job is None:
             return None
@@ -94,9 +94,15 @@ class BackgroundTrainer:
                 job["exit_code"] = code
             except OSError as exc:
                 job["error"] = str(exc)
-        job["state"], job["ended"] = ("done" if ok else "failed"), time.time()
+        job["ended"] = time.time()
         (log.info if ok else log.warning)("background training of %s %s after %.0f s (log: %s)", catalog, "finished" if ok else "FAILED", job["ended"] - job["started"], path)
-        self.on_done(catalog, ok)
+        if ok:
+            job["state"] = "loading"
+            try:
+                self.on_done(catalog)  # returns once the new models serve
+            except Exception:
+                log.exception("loading the newly trained models of %s failed", catalog)
+        job["state"] = "done" if ok else "failed"
 
 
 def _last_line(path: Path, tail: int = 2000) -> str:

@@ -5,31 +5,19 @@ the scripted engine stands in for the LLM."""
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from agent.chat.turn import PENDING_NOTES
 from agent.settings import Settings
-from retrieval.registry import FeedSpec, Registry
+from retrieval.registry import Registry
 
-from .conftest import SHOP_ROWS, ScriptedEngine, own_models
+from .conftest import SHOP_ROWS, ScriptedEngine, own_models, write_shop
 
 CATALOG = "nostall-shop"
-GROUPS = [["s1", "s2", "s3", "s5", "s4"], ["p1", "p2", "p4", "p3"], ["d1", "d2", "d3", "d4"], ["l1", "l2", "l3"]]
-
-
-def write_shop(folder: Path, rows: list[dict[str, Any]] = SHOP_ROWS, users: int = 40) -> FeedSpec:
-    """The tiny shop as files, with shoppers who buy within a category (user -> items, in order)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "items.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    histories = {f"u{n}": [GROUPS[n % 4][(n // 4 + k) % len(GROUPS[n % 4])] for k in range(len(GROUPS[n % 4]))] for n in range(users)}
-    (folder / "events.json").write_text(json.dumps(histories))
-    return FeedSpec(str(folder / "items.jsonl"), interactions=str(folder / "events.json"))
 
 
 @pytest.fixture(scope="module")
