@@ -88,7 +88,7 @@ def _train_missing(ctx: typer.Context, catalog: str) -> None:
     if Registry(settings).entry(catalog).n_events == 0:
         typer.echo(f"{catalog}: no interaction history, so no recommender models to train", err=True)
         return
-    typer.echo(f"{catalog}: training {', '.join(missing)} (aisle train models; about 25 minutes for amazon-office-2014 on 2 cores)", err=True)
+    typer.echo(f"{catalog}: training {', '.join(missing)} (aisle train models: 26 min for amazon-office-2014 on 2 busy cores)", err=True)
     models_command(ctx, catalog=catalog, only=None, retrain=False, users=4000, llm_stage=False)
 
 

@@ -117,6 +117,7 @@ def test_a_history_turn_never_trains_and_never_blocks_another_session(home):
             assert more["action"] == "recommend" and more["items"]
             assert cheaper["items"] or "cheaper" in cheaper["reply"].casefold()
             assert more_s < TURN_BOUND_S and cheaper_s < TURN_BOUND_S, (more_s, cheaper_s)
+            print(f"'more like the first one' {more_s:.2f} s beside another session's 'cheaper' {cheaper_s:.2f} s")
             assert client.get(f"/v1/sessions/{first['session_id']}").json()["turns"][-1]["message"] == "more like the first one"  # the turn was saved
 
             ready = client.get("/ready").json()
