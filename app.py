@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         agent = Agent(settings, default_catalog=args.catalog, llm_reasons=args.llm_reasons)
         print(f"preparing {agent.default_catalog} (builds the index on first run) and the model…", flush=True)
-        agent.warm_up()
+        agent.warm_up(train_missing=settings.train_missing)
     except AisleError as exc:  # a bad session store, an unreadable catalog: one line, what to do
         raise SystemExit(f"error: {exc}") from None
     launch(build_ui(agent), host=args.host, port=args.port)

@@ -115,6 +115,14 @@ class Settings(BaseSettings, StorePaths):
     turn_budget_s: float = Field(default=1.0, gt=0, description="How long a turn may wait for the LLM before it answers without it (and says so); bench/serve.py.")
     rate_session_per_min: int = Field(default=30, ge=0, description="Turns per session per minute before 429 (0 = no limit).")
     rate_key_per_min: int = Field(default=600, ge=0, description="Requests per API key (or per client address without a key) per minute before 429 (0 = no limit).")
+    history_refresh_s: float = Field(
+        default=5.0, ge=0, description="New events (POST /v1/events) refit popularity and co-occurrence in the background at most this often; the catalog is not reopened."
+    )
+    train_missing: bool = Field(
+        default=True,
+        description="When the served catalog's models were never trained, `aisle serve` and the UI train them at start-up in a background process "
+        "(niced; `aisle train models`) and load them when done; turns meanwhile rank without them and say so.",
+    )
 
     # --- chat ---
     llm_reasons: bool = Field(default=False, description="Chat reasons written by the LLM (grounding-checked) instead of from catalog fields.")
@@ -146,3 +154,12 @@ class Settings(BaseSettings, StorePaths):
     @property
     def sessions_db(self) -> Path:
         return self.home / "sessions.sqlite"
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as AISLE_* variables, so a child process (background training) reads back
+        exactly these, CLI flags included."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is not None:
+                env[f"AISLE_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env

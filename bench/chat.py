@@ -107,6 +107,7 @@ def main() -> None:
     args.rank_mode = agent.rank_mode
     t = time.perf_counter()
     agent.warm_up(args.catalog)
+    agent.wait_for_stage(args.catalog)  # measure turns, not the ranking stage's background load
     run_conversation(agent, args.catalog, ["hello", "a desk lamp", "why the first?"])  # warm caches (JSON tokenizer, first forward)
     print(f"warm-up {time.perf_counter() - t:.1f}s; engine {getattr(agent.engine(), 'model_id', None)}; torch threads {settings.llm_threads or 'default'}; "
           f"rank {args.rank_mode}; reasons {'llm' if args.llm_reasons else 'template'}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)

@@ -498,7 +498,9 @@ def make_agent(settings: Settings, cfg: SimulateConfig, store_dir: Path, *, sear
     from agent.chat.agent import Agent
     from agent.chat.store import SessionStore
 
-    return Agent(settings, store=SessionStore(store_dir / f"{name}.sqlite"), rank_mode=None if cfg.llm else "none", build_index=True, searchers=searchers)
+    agent = Agent(settings, store=SessionStore(store_dir / f"{name}.sqlite"), rank_mode=None if cfg.llm else "none", build_index=True, searchers=searchers)
+    agent.wait_for_stage(cfg.catalog)  # every simulated turn ranks with the full stage, as a warm server does
+    return agent
 
 
 def make_baseline(settings: Settings, cfg: SimulateConfig, agent: Any, store_dir: Path) -> Any:

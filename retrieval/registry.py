@@ -132,7 +132,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS catalogs (
     name TEXT PRIMARY KEY, spec TEXT NOT NULL, builtin INTEGER NOT NULL DEFAULT 0,
-    version INTEGER NOT NULL DEFAULT 0, added_at TEXT, updated_at TEXT, report TEXT, source TEXT);
+    version INTEGER NOT NULL DEFAULT 0, added_at TEXT, updated_at TEXT, report TEXT, source TEXT, history INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS items (
     catalog TEXT NOT NULL, id TEXT NOT NULL, pos INTEGER NOT NULL, data TEXT NOT NULL, digest TEXT NOT NULL,
     available INTEGER NOT NULL, cold INTEGER NOT NULL, PRIMARY KEY (catalog, id)) WITHOUT ROWID;
@@ -171,6 +171,8 @@ class Registry:
         columns = {row[1] for row in con.execute("PRAGMA table_info(catalogs)")}
         if "source" not in columns:  # a registry made before built-ins followed their files
             con.execute("ALTER TABLE catalogs ADD COLUMN source TEXT")
+        if "history" not in columns:  # a registry made before events had their own version
+            con.execute("ALTER TABLE catalogs ADD COLUMN history INTEGER NOT NULL DEFAULT 0")
         if con.execute("SELECT value FROM meta WHERE key='seeded'").fetchone() is None:
             con.execute("BEGIN IMMEDIATE")
             if con.execute("SELECT value FROM meta WHERE key='seeded'").fetchone() is None:
@@ -202,12 +204,17 @@ class Registry:
         return [self.entry(name) for name in self.names()]
 
     def version(self, name: str) -> int:
-        """Bumped by every applied import and event batch: a server reloads a catalog when it moves."""
+        """Bumped by every applied import (items, or a history file): a server reopens a catalog when it moves."""
+        return self.versions(name)[0]
+
+    def versions(self, name: str) -> tuple[int, int]:
+        """(version, history version) in one read; the history version moves with every appended
+        event batch, which a server folds into its ranking without reopening the catalog."""
         with self._db() as con:
-            row = con.execute("SELECT version FROM catalogs WHERE name=?", (name,)).fetchone()
+            row = con.execute("SELECT version, history FROM catalogs WHERE name=?", (name,)).fetchone()
         if row is None:
             raise CatalogError(f"unknown catalog {name!r}")
-        return int(row[0])
+        return int(row[0]), int(row[1])
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -290,10 +297,10 @@ class Registry:
                 con.execute(f"DELETE FROM {table} WHERE {column}=?", (name,))  # noqa: S608 - fixed names
             con.execute("COMMIT")
 
-    def append_events(self, name: str, events: Iterable[Event], *, origin: str = "api", bump: bool = True) -> int:
+    def append_events(self, name: str, events: Iterable[Event], *, origin: str = "api") -> int:
         """Append events (the API's POST /v1/events; origin "session" for chat likes); unknown items
-        raise CatalogError, nothing appended. `bump=False` records them for the next training run
-        (`aisle train models`) without making running servers reload the catalog."""
+        raise CatalogError, nothing appended. They move the history version, not the catalog's:
+        running servers refit their history sources instead of reopening the catalog."""
         events = list(events)
         with self._db() as con:
             if con.execute("SELECT 1 FROM catalogs WHERE name=?", (name,)).fetchone() is None:
@@ -311,8 +318,7 @@ class Registry:
                 "INSERT INTO events (catalog, user_id, item_id, ts, event, value, origin) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(name, e.user_id, e.item_id, e.timestamp, e.event, e.value, origin) for e in events],
             )
-            if bump:
-                con.execute("UPDATE catalogs SET version=version+1, updated_at=? WHERE name=?", (_now(), name))
+            con.execute("UPDATE catalogs SET history=history+1, updated_at=? WHERE name=?", (_now(), name))
             con.execute("COMMIT")
         return len(events)
 

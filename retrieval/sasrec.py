@@ -432,14 +432,16 @@ def load_or_train_sasrec(
 
     config = config or SASRecConfig(seed=settings.seed)
     item_ids = sorted(load_catalog(settings, catalog).items, key=id_sort_key)
-    train, _held_out = leave_one_out(load_interactions(settings, catalog))
-    fingerprint = _fingerprint(item_ids, train, config, epochs)
+    # Not `train`: that name is the caller's "may I fit?" flag, and rebinding it to the (truthy)
+    # histories made every request with a history train for minutes.
+    histories, _held_out = leave_one_out(load_interactions(settings, catalog))
+    fingerprint = _fingerprint(item_ids, histories, config, epochs)
     path = sasrec_path(settings, catalog)
     cached = None if retrain else load_cached(SASRecRecommender, path, fingerprint, train=train)
     if cached is not None or not train:
         return cached
     model = SASRecRecommender(item_ids, config)
-    model.fit(train, epochs=epochs, progress=progress)
+    model.fit(histories, epochs=epochs, progress=progress)
     model.meta = {"fingerprint": fingerprint, "catalog": catalog, "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     model.save(path)
     log.info("trained SASRec in %.0f s (best epoch %d, val NDCG@10 %.4f); saved to %s", model.report.seconds, model.report.best_epoch, model.report.best_val_ndcg10 or 0.0, path)

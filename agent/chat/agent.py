@@ -176,7 +176,9 @@ class Agent:
         self._parts: dict[str, CatalogParts] = {}
         self._catalog_locks: dict[str, threading.Lock] = {}
         self.on_turn: list[Callable[[TurnResult], None]] = []  # called after every turn (metrics)
-        self._versions: dict[str, int] = {}  # registry version of each catalog this agent opened
+        self._versions: dict[str, tuple[int, int]] = {}  # registry (items, history) versions of each catalog this agent opened
+        self._reopening: set[str] = set()  # catalogs being reopened in the background after a feed update
+        self._trainer: Any = None  # agent.train.background.BackgroundTrainer, made by the first warm_up that trains
         self.registry = Registry(settings)
         self._lock = threading.RLock()
         self._session_locks: dict[str, threading.Lock] = {}
@@ -198,39 +200,68 @@ class Agent:
 
     def parts(self, catalog: str, *, build: bool | None = None) -> CatalogParts:
         """The catalog's searcher, recommender and vocabulary, opened on first use. Only that
-        catalog's lock is held while it opens: turns on other catalogs go on."""
+        catalog's lock is held while it first opens: turns on other catalogs go on. Once open, a
+        turn never waits for it again: a feed update reopens it in the background (the open
+        parts serve until the new ones are ready) and new events refit its history sources."""
         if catalog not in self.catalogs():
             raise UnknownCatalog(f"unknown catalog {catalog!r}; choose one of: {', '.join(self.catalogs())}")
         parts = self._parts.get(catalog)
-        if parts is not None and not self._changed(catalog):
+        if parts is not None:
+            self._follow(catalog, parts)
             return parts
         with self._lock:
             lock = self._catalog_locks.setdefault(catalog, threading.Lock())
         with lock:
             parts = self._parts.get(catalog)
-            if parts is not None and self._changed(catalog):
-                # `aisle catalog update` or POST /v1/events changed it: new prices, stock, items and
-                # history apply from the next turn (the index is incremental, so this is cheap).
-                log.info("catalog %s changed; reloading it", catalog)
-                parts = None
-                self._searchers.pop(catalog, None)
             if parts is None:
                 parts = self._open(catalog, self.build_index if build is None else build)
                 self._parts[catalog] = parts
             return parts
 
-    def _changed(self, catalog: str) -> bool:
-        return catalog in self._versions and self.registry.version(catalog) != self._versions[catalog]
+    def _follow(self, catalog: str, parts: CatalogParts) -> None:
+        """Catch up with the registry: `aisle catalog update` (new prices, stock, items) reopens
+        the catalog in the background; events (POST /v1/events, another replica's) only refit the
+        ranking stage's history sources."""
+        seen = self._versions.get(catalog)
+        if seen is None:  # a catalog this agent was handed a searcher for
+            return
+        now = self.registry.versions(catalog)
+        if now[0] != seen[0]:
+            self._reopen(catalog, now)
+        elif now[1] != seen[1]:
+            self._versions[catalog] = now
+            parts.recommender.stage_loader.refresh()
 
-    def _open(self, catalog: str, build: bool) -> CatalogParts:
-        searcher = self._searchers.get(catalog)
+    def _reopen(self, catalog: str, versions: tuple[int, int]) -> None:
+        with self._lock:
+            if catalog in self._reopening:
+                return
+            self._reopening.add(catalog)
+
+        def run() -> None:
+            try:
+                log.info("catalog %s changed; reopening it in the background", catalog)
+                parts = self._open(catalog, False, reopen=True)
+                parts.recommender.stage_loader.wait()  # swap in a complete set: the old one serves until then
+                self._parts[catalog] = parts
+            except Exception as exc:  # the open parts keep serving, until the catalog changes again
+                self._versions[catalog] = versions
+                log.warning("catalog %s changed but could not be reopened (%s); serving the previous version", catalog, exc)
+            finally:
+                with self._lock:
+                    self._reopening.discard(catalog)
+
+        threading.Thread(target=run, name=f"reopen-{catalog}", daemon=True).start()
+
+    def _open(self, catalog: str, build: bool, *, reopen: bool = False) -> CatalogParts:
+        searcher = None if reopen else self._searchers.get(catalog)
         if searcher is None:
             from retrieval.index import VectorStoreError
             from retrieval.search import open_searcher
 
             try:
                 self.registry.ensure_imported(catalog)  # a built-in's first use imports it (version 0 -> 1)
-                version = self.registry.version(catalog)
+                version = self.registry.versions(catalog)
                 searcher = open_searcher(self.settings, catalog, build=build, progress=False)
             except VectorStoreError as exc:
                 if "no index" in str(exc):
@@ -248,16 +279,69 @@ class Agent:
             searcher=searcher,
             n_candidates=max(self.n_candidates, self.k),
             n_orders=self.n_orders,
+            background=True,
+            training=lambda: self._trainer is not None and self._trainer.training(catalog),
         )
         vocab = CatalogVocab.from_catalog(searcher.catalog)
         return CatalogParts(rec, vocab, Understander(vocab, engine=engine, llm_extract=self.llm_extract))
 
-    def warm_up(self, catalog: str | None = None) -> None:
-        """Load (building it if needed) the index, vocabularies and the model now, at start-up,
-        instead of on the first message."""
-        self.parts(catalog or self.default_catalog, build=True)
+    def warm_up(self, catalog: str | None = None, *, train_missing: bool = False) -> None:
+        """Load (building it if needed) the index, vocabularies and the LLM now, at start-up,
+        instead of on the first message; the ranking stage starts loading in the background.
+        `train_missing` (serve, the UI, the terminal chat: settings.train_missing): models never
+        trained for this catalog are trained by a background process, and loaded when it is done."""
+        name = catalog or self.default_catalog
+        parts = self.parts(name, build=True)
+        parts.recommender.stage_loader.get()
+        if train_missing:
+            self._train_missing(name)
         if self.rank_mode != "none" or self.llm_reasons:
             self.engine()
+
+    def record_events(self, catalog: str, events: list[Any]) -> int:
+        """Append history events (POST /v1/events; all or none) and fold them into the open ranking
+        stage in the background: the catalog, its index and searcher are not reopened."""
+        recorded = self.registry.append_events(catalog, events)
+        parts = self._parts.get(catalog)
+        if parts is not None:
+            self._follow(catalog, parts)
+        return recorded
+
+    def wait_for_stage(self, catalog: str | None = None, timeout: float | None = None) -> Any:
+        """The catalog's ranking stage once it has loaded (one-shot commands, tests, benchmarks)."""
+        return self.parts(catalog or self.default_catalog).recommender.stage_loader.wait(timeout)
+
+    def _train_missing(self, catalog: str) -> None:
+        from agent.recommend.ltr import missing_models
+
+        missing = missing_models(self.settings, catalog)
+        if not missing or catalog not in self.registry or self.registry.entry(catalog).n_events == 0:
+            return
+        if self._trainer is None:
+            from agent.train.background import BackgroundTrainer
+
+            self._trainer = BackgroundTrainer(self.settings, on_done=self._trained)
+        self._trainer.start(catalog, missing)
+
+    def _trained(self, catalog: str) -> None:
+        """Background training finished: load the new models (the stage without them serves until then)."""
+        parts = self._parts.get(catalog)
+        if parts is not None:
+            parts.recommender.stage_loader.reload()
+            parts.recommender.stage_loader.settle()
+
+    def models_status(self) -> dict[str, dict[str, Any]]:
+        """Per opened catalog: its ranking stage's state (agent.recommend.loading), whether a feed
+        update is being loaded, and any background training (for /ready)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, parts in list(self._parts.items()):
+            rec = parts.recommender
+            status: dict[str, Any] = {"stage": rec.stage_status(), "error": rec.stage_loader.error, "reopening": name in self._reopening}
+            training = self._trainer.status(name) if self._trainer is not None else None
+            if training is not None:
+                status["training"] = training
+            out[name] = status
+        return out
 
     def _session_lock(self, session_id: str) -> threading.Lock:
         with self._lock:
@@ -370,9 +454,9 @@ class Agent:
 
     def _learn(self, catalog: str, session_id: str, votes: list[tuple[str, int]]) -> None:
         """Thumbs-up items become history events (user "session:<id>", a rating of 1) of a shop's
-        own catalog for the next `aisle train models` (`learn_from_sessions`); serving is not
-        reloaded for them, and the built-in benchmark catalogs are never written. Failures are
-        logged: feedback must never fail a turn."""
+        own catalog for the next `aisle train models` (`learn_from_sessions`), and refit its
+        popularity and co-occurrence like any event; the built-in benchmark catalogs are never
+        written. Failures are logged: feedback must never fail a turn."""
         liked = [item_id for item_id, value in votes if value > 0]
         if not liked or not self.settings.learn_from_sessions:
             return
@@ -381,9 +465,7 @@ class Agent:
         try:
             if catalog not in self.registry or self.registry.entry(catalog).builtin:
                 return  # built-in data sets are eval benchmarks: their history stays as shipped
-            self.registry.append_events(
-                catalog, [Event(user_id=f"session:{session_id}", item_id=i, timestamp=time.time(), event="rating", value=1.0) for i in liked], origin="session", bump=False
-            )
+            self.registry.append_events(catalog, [Event(user_id=f"session:{session_id}", item_id=i, timestamp=time.time(), event="rating", value=1.0) for i in liked], origin="session")
         except Exception as exc:
             log.warning("session feedback not recorded for %s: %s", catalog, exc)
 

@@ -64,6 +64,11 @@ class TurnOptions:
 
 
 BUSY_NOTE = "(Ordered by search relevance this time: the language model is busy with other shoppers.)"
+# A turn never waits for a model (agent.recommend.loading): it says what its order was made without.
+PENDING_NOTES = {
+    "loading": "(Ordered by search this time: the shopping-history ranking is still loading.)",
+    "training": "(Ranked without the sequence models this time: they are still being trained.)",
+}
 
 
 @dataclass
@@ -225,6 +230,10 @@ class Turn:
             self.debug.update(llm_valid=result.llm_valid, fallback=result.fallback, n_candidates=result.n_candidates)
             if result.fallback and result.fallback.startswith("LLMBusy") and BUSY_NOTE not in self.notes:
                 self.notes.append(BUSY_NOTE)  # say so: the order is the search's, not the model's
+            if result.pending:
+                self.debug["pending"] = result.pending
+                if PENDING_NOTES[result.pending] not in self.notes:
+                    self.notes.append(PENDING_NOTES[result.pending])
             if not closest and not found:
                 closest = [r for r in result.closest if r.item.id not in seen]
             new = [r for r in result.items if r.item.id not in seen][: k - len(found)]

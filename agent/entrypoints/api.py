@@ -263,7 +263,7 @@ class Serving:
                 raise InvalidField(f"events[{n}].timestamp: {exc}") from None
             events.append(Event(e.user_id, e.item_id, ts, e.event, e.value))
         try:
-            recorded = self.agent.registry.append_events(catalog, events)
+            recorded = self.agent.record_events(catalog, events)
         except CatalogError as exc:
             raise UnknownItem(str(exc)) from None
         return EventsOut(catalog=catalog, recorded=recorded)
@@ -364,7 +364,25 @@ def readiness(agent: Agent) -> dict[str, dict[str, str]]:
     else:
         checks["llm"] = {"status": "ok", "detail": str(llm.get("state", "ok"))}
     checks["llm_queue"] = {"status": "ok", "detail": f"{agent.scheduler.running} running, {agent.scheduler.depth} waiting"}
+    checks["models"] = models_check(agent.models_status())
     return checks
+
+
+def models_check(status: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """What each open catalog's ranking is still waiting for: "degraded" while its ranking stage
+    loads or its models train (turns answer without them and say so), or when either failed."""
+    waiting, parts = False, []
+    for catalog, s in sorted(status.items()):
+        what = [f"ranking stage {s['stage']}" + (f" ({s['error']})" if s.get("error") else "")]
+        waiting |= s["stage"] in ("idle", "loading", "failed")
+        if s.get("reopening"):
+            what.append("loading a catalog update")
+        training = s.get("training")
+        if training:
+            what.append(f"training {', '.join(training['missing'])}: {training['state']} ({training['seconds']:.0f} s{'; ' + training['progress'] if training.get('progress') else ''}; log {training['log']})")
+            waiting |= training["state"] != "done"
+        parts.append(f"{catalog}: {'; '.join(what)}")
+    return {"status": "degraded" if waiting else "ok", "detail": " | ".join(parts) or "no catalog open yet"}
 
 
 # --- the app -----------------------------------------------------------------------------------------------
@@ -496,5 +514,5 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, api_
         turns.propagate = False
     agent = Agent(settings)
     if warm:
-        agent.warm_up()
+        agent.warm_up(train_missing=settings.train_missing)
     uvicorn.run(create_app(settings, agent=agent, api_key=api_key, docs=docs), host=host, port=port, log_level="info")

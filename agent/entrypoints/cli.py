@@ -55,8 +55,11 @@ def prepare(
     ctx: typer.Context,
     catalog: CatalogOpt = None,
     no_index: Annotated[bool, typer.Option("--no-index", help="Only convert the LLM; skip the index build.")] = False,
+    no_train: Annotated[bool, typer.Option("--no-train", help="Skip training the catalog's recommender models (aisle train models).")] = False,
 ) -> None:
-    """One-time setup: convert the packaged LLM to a local HF folder and build the catalog index."""
+    """One-time setup: convert the packaged LLM to a local HF folder, build the catalog index and
+    train the catalog's recommender models (when it has a history and they are missing), so the
+    server never starts without them."""
     from agent.engines.base import EngineError
     from agent.engines.model_store import ensure_llm_model
 
@@ -68,6 +71,25 @@ def prepare(
             fail(str(exc))
     if not no_index:
         index(ctx, catalog=catalog, rebuild=False)
+    if not no_index and not no_train:
+        _train_missing(ctx, catalog or settings.catalog)
+
+
+def _train_missing(ctx: typer.Context, catalog: str) -> None:
+    from agent.recommend.ltr import missing_models
+    from agent.train.models import models_command
+    from retrieval.registry import Registry
+
+    settings = settings_of(ctx)
+    missing = missing_models(settings, catalog)
+    if not missing:
+        typer.echo(f"{catalog}: recommender models already trained", err=True)
+        return
+    if Registry(settings).entry(catalog).n_events == 0:
+        typer.echo(f"{catalog}: no interaction history, so no recommender models to train", err=True)
+        return
+    typer.echo(f"{catalog}: training {', '.join(missing)} (aisle train models: 26 min for amazon-office-2014 on 2 busy cores)", err=True)
+    models_command(ctx, catalog=catalog, only=None, retrain=False, users=4000, llm_stage=False)
 
 
 @app.command()
@@ -176,6 +198,7 @@ def chat(
 
     if message is not None:
         try:
+            agent.wait_for_stage(agent.store.get(session).catalog)  # one turn and exit: nothing to answer meanwhile
             result = one_turn(message, stream=not as_json)
         except (AisleError, CatalogError, VectorStoreError) as exc:
             fail(str(exc))
@@ -188,7 +211,7 @@ def chat(
 
     rec = agent.store.get(session)
     typer.echo(f"aisle chat on {rec.catalog} (session {session}). Empty line or Ctrl-D to quit; 'start over' resets.", err=True)
-    agent.warm_up(rec.catalog)
+    agent.warm_up(rec.catalog, train_missing=settings.train_missing)
     while True:
         try:
             text = input("you> ").strip()

@@ -178,6 +178,31 @@ def build_sources(catalog: Any, histories: Mapping[str, Sequence[str]], searcher
     return sources, ItemTable.build(items, histories)
 
 
+def with_history(stage: RankingStage, catalog: Any, histories: Mapping[str, Sequence[str]]) -> RankingStage:
+    """`stage` with the history-fitted parts (popularity, co-occurrence, the item table's counts)
+    refitted on `histories`; the trained models, item vectors, lexical index and ranker are reused.
+    New events reach the ranking this way in well under a second, without reopening the catalog."""
+    old = stage.sources
+    item_ids = old.item_ids
+    models = dict(old.models)
+    models["popularity"] = PopularityRecommender(item_ids).fit(histories)
+    models["cooc"] = CooccurrenceRecommender(item_ids).fit(histories)
+    sources = SourceSet(
+        item_ids=item_ids, models=models, vectors=old.vectors, lexical=old.lexical, titles=old.titles, available=old.available, embed_query=old.embed_query
+    )
+    fresh = RankingStage(sources, ItemTable.build([catalog.items[i] for i in item_ids], histories), stage.ranker, stage.depths)
+    fresh.llm, fresh.llm_catalog = stage.llm, stage.llm_catalog
+    return fresh
+
+
+def missing_models(settings: Any, catalog: str) -> list[str]:
+    """Which of the files `aisle train models` writes are missing for `catalog` (stale ones count as
+    present: the ranking stage serves the last trained model until the next training run)."""
+    models_dir = Path(settings.models_dir)
+    missing = [name for name in ("sasrec", "textseq") if not (models_dir / f"{name}-{catalog}.serve.pt").is_file()]
+    return missing + ([] if ranker_path(settings, catalog).is_file() else ["ranker"])
+
+
 class RankingStage:
     """Candidates from every source, ordered by the learned ranker (or by RRF when it has none)."""
 
@@ -571,7 +596,9 @@ __all__ = [
     "first_stage",
     "item_vectors",
     "load_ranking_stage",
+    "missing_models",
     "ranker_path",
     "train_ranking_stage",
     "training_groups",
+    "with_history",
 ]

@@ -33,6 +33,7 @@ from agent.engines import LazyEngine
 from agent.engines.base import LLMEngine, Message
 from agent.errors import UnknownItem
 from agent.prompts import resolve_prompt
+from agent.recommend.loading import StageLoader
 from agent.recommend.must_have import lift
 from agent.recommend.rank import MODES, Candidate, RankContext, Reranker
 from agent.recommend.reasons import ReasonContext, ReasonWriter
@@ -102,6 +103,7 @@ class RecommendResult:
     dropped: list[str] = field(default_factory=list)  # LLM labels/ids that were not candidates
     closest: list[Recommendation] = field(default_factory=list)  # when the gate kept nothing: the ungated top-k, retriever order
     unmet: list[str] = field(default_factory=list)  # must-haves that no candidate's record states
+    pending: str | None = None  # the history ranking was wanted but is "loading" (search order used) or its models are "training"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,12 +115,18 @@ class RecommendResult:
             "sources": dict(self.sources),
             "dropped": list(self.dropped),
             "unmet": list(self.unmet),
+            "pending": self.pending,
         }
 
 
 class Recommender:
     """Candidates + re-ranking + reasons over one catalog. Heavy parts (search index, LLM,
-    collaborative model) load on first use and are shared by later requests (thread-safe)."""
+    collaborative model) load on first use and are shared by later requests (thread-safe).
+
+    `background=True` (serving): the ranking stage loads in a background thread and a request that
+    comes before it is ready is answered by search and marked `pending`; otherwise (evals, the
+    recommend command) the first request waits for it. `training()`: whether this catalog's models
+    are being trained right now (a request then says its ranking lacks them)."""
 
     def __init__(
         self,
@@ -134,6 +142,8 @@ class Recommender:
         n_orders: int | None = None,
         calibrate: bool | None = None,
         source_weights: dict[str, float] | None = None,
+        background: bool = False,
+        training: Callable[[], bool] | None = None,
     ) -> None:
         # Keyword arguments override the settings' knobs (evals compare variants this way).
         llm_weight = settings.llm_weight if llm_weight is None else llm_weight
@@ -163,8 +173,9 @@ class Recommender:
         self._rerankers: dict[str, Reranker] = {}  # by rank mode
         self._searcher = searcher
         self._engine = LazyEngine(settings, engine)
-        self._stage: Any = None
-        self._stage_loaded = False
+        self.background = background
+        self._training = training or (lambda: False)
+        self._loader = StageLoader(self._load_stage, self._refit_stage, min_refresh_s=settings.history_refresh_s, name=self.catalog_name)
         self._brands: frozenset[str] | None = None
         self._lock = threading.RLock()
 
@@ -217,24 +228,48 @@ class Recommender:
 
     def ranking_stage(self) -> Any:
         """The catalog's ranking stage (agent.recommend.ltr): every candidate source plus the learned
-        ranker; None for catalogs without interactions or with collab "none". Requests never
-        train: models missing for the current data are left out until `aisle train models`."""
-        with self._lock:
-            if self._stage_loaded:
-                return self._stage
-            self._stage_loaded = True
-            if self.collab_mode == "none":
-                return None
-            from agent.recommend.ltr import load_ranking_stage
+        ranker; None for catalogs without interactions or with collab "none", and (background
+        mode) while it loads. Requests never train: models missing for the current data are left
+        out until `aisle train models`."""
+        if self.collab_mode == "none":
+            return None
+        return self._loader.get() if self.background else self._loader.wait()
 
-            try:
-                self._stage = load_ranking_stage(self.settings, self.catalog_name, self.searcher, engine_for=self._stage_engine)
-                if self._stage is not None and self.collab_mode == "rrf":
-                    self._stage.ranker = None
-            except Exception as exc:  # a broken model file must not take recommendations down
-                log.warning("ranking stage unavailable for %s (%s); query search only", self.catalog_name, exc)
-                self._stage = None
-            return self._stage
+    @property
+    def stage_loader(self) -> StageLoader:
+        """Start, wait for, refresh (new events) or reload (new model files) the ranking stage."""
+        return self._loader
+
+    def stage_status(self) -> str:
+        """"off" (collab none), else the loader's state: idle, loading, ready, none (no history), failed."""
+        return "off" if self.collab_mode == "none" else self._loader.state
+
+    def _load_stage(self) -> Any:
+        from agent.recommend.ltr import load_ranking_stage
+
+        stage = load_ranking_stage(self.settings, self.catalog_name, self.searcher, engine_for=self._stage_engine)
+        if stage is not None and self.collab_mode == "rrf":
+            stage.ranker = None
+        return stage
+
+    def _refit_stage(self, stage: Any) -> Any:
+        from agent.recommend.ltr import with_history
+        from retrieval.collab import leave_one_out
+        from retrieval.registry import load_interactions
+
+        histories, _ = leave_one_out(load_interactions(self.settings, self.catalog_name))
+        return with_history(stage, self.catalog, histories)
+
+    def _pending(self, req: RecommendRequest) -> str | None:
+        """Why this request's history ranking is not the full one right now (None: it is)."""
+        if self.collab_mode == "none" or not self._wants_stage(req):
+            return None
+        if self._loader.get() is None:
+            return "loading" if self._loader.state in ("idle", "loading") else None
+        return "training" if self._training() else None
+
+    def _wants_stage(self, req: RecommendRequest) -> bool:
+        return bool(req.history) or not ReasonContext(req.query, (), req.conversation).request_text()
 
     def _stage_engine(self, adapter: str | None) -> LLMEngine | None:
         """The engine of a kept LLM stage: this recommender's own for the base model, else one with
@@ -270,7 +305,7 @@ class Recommender:
             return it is not None and it.available and item_id not in exclude and (filters is None or filters.matches(it))
 
         asked = ReasonContext(req.query, (), req.conversation).request_text()
-        stage = self.ranking_stage() if (history or not asked) else None
+        stage = self.ranking_stage() if self._wants_stage(req) else None
         shopper = Shopper(history=[i for i in history if i in items], query=asked, exclude=exclude)
         if stage is not None and filters is not None:
             shopper.allowed = self.searcher.allowed_mask(filters)  # sources nominate only items the filters allow
@@ -319,6 +354,7 @@ class Recommender:
             raise ValueError(f"k must be in 1..{self.n_candidates} (the number of candidates), got {req.k}")
         t0 = time.perf_counter()
         cands, sources = self.candidates(req)
+        pending = self._pending(req)
         closest: list[Recommendation] = []
         if req.relevant is not None:
             kept = [c for c in cands if req.relevant(c.item)]
@@ -367,7 +403,7 @@ class Recommender:
             )
         t4 = time.perf_counter()
         timings = {"retrieval": (t1 - t0) * 1e3, "rank": (t2 - t1) * 1e3, "reasons": (t3 - t2) * 1e3, "total": (t4 - t0) * 1e3}
-        return RecommendResult(out, timings, llm_valid, fallback, len(cands), sources, ranked.dropped, closest=closest, unmet=unmet)
+        return RecommendResult(out, timings, llm_valid, fallback, len(cands), sources, ranked.dropped, closest=closest, unmet=unmet, pending=pending)
 
     def explain(self, item_id: str, req: RecommendRequest) -> tuple[str, bool]:
         """A reason for one item ("why that one?"): (text, grounded). Raises UnknownItem for

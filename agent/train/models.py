@@ -10,8 +10,9 @@ Co-occurrence and popularity are fitted at load time (about a second) and need n
 
 History is the catalog's interactions: the imported file plus every event recorded through the
 API (`POST /v1/events`) and the chat's likes, so feedback reaches the next training run.
-A running server picks the new files up when it reloads the catalog (`aisle serve` restarts, or
-the next catalog version).
+A running server picks the new files up when it reopens the catalog (`aisle serve` restarts, or
+the next items update); one that ran this command itself at start-up (agent/train/background.py)
+loads them as soon as it is done.
 """
 
 from __future__ import annotations

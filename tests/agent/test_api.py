@@ -29,6 +29,7 @@ def agent(settings, transformers_engine, office_searcher, shopdial_searcher, tmp
     store = SessionStore(tmp_path_factory.mktemp("api") / "sessions.sqlite")
     a = Agent(settings, store=store, engine=transformers_engine, searchers={"amazon-office-2014": office_searcher, "mg-shopdial": shopdial_searcher})
     a.warm_up("mg-shopdial")
+    a.wait_for_stage("amazon-office-2014")  # the ranking stage loads in the background; these turns use it
     yield a
     store.close()
 

@@ -29,6 +29,7 @@ def agent(settings, store, transformers_engine, office_searcher, shopdial_search
     a = Agent(settings, store=store, engine=transformers_engine, searchers=searchers, rank_mode="none")
     a.warm_up("amazon-office-2014")
     a.warm_up("mg-shopdial")
+    a.wait_for_stage("amazon-office-2014")  # the ranking stage loads in the background; these turns use it
     yield a
 
 

@@ -12,6 +12,7 @@ Everything under tests/fast is marked `fast`; `pytest -m fast` runs only this ti
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import pytest
 from agent.engines.base import LLMEngine, Message
 from agent.settings import REPO_ROOT, Settings, force_offline
 from retrieval.catalog import Catalog, Item, LoadReport, clean_text
+from retrieval.registry import FeedSpec
 
 force_offline()
 
@@ -128,6 +130,20 @@ SHOP_ROWS: list[dict[str, Any]] = [
 ]
 
 
+SHOP_GROUPS = [["s1", "s2", "s3", "s5", "s4"], ["p1", "p2", "p4", "p3"], ["d1", "d2", "d3", "d4"], ["l1", "l2", "l3"]]
+
+
+def write_shop(folder: Path, rows: Sequence[dict[str, Any]] = SHOP_ROWS, users: int = 40) -> FeedSpec:
+    """The tiny shop as feed files, with a history of shoppers who buy within one category (a
+    JSON object user -> items, in order), for `Registry.add`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "items.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    groups = SHOP_GROUPS
+    histories = {f"u{n}": [groups[n % 4][(n // 4 + k) % len(groups[n % 4])] for k in range(len(groups[n % 4]))] for n in range(users)}
+    (folder / "events.json").write_text(json.dumps(histories))
+    return FeedSpec(str(folder / "items.jsonl"), interactions=str(folder / "events.json"))
+
+
 @pytest.fixture
 def shop_catalog() -> Catalog:
     return make_catalog(SHOP_ROWS, name="tiny-shop")
@@ -142,6 +158,18 @@ def share_models(home: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "models").exists():
         (home / "models").symlink_to((TEST_HOME / "models").resolve(), target_is_directory=True)
+    return home
+
+
+def own_models(home: Path) -> Path:
+    """`home` with a models folder of its own (so the files a test trains, or must not train, are
+    its own) that links only the test home's converted embedding model."""
+    from tests.conftest import TEST_HOME
+
+    (TEST_HOME / "models" / "embed").mkdir(parents=True, exist_ok=True)
+    (home / "models").mkdir(parents=True, exist_ok=True)
+    if not (home / "models" / "embed").exists():
+        (home / "models" / "embed").symlink_to((TEST_HOME / "models" / "embed").resolve(), target_is_directory=True)
     return home
 
 

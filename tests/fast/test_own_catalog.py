@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,11 @@ def test_agent_reloads_a_catalog_that_changed(shop, tmp_path):
     assert first.items
     rows = [dict(r) for r in shop["rows"] if not r["id"].startswith("p") or r["id"] == "p3"]
     Registry(settings).update("myshop", items=str(write_feed(tmp_path / "v3.csv", rows)), progress=False)
+    old = agent.parts("myshop")  # notices the new version and reopens the catalog in the background
+    deadline = time.monotonic() + 60
+    while agent.parts("myshop") is old:  # the open parts serve until the new ones are ready
+        assert time.monotonic() < deadline, "the catalog was not reopened within 60 s"
+        time.sleep(0.05)
     second = agent.turn(None, "a gel pen", catalog="myshop")
     assert not {"p1", "p2", "p4"} & {i.id for i in second.items}
 
