@@ -30,14 +30,16 @@ class VectorStoreError(RuntimeError):
 
 
 @contextmanager
-def store_errors(what: str) -> Iterator[None]:
+def store_errors(what: str, *, catch: type[BaseException] | None = None) -> Iterator[None]:
     """Chroma's own failures (a truncated HNSW file, a damaged chroma.sqlite3, a full disk, a server
-    that went away) as VectorStoreError, saying what failed and what to do."""
+    that went away) as VectorStoreError, saying what failed and what to do. `catch`: the exceptions
+    to translate (default: Chroma's ChromaError)."""
     from chromadb.errors import ChromaError
 
+    caught = catch or ChromaError
     try:
         yield
-    except ChromaError as exc:
+    except caught as exc:
         raise VectorStoreError(
             f"{what} failed ({type(exc).__name__}: {exc}); the index may be damaged or its disk full: "
             "free space, or move the Chroma folder aside and rebuild with `aisle index --catalog NAME` "
@@ -70,7 +72,9 @@ def make_chroma_client(settings: StoreConfig):
             ) from exc
         return client
     settings.chroma_path.mkdir(parents=True, exist_ok=True)
-    with store_errors(f"opening the Chroma store at {settings.chroma_path}"):
+    # Any exception: after one failed start Chroma keeps the broken system cached, and the next
+    # client on the path fails with AttributeError / ValueError instead.
+    with store_errors(f"opening the Chroma store at {settings.chroma_path}", catch=Exception):
         return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
 
 
@@ -159,14 +163,22 @@ class CatalogIndex:
             return self.collection.count()
 
     def check(self) -> None:
-        """Read the index end to end (its database and one nearest-neighbour search) or raise
-        VectorStoreError: what a health check asks, in a few milliseconds."""
-        if self.records() == 0:
-            return
-        probe = np.zeros(self.embedder.dim, dtype=np.float32)
-        probe[0] = 1.0
-        with store_errors(f"searching the index of catalog {self.catalog_name!r}"):
-            self.collection.query(query_embeddings=[probe], n_results=1, include=["distances"])
+        """Raise VectorStoreError unless the index finds a few of its own records (first, middle,
+        last) by their own vectors. Chroma does not verify its HNSW files: a truncated one loads,
+        then some searches fail and others return neighbours of zeroed vectors. A few milliseconds."""
+        total = self.records()
+        where = f"checking the index of catalog {self.catalog_name!r}"
+        for offset in sorted({0, total // 2, total - 1} if total else set()):
+            with store_errors(where):
+                got = self.collection.get(limit=1, offset=offset, include=["embeddings"])
+                record_id, vector = got["ids"][0], np.asarray(got["embeddings"][0], dtype=np.float32)
+                found = self.collection.query(query_embeddings=[vector], n_results=min(3, total), include=["distances"])
+            ids, distances = found["ids"][0], found["distances"][0]
+            if record_id not in ids and not (distances and distances[0] < 1e-3):
+                raise VectorStoreError(
+                    f"the index of catalog {self.catalog_name!r} does not find its record {record_id!r} by that record's own vector: its files are damaged. "
+                    f"Move the Chroma folder aside and rebuild with `aisle index --catalog {self.catalog_name}` (with AISLE_CHROMA_URL: check the Chroma server)"
+                )
 
     def stored_hashes(self) -> dict[str, tuple[str, str]]:
         """Item id -> (content hash, metadata hash) of its title record."""

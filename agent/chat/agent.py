@@ -253,6 +253,7 @@ class Agent:
                 self.registry.ensure_imported(catalog)  # a built-in's first use imports it (version 0 -> 1)
                 version = self.registry.version(catalog)
                 searcher = open_searcher(self.settings, catalog, build=build, progress=False)
+                searcher.index.check()  # damaged files answer 503 here, not garbage in a turn
             except VectorStoreError as exc:
                 if "no index" in str(exc):
                     raise NotIndexed(f"catalog {catalog!r} is not indexed yet; run: aisle index --catalog {catalog} (the server never indexes inside a request)") from exc

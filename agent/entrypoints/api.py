@@ -45,6 +45,7 @@ import json
 import logging
 import math
 import secrets
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -104,6 +105,7 @@ from agent.errors import (
 from agent.faults import translate
 from agent.redact import redact, redact_logs
 from agent.settings import Settings
+from retrieval.index import VectorStoreError
 
 log = logging.getLogger(__name__)
 
@@ -460,15 +462,22 @@ def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str |
     def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(http_error(request, exc), headers=exc.headers, hide=hide)
 
+    def _store_fault(request: Request, exc: Exception) -> JSONResponse:
+        """A store or its disk failed (raw, from a library): 503 naming the part."""
+        error = translate(exc, settings.home)
+        if error is None:
+            return _unexpected(request, exc)
+        log.warning("%s %s: %s", request.method, request.url.path, error.message)
+        return error_response(error, hide=hide)
+
+    # By type, not in the catch-all below: Starlette re-raises what reaches that one.
+    for fault in (VectorStoreError, sqlite3.DatabaseError, OSError):
+        app.add_exception_handler(fault, _store_fault)
+
     @app.exception_handler(Exception)
     def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        error = translate(exc, settings.home)  # a store or its disk: 503 naming the part
-        if error is None:
-            log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
-            error = AisleError("internal error; see the server log")
-        else:
-            log.warning("%s %s: %s", request.method, request.url.path, error.message)
-        return error_response(error, hide=hide)
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error_response(AisleError("internal error; see the server log"), hide=hide)
 
     def client_of(request: Request) -> str:
         return request.client.host if request.client else "unknown"
