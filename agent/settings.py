@@ -125,7 +125,7 @@ class Settings(BaseSettings, StorePaths):
     ready_cache_s: float = Field(default=2.0, ge=0, description="How long /ready reuses its last check (the session store ping is a write): many probes cost one check.")
     auth_free_failures: int = Field(default=5, ge=1, description="Wrong API keys one client address may send before it must wait (429 with Retry-After).")
     auth_backoff_max_s: float = Field(
-        default=300.0, gt=0, description="Longest wait after wrong API keys; the wait doubles from 1 s with each wrong key past auth_free_failures, and a right key ends it."
+        default=300.0, gt=0, description="Longest wait after wrong API keys; the wait doubles from 1 s with each wrong key past auth_free_failures, and a right key sent after it clears the count."
     )
 
     # --- chat ---
