@@ -129,6 +129,24 @@ class CatalogUnavailable(Unavailable):
     code = "catalog_unavailable"
 
 
+class VectorStoreUnavailable(Unavailable):
+    """The catalog's vector index cannot be read (damaged index files or database, Chroma server down)."""
+
+    code = "vector_store_unavailable"
+
+
+class CatalogStoreUnavailable(Unavailable):
+    """The catalog registry (home/catalogs.sqlite) cannot be read or written."""
+
+    code = "catalog_store_unavailable"
+
+
+class DiskFull(Unavailable):
+    """A store's disk has no room left: the message names the store; what was saved stays."""
+
+    code = "disk_full"
+
+
 class NotIndexed(Conflict):
     """The catalog has no search index yet: a request never builds one (that takes minutes)."""
 

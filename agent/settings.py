@@ -74,7 +74,13 @@ class Settings(BaseSettings, StorePaths):
     llm_url: str | None = Field(default=None, description="OpenAI-compatible server base URL, e.g. http://127.0.0.1:8000/v1 (vllm serve).")
     llm_api_key: str = "EMPTY"
     llm_served_model: str | None = Field(default=None, description="Model name the server knows; default: the first one it lists.")
-    llm_timeout_s: float = 120.0
+    llm_timeout_s: float = Field(default=120.0, gt=0, description="Longest wait for one LLM call while the server is trusted (see llm_probe_timeout_s).")
+    llm_probe_timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Wait for the one-token probe that decides whether a failed LLM server is trusted again (and for its model list at start-up): "
+        "a server that accepts connections and never answers costs this per trial, not llm_timeout_s.",
+    )
     llm_breaker_min_s: float = Field(
         default=1.0, ge=0.0, description="After the LLM fails (server down, timeout) its calls fail fast for this long, then one trial call goes through; doubles per failed trial."
     )
@@ -122,6 +128,12 @@ class Settings(BaseSettings, StorePaths):
         default=True,
         description="When the served catalog's models were never trained, `aisle serve` and the UI train them at start-up in a background process "
         "(niced; `aisle train models`) and load them when done; turns meanwhile rank without them and say so.",
+    )
+    rate_ready_per_min: int = Field(default=120, ge=0, description="GET /ready calls per client address per minute before 429 (0 = no limit); a load balancer probes every few seconds.")
+    ready_cache_s: float = Field(default=2.0, ge=0, description="How long /ready reuses its last check (the session store ping is a write): many probes cost one check.")
+    auth_free_failures: int = Field(default=5, ge=1, description="Wrong API keys one client address may send before it must wait (429 with Retry-After).")
+    auth_backoff_max_s: float = Field(
+        default=300.0, gt=0, description="Longest wait after wrong API keys; the wait doubles from 1 s with each wrong key past auth_free_failures, and a right key sent after it clears the count."
     )
 
     # --- chat ---

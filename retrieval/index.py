@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -25,7 +26,25 @@ UPSERT_BATCH = 256
 
 
 class VectorStoreError(RuntimeError):
-    """The vector store cannot be used (server unreachable, index missing)."""
+    """The vector store cannot be used (server unreachable, index missing, files damaged)."""
+
+
+@contextmanager
+def store_errors(what: str, *, catch: type[BaseException] | None = None) -> Iterator[None]:
+    """Chroma's own failures (a truncated HNSW file, a damaged chroma.sqlite3, a full disk, a server
+    that went away) as VectorStoreError, saying what failed and what to do. `catch`: the exceptions
+    to translate (default: Chroma's ChromaError)."""
+    from chromadb.errors import ChromaError
+
+    caught = catch or ChromaError
+    try:
+        yield
+    except caught as exc:
+        raise VectorStoreError(
+            f"{what} failed ({type(exc).__name__}: {exc}); the index may be damaged or its disk full: "
+            "free space, or move the Chroma folder aside and rebuild with `aisle index --catalog NAME` "
+            "(with AISLE_CHROMA_URL: check the Chroma server)"
+        ) from exc
 
 
 def make_chroma_client(settings: StoreConfig):
@@ -53,7 +72,10 @@ def make_chroma_client(settings: StoreConfig):
             ) from exc
         return client
     settings.chroma_path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
+    # Any exception: after one failed start Chroma keeps the broken system cached, and the next
+    # client on the path fails with AttributeError / ValueError instead.
+    with store_errors(f"opening the Chroma store at {settings.chroma_path}", catch=Exception):
+        return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
 
 
 def collection_name(catalog: str, embed_model_id: str) -> str:
@@ -124,23 +146,48 @@ class CatalogIndex:
         self.embedder = embedder
         self.catalog_name = catalog_name
         self.name = collection_name(catalog_name, embedder.model_id)
-        self.collection = client.get_or_create_collection(
-            self.name,
-            metadata={"hnsw:space": "cosine", "catalog": catalog_name, "embed_model": embedder.model_id},
-            embedding_function=None,
-        )
+        with store_errors(f"opening the index of catalog {catalog_name!r}"):
+            self.collection = client.get_or_create_collection(
+                self.name,
+                metadata={"hnsw:space": "cosine", "catalog": catalog_name, "embed_model": embedder.model_id},
+                embedding_function=None,
+            )
 
     def count(self) -> int:
         """Number of items (not vectors) in the index."""
         return len(self.stored_hashes())
 
+    def records(self) -> int:
+        """Number of records (title and description vectors) in the index."""
+        with store_errors(f"counting the index of catalog {self.catalog_name!r}"):
+            return self.collection.count()
+
+    def check(self) -> None:
+        """Raise VectorStoreError unless the index finds a few of its own records (first, middle,
+        last) by their own vectors. Chroma does not verify its HNSW files: a truncated one loads,
+        then some searches fail and others return neighbours of zeroed vectors. A few milliseconds."""
+        total = self.records()
+        where = f"checking the index of catalog {self.catalog_name!r}"
+        for offset in sorted({0, total // 2, total - 1} if total else set()):
+            with store_errors(where):
+                got = self.collection.get(limit=1, offset=offset, include=["embeddings"])
+                record_id, vector = got["ids"][0], np.asarray(got["embeddings"][0], dtype=np.float32)
+                found = self.collection.query(query_embeddings=[vector], n_results=min(3, total), include=["distances"])
+            ids, distances = found["ids"][0], found["distances"][0]
+            if record_id not in ids and not (distances and distances[0] < 1e-3):
+                raise VectorStoreError(
+                    f"the index of catalog {self.catalog_name!r} does not find its record {record_id!r} by that record's own vector: its files are damaged. "
+                    f"Move the Chroma folder aside and rebuild with `aisle index --catalog {self.catalog_name}` (with AISLE_CHROMA_URL: check the Chroma server)"
+                )
+
     def stored_hashes(self) -> dict[str, tuple[str, str]]:
         """Item id -> (content hash, metadata hash) of its title record."""
         out: dict[str, tuple[str, str]] = {}
-        total = self.collection.count()
+        total = self.records()
         page = 5000
         for offset in range(0, total, page):
-            got = self.collection.get(include=["metadatas"], limit=page, offset=offset, where={"part": "item"})
+            with store_errors(f"reading the index of catalog {self.catalog_name!r}"):
+                got = self.collection.get(include=["metadatas"], limit=page, offset=offset, where={"part": "item"})
             for item_id, meta in zip(got["ids"], got["metadatas"]):
                 meta = meta or {}
                 out[item_id] = (meta.get("content_hash", ""), meta.get("meta_hash", ""))
@@ -230,8 +277,9 @@ class CatalogIndex:
 
     def query(self, vector: np.ndarray, n: int, where: dict | None = None) -> list[tuple[str, float]]:
         """Nearest items as (item id, best cosine similarity over its vectors), best first."""
-        n_records = max(1, min(2 * n, self.collection.count()))
-        got = self.collection.query(query_embeddings=[vector], n_results=n_records, where=where, include=["distances"])
+        n_records = max(1, min(2 * n, self.records()))
+        with store_errors(f"searching the index of catalog {self.catalog_name!r}"):
+            got = self.collection.query(query_embeddings=[vector], n_results=n_records, where=where, include=["distances"])
         best: dict[str, float] = {}
         for record_id, dist in zip(got["ids"][0], got["distances"][0]):
             item_id = record_id.removesuffix(DESC_SUFFIX)
@@ -243,16 +291,18 @@ class CatalogIndex:
         once: Chroma refuses a request that names an id twice (a history with a re-purchase)."""
         if not ids:
             return {}
-        got = self.collection.get(ids=list(dict.fromkeys(ids)), include=["embeddings"])
+        with store_errors(f"reading vectors of catalog {self.catalog_name!r}"):
+            got = self.collection.get(ids=list(dict.fromkeys(ids)), include=["embeddings"])
         return {item_id: np.asarray(vec, dtype=np.float32) for item_id, vec in zip(got["ids"], got["embeddings"])}
 
     def all_vectors(self, page: int = 5000) -> tuple[list[str], np.ndarray]:
         """Every record's vector with the item id it belongs to (one item may have two records)."""
-        total = self.collection.count()
+        total = self.records()
         item_ids: list[str] = []
         chunks: list[np.ndarray] = []
         for offset in range(0, total, page):
-            got = self.collection.get(include=["embeddings"], limit=page, offset=offset)
+            with store_errors(f"reading vectors of catalog {self.catalog_name!r}"):
+                got = self.collection.get(include=["embeddings"], limit=page, offset=offset)
             item_ids.extend(record_id.removesuffix(DESC_SUFFIX) for record_id in got["ids"])
             chunks.append(np.asarray(got["embeddings"], dtype=np.float32).reshape(len(got["ids"]), -1))
         matrix = np.concatenate(chunks) if chunks else np.zeros((0, self.embedder.dim), dtype=np.float32)

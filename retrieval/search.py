@@ -303,7 +303,7 @@ def open_searcher(settings: StoreConfig, catalog_name: str | None = None, *, bui
     name = catalog.name if catalog is not None else catalog_name or settings.catalog
     embedder = Embedder.from_settings(settings)
     index = CatalogIndex(make_chroma_client(settings), name, embedder)
-    if not build and index.collection.count() == 0:  # checked before the catalog is read: a refusal stays instant
+    if not build and index.records() == 0:  # checked before the catalog is read: a refusal stays instant
         raise VectorStoreError(f"no index for catalog {name!r}; run: aisle index --catalog {name}")
     catalog = catalog or load_catalog_with_overlay(settings, name)
     if build:

@@ -41,13 +41,25 @@ from agent.dialogue import (
 )
 from agent.engines import LazyEngine
 from agent.engines.base import LLMEngine
-from agent.engines.scheduler import LLMScheduler, ScheduledEngine, turn_scope
-from agent.errors import BadRequest, CatalogMismatch, CatalogUnavailable, EmptyMessage, InvalidText, MessageTooLong, NotIndexed, Unavailable, UnknownCatalog, UnknownItem
+from agent.engines.scheduler import LLMScheduler, ScheduledEngine, TurnScope, turn_scope
+from agent.errors import (
+    BadRequest,
+    CatalogMismatch,
+    CatalogUnavailable,
+    EmptyMessage,
+    InvalidText,
+    MessageTooLong,
+    NotIndexed,
+    UnknownCatalog,
+    UnknownItem,
+    VectorStoreUnavailable,
+)
 from agent.recommend.pipeline import Recommender
 from agent.recommend.shown import ShownItem
 from agent.settings import Settings
 from agent.text import visible
 from retrieval.catalog import CatalogError, Item
+from retrieval.index import VectorStoreError
 from retrieval.registry import Registry
 from retrieval.search import HybridSearcher
 
@@ -92,7 +104,7 @@ class TurnResult:
     constraints: dict[str, Any]  # the state's active constraints after this turn
     notes: list[str] = field(default_factory=list)
     timings_ms: dict[str, float] = field(default_factory=dict)  # understand, retrieval, rank, reasons, total
-    debug: dict[str, Any] = field(default_factory=dict)  # llm_valid, fallback, llm_dropped, relaxed
+    debug: dict[str, Any] = field(default_factory=dict)  # llm_valid, fallback, llm_dropped, relaxed, degraded
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -110,6 +122,16 @@ class TurnResult:
             "catalog": self.catalog,
             "constraints": self.constraints,
         }
+
+
+def degraded_reason_of(debug: dict[str, Any], scope: TurnScope) -> str | None:
+    """Why the turn was answered (in part) without the LLM, as a fixed label: the first call the
+    scheduler saw go without the model (budget, queue_full, breaker_open, llm_timeout,
+    llm_unavailable), else "llm_invalid_output" when the ranker dropped a bad answer; None when the
+    model answered whatever it was asked."""
+    if scope.degraded:
+        return scope.degraded
+    return "llm_invalid_output" if debug.get("fallback") else None
 
 
 @dataclass
@@ -256,17 +278,17 @@ class Agent:
     def _open(self, catalog: str, build: bool, *, reopen: bool = False) -> CatalogParts:
         searcher = None if reopen else self._searchers.get(catalog)
         if searcher is None:
-            from retrieval.index import VectorStoreError
             from retrieval.search import open_searcher
 
             try:
                 self.registry.ensure_imported(catalog)  # a built-in's first use imports it (version 0 -> 1)
                 version = self.registry.versions(catalog)
                 searcher = open_searcher(self.settings, catalog, build=build, progress=False)
+                searcher.index.check()  # damaged files answer 503 here, not garbage in a turn
             except VectorStoreError as exc:
                 if "no index" in str(exc):
                     raise NotIndexed(f"catalog {catalog!r} is not indexed yet; run: aisle index --catalog {catalog} (the server never indexes inside a request)") from exc
-                raise Unavailable(str(exc), code="vector_store_unavailable") from exc
+                raise VectorStoreUnavailable(str(exc)) from exc
             except CatalogError as exc:
                 raise CatalogUnavailable(f"catalog {catalog!r} cannot be read: {exc}") from exc
             self._searchers[catalog] = searcher
@@ -403,20 +425,22 @@ class Agent:
         if catalog is not None and catalog != record.catalog:
             raise CatalogMismatch(f"session {session_id} uses catalog {record.catalog!r}, not {catalog!r}; start a new session for {catalog!r}")
         parts = self.parts(record.catalog)
-        deadline = time.monotonic() + self.settings.turn_budget_s
+        scope = TurnScope(session_id, time.monotonic() + self.settings.turn_budget_s)
         with self._session_lock(session_id):
-            steps = self._turn_locked(session_id, text, parts)
+            steps = self._turn_locked(session_id, text, parts, scope)
             while True:
                 # The LLM scheduler reads the turn's session and deadline from the context; set it
                 # around each step, since a streamed turn may resume on another thread.
-                with turn_scope(session_id, deadline):
+                with turn_scope(scope):
                     try:
                         piece = next(steps)
                     except StopIteration:
                         return
+                    except VectorStoreError as exc:  # the index went bad after it was opened
+                        raise VectorStoreUnavailable(str(exc)) from exc
                 yield piece
 
-    def _turn_locked(self, session_id: str, text: str, parts: CatalogParts) -> Iterator[str | TurnResult]:
+    def _turn_locked(self, session_id: str, text: str, parts: CatalogParts, scope: TurnScope) -> Iterator[str | TurnResult]:
         t0 = time.perf_counter()
         record = self.store.get(session_id)
         state = DialogueState.model_validate(record.state)
@@ -447,7 +471,7 @@ class Agent:
             constraints=constraints_of(state),
             notes=turn.notes,
             timings_ms=turn.timings,
-            debug=turn.debug,
+            debug={**turn.debug, "degraded": degraded_reason_of(turn.debug, scope)},
         )
         self._report(result)
         yield result
@@ -481,7 +505,8 @@ class Agent:
                     "action": result.action,
                     "items": [i.id for i in result.items],
                     "timings_ms": {k: round(v, 1) for k, v in result.timings_ms.items()},
-                    "degraded": result.debug.get("fallback"),
+                    "degraded": result.debug.get("degraded"),
+                    "fallback": result.debug.get("fallback"),
                     "llm_valid": result.debug.get("llm_valid"),
                 }
             )

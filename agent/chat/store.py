@@ -11,8 +11,9 @@ backends, so they cannot drift apart in meaning:
   several `aisle serve` replicas share sessions.
 
 A backend supplies connections, write transactions that serialise writers of one session, and the
-translation of its driver's failures into `StoreUnavailable` (503: full disk, read-only or damaged
-file, database server down).
+translation of its driver's failures into `StoreUnavailable` (503 `session_store_unavailable`:
+read-only or damaged file, database server down) or `DiskFull` (503 `disk_full`). A failed write
+changes nothing (its transaction rolls back), so what was saved before stays readable.
 
 Concurrency: every state write names the version it read (`expected_version`); when another
 request (in this process or another replica) saved in between, the write raises
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent.errors import Conflict, NotFound, TooManySessions, Unavailable
+from agent.faults import disk_full, full_disk_error
 from agent.settings import Settings
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -112,7 +114,7 @@ class ConcurrentUpdate(Conflict):
 class StoreUnavailable(Unavailable):
     """The session store cannot read or write (full disk, read-only or damaged file, server down)."""
 
-    code = "store_unavailable"
+    code = "session_store_unavailable"
 
 
 @dataclass
@@ -184,6 +186,9 @@ class BaseSessionStore(ABC):
     @abstractmethod
     def _read(self) -> AbstractContextManager[Connection]:
         """A connection for reads; driver failures raised as StoreUnavailable."""
+
+    def _check_room(self) -> None:
+        """DiskFull when the store's own disk is (nearly) full; a server-backed store has none here."""
 
     def _lock_owner(self, db: Connection, owner: str) -> None:
         """Serialise session creations of one owner (count, then insert) when the write
@@ -309,7 +314,8 @@ class BaseSessionStore(ABC):
         return [SessionRecord(r["id"], r["catalog"], r["created_at"], r["updated_at"], r["version"], {}, r["owner"]) for r in rows]
 
     def ping(self) -> None:
-        """None when the store can write now; StoreUnavailable with the reason otherwise."""
+        """None when the store can write now; StoreUnavailable (or DiskFull) with the reason otherwise."""
+        self._check_room()
         with self._tx() as db:
             db.execute(
                 "INSERT INTO meta (name, value) VALUES ('ping', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -423,6 +429,11 @@ class SQLiteSessionStore(BaseSessionStore):
             for statement in INDEXES:
                 db.execute(statement)
 
+    def _check_room(self) -> None:
+        # A one-row ping may still fit in a page SQLite has free while a turn's write does not.
+        if str(self.path) != ":memory:" and disk_full(self.path):
+            raise full_disk_error("session store", self.path)
+
     # --- connections -----------------------------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
@@ -460,6 +471,8 @@ class SQLiteSessionStore(BaseSessionStore):
         except sqlite3.DatabaseError as exc:  # OperationalError too: full, read-only, damaged, busy
             self._drop_connection()
             name = getattr(exc, "sqlite_errorname", "") or ""
+            if name.startswith("SQLITE_FULL") or (name.startswith("SQLITE_IOERR") and disk_full(self.path)):
+                raise full_disk_error("session store", self.path) from exc
             advice = next((a for code, a in _SQLITE_ADVICE.items() if name.startswith(code)), "check the file and its disk")
             raise StoreUnavailable(f"session store {self.path} is unavailable ({exc}): {advice}") from exc
 

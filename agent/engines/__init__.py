@@ -98,7 +98,7 @@ class LazyEngine:
         self.settings = settings
         self._given = engine
         breaker = CircuitBreaker(min_s=settings.llm_breaker_min_s, max_s=settings.llm_breaker_max_s, name=f"LLM engine ({settings.llm})")
-        self._guarded = BreakerEngine(lambda: make_engine(settings), breaker, kind=settings.llm)
+        self._guarded = BreakerEngine(lambda: make_engine(settings), breaker, kind=settings.llm, probe_timeout_s=settings.llm_probe_timeout_s)
         self._tried = engine is not None
         self._lock = threading.Lock()
 

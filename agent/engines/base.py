@@ -131,5 +131,11 @@ class LLMEngine(ABC):
         """`score_choices` for several prompts; backends that can score them together override it."""
         return [self.score_choices(messages, choices) for messages in conversations]
 
+    def probe(self, timeout_s: float) -> None:
+        """Raise EngineUnavailable / EngineTimeout unless the model answers a tiny request within
+        `timeout_s`. The circuit breaker asks this before trusting a server again, so a server that
+        hangs costs the probe's few seconds, not a full call's timeout. An in-process model is
+        there once built: the default checks nothing."""
+
     def close(self) -> None:
         """Release model memory / connections."""

@@ -13,15 +13,19 @@ calls and for other turns, and keeps trying the server with back-off:
   turns into retrieval order and template reasons) for the back-off: `min_s`, doubling after each
   failed trial, at most `max_s`.
 - half-open: the back-off is over; the next call is the one trial let through (others still fail
-  fast). Success closes the circuit and resets the back-off; failure re-opens it for twice as long.
+  fast). The trial first sends the engine's `probe` (a one-token request) with the short
+  `probe_timeout_s` (settings.llm_probe_timeout_s): a server that still hangs costs that turn a
+  few seconds, not `llm_timeout_s`. Success closes the circuit, resets the back-off and lets the
+  call go on; failure re-opens it for twice as long.
 
 Answers the server did give, even bad ones (InvalidOutput, ContextOverflow, HTTP 400), count as
 success: the server is up. Errors that say nothing about the server (a ValueError on the
 arguments, an interrupted call) leave the state as it was.
 
 `BreakerEngine` is the engine callers see: it builds the real engine on first use (building is
-guarded like a call, so a server that is down at start-up is tried again later) and sends every
-call through one `CircuitBreaker`.
+guarded like a call and followed by a probe, so a server that is down or hangs at start-up is found
+within the probe timeout and tried again later) and sends every call through one `CircuitBreaker`.
+Only the first call to a server that stops answering while trusted waits its full `llm_timeout_s`.
 """
 
 from __future__ import annotations
@@ -177,10 +181,11 @@ class BreakerEngine(LLMEngine):
     A failed build is a failed call: it opens the circuit and is retried after the back-off, so a
     server that is down at start-up is picked up once it answers."""
 
-    def __init__(self, build: Callable[[], LLMEngine], breaker: CircuitBreaker, *, kind: str = "engine") -> None:
+    def __init__(self, build: Callable[[], LLMEngine], breaker: CircuitBreaker, *, kind: str = "engine", probe_timeout_s: float = 2.0) -> None:
         self._build = build
         self.breaker = breaker
         self._kind = kind
+        self.probe_timeout_s = probe_timeout_s
         self._inner: LLMEngine | None = None
         self._build_lock = threading.Lock()
 
@@ -220,7 +225,7 @@ class BreakerEngine(LLMEngine):
         return self._guarded(lambda e: e.score_choices_batch(conversations, choices))
 
     def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> Iterator[str]:
-        ticket = self.breaker.admit()
+        ticket = self._admit()
         try:
             yield from self._engine(ticket).stream(messages, max_tokens=max_tokens, temperature=temperature)
         except BaseException as exc:  # GeneratorExit too: the reader stopped a flowing stream
@@ -234,8 +239,25 @@ class BreakerEngine(LLMEngine):
 
     # --- helpers -----------------------------------------------------------------------------------
 
-    def _guarded(self, call: Callable[[LLMEngine], Any]) -> Any:
+    def _admit(self) -> Ticket:
+        """A ticket for one call. The half-open trial is spent on a probe first: when it answers,
+        the circuit closes and the call goes on as an ordinary one."""
         ticket = self.breaker.admit()
+        if not ticket.trial:
+            return ticket
+        try:
+            if self._inner is None:
+                self._engine(ticket)  # builds, and probes what it built
+            else:
+                self._inner.probe(self.probe_timeout_s)
+        except BaseException as exc:
+            self.breaker.settle(ticket, exc)
+            raise
+        self.breaker.settle(ticket)
+        return self.breaker.admit()
+
+    def _guarded(self, call: Callable[[LLMEngine], Any]) -> Any:
+        ticket = self._admit()
         try:
             result = call(self._engine(ticket))
         except BaseException as exc:
@@ -252,5 +274,11 @@ class BreakerEngine(LLMEngine):
             if self._inner is None:
                 # Callers that queued behind a build that failed do not each try again.
                 self.breaker.recheck(ticket)
-                self._inner = self._build()
+                engine = self._build()
+                try:
+                    engine.probe(self.probe_timeout_s)  # kept once it answers; else rebuilt at the next trial
+                except BaseException:
+                    engine.close()
+                    raise
+                self._inner = engine
             return self._inner

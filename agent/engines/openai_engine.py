@@ -25,7 +25,10 @@ Behaviour worth knowing:
 - No hidden retries: the client's own retry loop is off (max_retries=0). A dead server or a slow
   one shows up at once as EngineUnavailable / EngineTimeout (HTTP 502/503/504 too), costing at
   most one `llm_timeout_s`; retrying with back-off is the circuit breaker's job
-  (agent/engines/breaker.py, applied by LazyEngine), not this client's.
+  (agent/engines/breaker.py, applied by LazyEngine), not this client's. The breaker's `probe` (a
+  one-token completion) and the model listing at start-up wait only `llm_probe_timeout_s`.
+- Messages name the server by its URL without credentials (`http://***@host/v1`): they reach
+  /ready, logs and API errors.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from agent.engines.base import (
     banned_rows,
     parse_json_answer,
 )
+from agent.redact import redact
 from agent.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,11 +88,12 @@ class OpenAIEngine(LLMEngine):
         import openai
 
         self._openai = openai
-        self.url = settings.llm_url.rstrip("/")
+        self.url = redact(settings.llm_url.rstrip("/"))  # for messages; the client keeps the real one
         self.timeout_s = settings.llm_timeout_s
+        self.probe_timeout_s = settings.llm_probe_timeout_s
         self.batch_workers = max(1, batch_workers)
         self._client = openai.OpenAI(
-            base_url=self.url,
+            base_url=settings.llm_url.rstrip("/"),
             api_key=settings.llm_api_key or "EMPTY",
             timeout=settings.llm_timeout_s,
             max_retries=0,
@@ -200,6 +205,10 @@ class OpenAIEngine(LLMEngine):
             return {label: 1.0 / len(labels) for label in labels}
         return {label: p / total for label, p in mass.items()}
 
+    def probe(self, timeout_s: float) -> None:
+        client = self._client.with_options(timeout=timeout_s)
+        self._call(lambda: client.chat.completions.create(model=self.model_id, messages=[{"role": "user", "content": "ping"}], max_tokens=1), timeout_s=timeout_s)
+
     def close(self) -> None:
         self._client.close()
 
@@ -241,20 +250,22 @@ class OpenAIEngine(LLMEngine):
         return pairs
 
     def _first_served_model(self) -> str:
-        models = self._call(lambda: self._client.models.list())
+        client = self._client.with_options(timeout=self.probe_timeout_s)
+        models = self._call(lambda: client.models.list(), timeout_s=self.probe_timeout_s)
         ids = [m.id for m in models.data]
         if not ids:
             raise EngineUnavailable(f"the server at {self.url} lists no models; set AISLE_LLM_SERVED_MODEL or load a model there.")
         return ids[0]
 
-    def _call(self, fn: Callable[[], T]) -> T:
+    def _call(self, fn: Callable[[], T], *, timeout_s: float | None = None) -> T:
         """Run one client call, turning transport/API failures into our typed errors."""
         openai = self._openai
+        timeout_s = timeout_s or self.timeout_s
         try:
             return fn()
         except openai.APITimeoutError as exc:
             raise EngineTimeout(
-                f"the LLM server at {self.url} did not answer within {self.timeout_s:g} s; "
+                f"the LLM server at {self.url} did not answer within {timeout_s:g} s; "
                 "raise AISLE_LLM_TIMEOUT_S, ask for fewer tokens, or check the server's load."
             ) from exc
         except openai.APIConnectionError as exc:
@@ -286,7 +297,7 @@ class OpenAIEngine(LLMEngine):
             # Errors raised while iterating a stream come straight from the HTTP library.
             kind = _transport_kind(exc)
             if kind == "timeout":
-                raise EngineTimeout(f"the LLM server at {self.url} stopped sending within {self.timeout_s:g} s.") from exc
+                raise EngineTimeout(f"the LLM server at {self.url} stopped sending within {timeout_s:g} s.") from exc
             if kind == "transport":
                 raise EngineUnavailable(f"lost the connection to the LLM server at {self.url} ({_root_cause(exc)}); is it still running?") from exc
             raise
@@ -298,14 +309,14 @@ def _error_text(exc: Exception) -> str:
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-    return str(exc)
+            return redact(str(inner["message"]))
+    return redact(str(exc))
 
 
 def _root_cause(exc: BaseException) -> str:
     while exc.__cause__ is not None or exc.__context__ is not None:
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return redact(f"{type(exc).__name__}: {exc}") if str(exc) else type(exc).__name__
 
 
 def _transport_kind(exc: BaseException) -> str | None:

@@ -13,7 +13,9 @@ waits. So every engine call of a chat turn goes through `LLMScheduler.slot`:
 `ScheduledEngine` is the engine the agent's parts hold: the shared engine (built lazily, see
 `LazyEngine`) behind the scheduler. The session and deadline of the turn being served come from
 `turn_scope` (a context variable), so no layer between the agent and the engine passes them on;
-a call outside any turn (an eval, the CLI) has no deadline.
+a call outside any turn (an eval, the CLI) has no deadline. The scope also keeps why any of the
+turn's calls went without the model (`TurnScope.degraded`), which /metrics and the turn log report:
+each caller falls back quietly, so only this choke point sees them all.
 """
 
 from __future__ import annotations
@@ -26,25 +28,63 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.engines.base import EngineUnavailable, LLMEngine, Message
+from agent.engines.base import EngineError, EngineTimeout, EngineUnavailable, LLMEngine, Message
+from agent.engines.breaker import CircuitOpen
 
 
 class LLMBusy(EngineUnavailable):
-    """The LLM queue is full, or the turn's time budget ran out while waiting for the model."""
+    """The LLM queue is full (code llm_queue_full), or the turn's time budget ran out while waiting
+    for the model (llm_budget_exceeded)."""
 
     code = "llm_busy"
 
 
-# (session id, deadline as a time.monotonic() value or None) of the turn being served
-_TURN: ContextVar[tuple[str, float | None]] = ContextVar("aisle_turn", default=("-", None))
+def degraded_reason(exc: BaseException) -> str | None:
+    """Why a call went without the model, as a /metrics label (a fixed set, never a message):
+    budget, queue_full, breaker_open, llm_timeout, llm_unavailable; None for an answer that was
+    merely bad (invalid output, context overflow): the model was there."""
+    if isinstance(exc, LLMBusy):
+        return "queue_full" if exc.code == "llm_queue_full" else "budget"
+    if isinstance(exc, CircuitOpen):
+        return "breaker_open"
+    if isinstance(exc, EngineTimeout):
+        return "llm_timeout"
+    if isinstance(exc, EngineUnavailable):
+        return "llm_unavailable"
+    return None
+
+
+@dataclass
+class TurnScope:
+    """The turn being served: whose it is, until when its calls may wait for the model, and why
+    any of them went without it (in the order it happened)."""
+
+    owner: str = "-"
+    deadline: float | None = None  # a time.monotonic() value
+    dropped: list[str] = field(default_factory=list)
+
+    @property
+    def degraded(self) -> str | None:
+        """The first reason a call of this turn went without the model; None when none did."""
+        return self.dropped[0] if self.dropped else None
+
+
+_TURN: ContextVar[TurnScope | None] = ContextVar("aisle_turn", default=None)
+
+
+def _current() -> TurnScope:
+    """The turn being served; outside any turn a throwaway scope (no deadline, nothing kept)."""
+    return _TURN.get() or TurnScope()
 
 
 @contextmanager
-def turn_scope(owner: str, deadline: float | None) -> Iterator[None]:
-    """Engine calls inside the block are made for `owner` and wait for the model until `deadline`."""
-    token = _TURN.set((owner, deadline))
+def turn_scope(owner: str | TurnScope, deadline: float | None = None) -> Iterator[TurnScope]:
+    """Engine calls inside the block are made for the scope's owner and wait for the model until
+    its deadline. Pass one TurnScope for every step of a streamed turn, so its record is whole."""
+    scope = owner if isinstance(owner, TurnScope) else TurnScope(owner, deadline)
+    token = _TURN.set(scope)
     try:
-        yield
+        yield scope
     finally:
         _TURN.reset(token)
 
@@ -109,7 +149,7 @@ class LLMScheduler:
                 return 0.0
             if len(self._waiting) >= self.max_waiting:
                 self.rejected_full += 1
-                raise LLMBusy(f"the language model is busy ({len(self._waiting)} calls waiting)")
+                raise LLMBusy(f"the language model is busy ({len(self._waiting)} calls waiting)", code="llm_queue_full")
             waiter = _Waiter(owner, start)
             self._waiting.append(waiter)
         timeout = None if deadline is None else max(0.0, deadline - self.clock())
@@ -120,7 +160,7 @@ class LLMScheduler:
                 return self.clock() - start
             self._waiting.remove(waiter)
             self.timed_out += 1
-        raise LLMBusy(f"the language model was busy for this turn's whole time budget ({self.clock() - start:.1f} s)")
+        raise LLMBusy(f"the language model was busy for this turn's whole time budget ({self.clock() - start:.1f} s)", code="llm_budget_exceeded")
 
     def _release(self, owner: str, used_s: float) -> None:
         with self._lock:
@@ -163,7 +203,7 @@ class ScheduledEngine(LLMEngine):
             state = self._status()
             if state.get("state") in ("open", "unavailable") and (state.get("retry_in_s") or 0) > 0:
                 # Failing fast anyway: do not make the turn queue behind other calls first.
-                raise EngineUnavailable(f"LLM unavailable, next try in {state['retry_in_s']:.0f} s: {state.get('error') or ''}")
+                raise CircuitOpen(f"LLM unavailable, next try in {state['retry_in_s']:.0f} s: {state.get('error') or ''}")
         engine = self._source()
         if engine is None:
             raise EngineUnavailable(self._unavailable() or "no LLM engine")
@@ -180,10 +220,14 @@ class ScheduledEngine(LLMEngine):
         return engine.model_id if engine is not None else "unavailable"
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        engine = self._inner()
-        owner, deadline = _TURN.get()
-        with self._scheduler.slot(owner, deadline):
-            return getattr(engine, method)(*args, **kwargs)
+        scope = _current()
+        try:
+            engine = self._inner()
+            with self._scheduler.slot(scope.owner, scope.deadline):
+                return getattr(engine, method)(*args, **kwargs)
+        except EngineError as exc:
+            _note(scope, exc)
+            raise
 
     def chat(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> str:
         return self._call("chat", messages, max_tokens=max_tokens, temperature=temperature)
@@ -203,10 +247,20 @@ class ScheduledEngine(LLMEngine):
         return self._call("score_choices_batch", conversations, choices)
 
     def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> Iterator[str]:
-        engine = self._inner()
-        owner, deadline = _TURN.get()
-        with self._scheduler.slot(owner, deadline):
-            yield from engine.stream(messages, max_tokens=max_tokens, temperature=temperature)
+        scope = _current()
+        try:
+            engine = self._inner()
+            with self._scheduler.slot(scope.owner, scope.deadline):
+                yield from engine.stream(messages, max_tokens=max_tokens, temperature=temperature)
+        except EngineError as exc:
+            _note(scope, exc)
+            raise
 
     def close(self) -> None:  # the shared engine belongs to the agent, not to one turn
         pass
+
+
+def _note(scope: TurnScope, exc: BaseException) -> None:
+    reason = degraded_reason(exc)
+    if reason is not None:
+        scope.dropped.append(reason)

@@ -9,18 +9,28 @@
     POST /v1/chat/completions   OpenAI chat.completion (and `stream: true` as SSE chunks)
     GET  /v1/models             "aisle" (default catalog) and "aisle-<catalog>" per catalog
     GET  /health                liveness (no key needed)
-    GET  /ready                 can it serve: index, session store, LLM (200 ready/degraded, 503 + reasons)
+    GET  /ready                 can it serve: session store, index, LLM (200 ready/degraded, 503 not_ready);
+                                behind the key when there is one (each part's detail and code),
+                                else only the bare status; checked at most every `ready_cache_s`
     GET  /metrics               Prometheus metrics (behind the key)
     GET  /openapi.json          the schema, only with `create_app(docs=True)` and behind the key
 
 Errors are JSON in OpenAI's shape, {"error": {"message", "type", "code"}}, with a 4xx status that
-says what to fix: 400 bad JSON, text that is not Unicode, an empty message, an unknown catalog or
-item; 401 missing or wrong API key; 404 unknown or expired session, model or path; 405 wrong
-method; 409 session on another catalog or updated concurrently; 413 message or body too large; 422
-a field missing or of the wrong JSON type (no coercion); 429 (with Retry-After) the key holds its
-maximum of live sessions; 503 the session store cannot read or write. Every check runs before any
-work: a bad request never runs a turn or creates a session. A streamed turn that fails after the headers went out
-reports the error in-band, as an SSE event in the same shape.
+says what to fix: 400 bad JSON, a body that is not UTF-8 (UTF-16 included), text that is not
+Unicode, an empty message, an unknown catalog or item; 401 missing or wrong API key; 404 unknown or
+expired session, model or path; 405 wrong method; 409 session on another catalog or updated
+concurrently, or a catalog without an index; 413 message or body too large; 422 a field missing or
+of the wrong JSON type (no coercion), or a NaN / Infinity anywhere in the body; 429 (with
+Retry-After) too many requests, the key holds its maximum of live sessions, or this address sent
+too many wrong keys (`auth_backoff`: the wait doubles per wrong key; other addresses are not
+slowed). A part that cannot serve answers 503 with a code naming it: `vector_store_unavailable`
+(damaged index files, Chroma down), `session_store_unavailable`, `catalog_store_unavailable`,
+`disk_full` (what was saved is kept). Every check runs before any work: a refused request never
+runs a turn or creates a session. A streamed turn that fails after the headers went out reports
+the error in-band, as an SSE event in the same shape.
+
+Secrets never leave: passwords in URLs (`http://user:pass@host`), the API key and the LLM key are
+masked in error messages, /ready and (with `serve`) every log line.
 
 No Swagger UI or ReDoc: both load scripts from a CDN, which an offline shop server must not do.
 
@@ -31,12 +41,14 @@ model itself serialises generation.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import secrets
+import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import Depends, FastAPI, Header, Request
@@ -72,7 +84,8 @@ from agent.entrypoints.protocol import (
     Usage,
     sse_event,
 )
-from agent.entrypoints.ratelimit import RequestLimits, key_id
+from agent.entrypoints.ratelimit import AuthBackoff, RequestLimits, key_id
+from agent.entrypoints.readiness import Readiness
 from agent.errors import (
     AisleError,
     BadRequest,
@@ -89,7 +102,10 @@ from agent.errors import (
     UnknownCatalog,
     UnknownItem,
 )
+from agent.faults import translate
+from agent.redact import redact, redact_logs
 from agent.settings import Settings
+from retrieval.index import VectorStoreError
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +115,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {status: {"model": ErrorRespo
 # --- errors: one answer for every failure ------------------------------------------------------------
 
 
-def error_response(exc: AisleError, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The one place an error becomes an HTTP answer: status and body come from the error's type."""
+def error_response(exc: AisleError, headers: dict[str, str] | None = None, *, hide: Callable[[str], str] = redact) -> JSONResponse:
+    """The one place an error becomes an HTTP answer: status and body come from the error's type;
+    the message passes through `hide` (URL passwords and keys masked)."""
     if isinstance(exc, Unauthorized):
         headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     if isinstance(exc, RateLimited):
         headers = {**(headers or {}), "Retry-After": str(int(math.ceil(exc.retry_after_s)))}
-    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+    body = exc.to_dict()
+    body["error"]["message"] = hide(body["error"]["message"])
+    return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
 def validation_error(exc: RequestValidationError) -> AisleError:
@@ -116,6 +135,8 @@ def validation_error(exc: RequestValidationError) -> AisleError:
             return InvalidJSON("the request body is not valid JSON; send a JSON object with Content-Type: application/json")
         if e.get("type") == "invalid_text":
             return InvalidText(str(e.get("msg")))
+        if e.get("type") == "finite_number":
+            return InvalidField(str(e.get("msg")), code="non_finite_number")
     parts = []
     for e in errors[:5]:
         loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
@@ -123,14 +144,22 @@ def validation_error(exc: RequestValidationError) -> AisleError:
     return InvalidField("; ".join(parts))
 
 
-def check_key(authorization: str | None, api_key: str | None) -> None:
-    """Unauthorized unless `authorization` is "Bearer <api_key>" (any header passes when the server has no key)."""
+def check_key(authorization: str | None, api_key: str | None, *, client: str = "unknown", backoff: AuthBackoff | None = None) -> None:
+    """Unauthorized unless `authorization` is "Bearer <api_key>" (any header passes when the server
+    has no key). With `backoff`, a client address that sent too many wrong keys is refused (429)
+    before its key is even compared."""
     if not api_key:
         return
     if not authorization or not authorization.lower().startswith("bearer "):
         raise Unauthorized("missing API key: send the header 'Authorization: Bearer <key>'", code="missing_api_key")
+    if backoff is not None:
+        backoff.check(client)
     if not secrets.compare_digest(authorization[7:].strip().encode(), api_key.encode()):
+        if backoff is not None:
+            backoff.failed(client)
         raise Unauthorized("wrong API key")
+    if backoff is not None:
+        backoff.succeeded(client)
 
 
 def http_error(request: Request, exc: StarletteHTTPException) -> AisleError:
@@ -195,6 +224,49 @@ class BodyLimit:
         await error_response(too_large, headers={"Connection": "close"})(scope, receive, send)
 
 
+class Utf8Body:
+    """ASGI middleware: a request body that is not UTF-8 gets a 400 before the app parses it.
+
+    Python's JSON parser reads UTF-16 and UTF-32 bodies too (it guesses the encoding from the
+    zero bytes), so without this a UTF-16 body would be served although JSON on the wire is UTF-8
+    (RFC 8259). A UTF-8 byte-order mark is tolerated. Runs after BodyLimit, which hands the body
+    over in one piece."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = await receive()
+        body = message.get("body", b"") if message["type"] == "http.request" else b""
+        problem = utf8_problem(body)
+        if problem is not None:
+            await error_response(InvalidText(f"the request body is not UTF-8 ({problem}); send JSON encoded as UTF-8"))(scope, receive, send)
+            return
+        pending = [message]
+
+        async def replay() -> Message:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def utf8_problem(body: bytes) -> str | None:
+    """What is wrong with `body` as UTF-8 text, or None when it is UTF-8 (or empty)."""
+    if not body:
+        return None
+    guessed = json.detect_encoding(body)
+    if guessed not in ("utf-8", "utf-8-sig"):
+        return f"it looks like {guessed.upper()}"
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"invalid byte 0x{body[exc.start]:02x} at offset {exc.start}"
+    return None
+
+
 # --- what the routes do --------------------------------------------------------------------------------
 
 
@@ -237,10 +309,29 @@ class Serving:
         session_id = body.session_id
         if session_id is not None:
             self.session(session_id, catalog)
-        else:
-            session_id = self.agent.new_session(catalog, owner=self.owner)
-        self.limit_session(session_id)
-        return self.agent.turn(session_id, text, catalog=catalog).public()
+            self.limit_session(session_id)
+            return self.agent.turn(session_id, text, catalog=catalog).public()
+        session_id = self.new_session_for(catalog)
+        try:
+            self.limit_session(session_id)
+            return self.agent.turn(session_id, text, catalog=catalog).public()
+        except BaseException:
+            self.discard(session_id)
+            raise
+
+    def new_session_for(self, catalog: str | None) -> str:
+        """A session for a request's first turn, made only once the catalog can serve it (its index
+        opens), so a 409 `catalog_not_indexed` or a 503 leaves no empty session behind."""
+        self.agent.parts(catalog or self.agent.default_catalog)
+        return self.agent.new_session(catalog, owner=self.owner)
+
+    def discard(self, session_id: str) -> None:
+        """Delete a session made for a turn that then failed (best effort: the store may be the
+        part that failed)."""
+        try:
+            self.agent.store.delete(session_id)
+        except Exception as exc:
+            log.warning("could not delete session %s of a failed first turn: %s", session_id, exc)
 
     def limit_session(self, session_id: str) -> None:
         if self.limits is not None:
@@ -294,15 +385,21 @@ class Serving:
         text = check_message(user_messages[-1].text())
         catalog = self.catalog_of(body.model)
         session_id = session_header or body.user
+        fresh = not session_id
         if session_id:
             self.session(session_id, catalog, named_by=f"model {body.model!r}")
         else:
-            session_id = self.agent.new_session(catalog, owner=self.owner)
+            session_id = self.new_session_for(catalog)
         self.limit_session(session_id)
         completion_id, created = "chatcmpl-" + uuid.uuid4().hex, int(time.time())
-        if body.stream:
+        if body.stream:  # its id is in the headers already when a streamed turn fails
             return session_id, _sse(self.agent, session_id, text, completion_id, created, body.model)
-        result = self.agent.turn(session_id, text)
+        try:
+            result = self.agent.turn(session_id, text)
+        except BaseException:
+            if fresh:
+                self.discard(session_id)
+            raise
         prompt_tokens = sum(len(m.text().split()) for m in body.messages)
         completion_tokens = len(result.reply.split())
         return session_id, ChatCompletion(
@@ -330,71 +427,33 @@ def _sse(agent: Agent, session_id: str, text: str, completion_id: str, created: 
             elif piece:
                 yield chunk({"content": piece})
     except Exception as exc:  # the headers are sent: report in-band, as OpenAI does
-        if not isinstance(exc, AisleError):
+        error = translate(exc, agent.settings.home)
+        if error is None:
             log.exception("streamed turn failed")
-            exc = AisleError("the turn failed on the server; retry, or see the server log", code="turn_failed")
-        yield sse_event(exc.to_dict())
+            error = AisleError("the turn failed on the server; retry, or see the server log", code="turn_failed")
+        body = error.to_dict()
+        body["error"]["message"] = redact(body["error"]["message"], (agent.settings.llm_api_key,))
+        yield sse_event(body)
     yield sse_event("[DONE]")
-
-
-# --- readiness -----------------------------------------------------------------------------------------------
-
-
-def readiness(agent: Agent) -> dict[str, dict[str, str]]:
-    """Each dependency's state: "ok", "degraded" (turns still answer) or "fail" (they cannot)."""
-    checks: dict[str, dict[str, str]] = {}
-    try:
-        agent.store.ping()
-        checks["session_store"] = {"status": "ok", "detail": "writable"}
-    except AisleError as exc:  # StoreUnavailable says what is wrong and what to do
-        checks["session_store"] = {"status": "fail", "detail": str(exc)}
-    catalog = agent.default_catalog
-    try:
-        parts = agent.parts(catalog)
-        checks["index"] = {"status": "ok", "detail": f"{catalog}: {len(parts.items)} items"}
-    except AisleError as exc:
-        checks["index"] = {"status": "fail", "detail": str(exc)}
-    except Exception as exc:  # a broken vector store
-        checks["index"] = {"status": "fail", "detail": f"{catalog}: {type(exc).__name__}: {exc}"}
-    llm = agent.llm_status()
-    if agent.rank_mode == "none" and not agent.llm_reasons and not agent.llm_extract:
-        checks["llm"] = {"status": "ok", "detail": "not used (rank mode none)"}
-    elif llm.get("state") in ("open", "unavailable") or llm.get("error"):
-        checks["llm"] = {"status": "degraded", "detail": f"{llm.get('state')}: {llm.get('error') or 'not reachable'}; turns use retrieval order and template reasons"}
-    else:
-        checks["llm"] = {"status": "ok", "detail": str(llm.get("state", "ok"))}
-    checks["llm_queue"] = {"status": "ok", "detail": f"{agent.scheduler.running} running, {agent.scheduler.depth} waiting"}
-    checks["models"] = models_check(agent.models_status())
-    return checks
-
-
-def models_check(status: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """What each open catalog's ranking is still waiting for: "degraded" while its ranking stage
-    loads or its models train (turns answer without them and say so), or when either failed."""
-    waiting, parts = False, []
-    for catalog, s in sorted(status.items()):
-        what = [f"ranking stage {s['stage']}" + (f" ({s['error']})" if s.get("error") else "")]
-        waiting |= s["stage"] in ("idle", "loading", "failed")
-        if s.get("reopening"):
-            what.append("loading a catalog update")
-        training = s.get("training")
-        if training:
-            what.append(f"training {', '.join(training['missing'])}: {training['state']} ({training['seconds']:.0f} s{'; ' + training['progress'] if training.get('progress') else ''}; log {training['log']})")
-            waiting |= training["state"] != "done"
-        parts.append(f"{catalog}: {'; '.join(what)}")
-    return {"status": "degraded" if waiting else "ok", "detail": " | ".join(parts) or "no catalog open yet"}
 
 
 # --- the app -----------------------------------------------------------------------------------------------
 
 
 def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str | None = None, docs: bool = False) -> FastAPI:
-    """Build the API. `api_key`: when set, every /v1 request (and /openapi.json) needs
-    `Authorization: Bearer <key>`. `docs`: serve the OpenAPI schema at /openapi.json."""
+    """Build the API. `api_key`: when set, every /v1 request, /ready, /metrics (and /openapi.json)
+    need `Authorization: Bearer <key>`. `docs`: serve the OpenAPI schema at /openapi.json."""
     agent = agent or Agent(settings)
-    limits = RequestLimits(per_key_per_min=settings.rate_key_per_min, per_session_per_min=settings.rate_session_per_min)
+    limits = RequestLimits(per_key_per_min=settings.rate_key_per_min, per_session_per_min=settings.rate_session_per_min, ready_per_min=settings.rate_ready_per_min)
+    backoff = AuthBackoff(free=settings.auth_free_failures, max_s=settings.auth_backoff_max_s)
     serving = Serving(agent, limits, owner=key_id(api_key, None) if api_key else "")
     metrics = ServingMetrics(agent, limits)
+    known_secrets = (api_key, settings.llm_api_key)
+    readiness = Readiness(agent, cache_s=settings.ready_cache_s, secrets=known_secrets)
+
+    def hide(text: str) -> str:
+        return redact(text, known_secrets)
+
     app = FastAPI(
         title="aisle",
         version="1",
@@ -405,31 +464,53 @@ def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str |
         responses=ERROR_RESPONSES,
     )
     app.state.agent = agent
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.state.readiness = readiness
+    app.add_middleware(Utf8Body)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)  # added last: runs first
 
     @app.exception_handler(AisleError)
     def _aisle_error(request: Request, exc: AisleError) -> JSONResponse:
-        return error_response(exc)
+        return error_response(exc, hide=hide)
 
     @app.exception_handler(RequestValidationError)
     def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(exc))
+        return error_response(validation_error(exc), hide=hide)
 
     @app.exception_handler(StarletteHTTPException)
     def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(http_error(request, exc), headers=exc.headers)
+        return error_response(http_error(request, exc), headers=exc.headers, hide=hide)
+
+    def _store_fault(request: Request, exc: Exception) -> JSONResponse:
+        """A store or its disk failed (raw, from a library): 503 naming the part."""
+        error = translate(exc, settings.home)
+        if error is None:
+            return _unexpected(request, exc)
+        log.warning("%s %s: %s", request.method, request.url.path, error.message)
+        return error_response(error, hide=hide)
+
+    # By type, not in the catch-all below: Starlette re-raises what reaches that one.
+    for fault in (VectorStoreError, sqlite3.DatabaseError, OSError):
+        app.add_exception_handler(fault, _store_fault)
 
     @app.exception_handler(Exception)
     def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(AisleError("internal error; see the server log"))
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error_response(AisleError("internal error; see the server log"), hide=hide)
 
-    def require_key(authorization: str | None = Header(None)) -> None:
-        check_key(authorization, api_key)
+    def client_of(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
+
+    def require_key(request: Request, authorization: str | None = Header(None)) -> None:
+        try:
+            check_key(authorization, api_key, client=client_of(request), backoff=backoff)
+        except RateLimited:
+            limits.refused["auth"] += 1
+            raise
 
     def limit_key(request: Request, authorization: str | None = Header(None)) -> None:
         """Per-key request limit (per client address when the server has no key)."""
         given = authorization[7:].strip() if api_key and authorization else None
-        limits.check_key(key_id(given, request.client.host if request.client else None))
+        limits.check_key(key_id(given, client_of(request)))
 
     auth = [Depends(require_key), Depends(limit_key)]
 
@@ -438,17 +519,19 @@ def create_app(settings: Settings, *, agent: Agent | None = None, api_key: str |
         """Liveness: the process answers. Whether it can serve is /ready."""
         return {"status": "ok"}
 
-    @app.get("/ready")
-    def ready() -> JSONResponse:
+    @app.get("/ready", dependencies=[Depends(require_key)])
+    def ready(request: Request) -> JSONResponse:
         """Can this process serve turns? 200 "ready" or "degraded" (serving, without the LLM), 503
-        with the reasons when it cannot (no index, session store not writable)."""
-        checks = readiness(agent)
-        failing = [f"{name}: {c['detail']}" for name, c in checks.items() if c["status"] == "fail"]
-        degraded = [name for name, c in checks.items() if c["status"] == "degraded"]
-        if failing:
-            error = Unavailable("not ready: " + "; ".join(failing), code="not_ready")
-            return JSONResponse({**error.to_dict(), "checks": checks}, status_code=error.status)
-        return JSONResponse({"status": "degraded" if degraded else "ready", "checks": checks, "catalogs": agent.catalogs(), "default_catalog": agent.default_catalog})
+        "not_ready" when it cannot (index, session store or disk failing). With a key, each part's
+        status, detail and code; without one, only the status."""
+        limits.check_ready(client_of(request))
+        report = readiness.report()
+        body = readiness.public(report, full=bool(api_key))
+        if not report.failing:
+            return JSONResponse(body)
+        reasons = "; ".join(f"{name}: {report.checks[name]['detail']}" for name in report.failing) if api_key else "a part this server needs is failing"
+        error = Unavailable(f"not ready: {reasons}", code="not_ready")
+        return JSONResponse({**error.to_dict(), **body}, status_code=error.status)
 
     @app.get("/metrics", dependencies=[Depends(require_key)])
     def prometheus() -> Response:
@@ -512,7 +595,11 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, api_
         turns.addHandler(handler)
         turns.setLevel(logging.INFO)
         turns.propagate = False
+    redact_logs((api_key, settings.llm_api_key))
     agent = Agent(settings)
     if warm:
-        agent.warm_up(train_missing=settings.train_missing)
+        try:
+            agent.warm_up(train_missing=settings.train_missing)
+        except Unavailable as exc:  # a store that is down or damaged may come back: serve, not ready
+            log.error("serving without a warm start: %s; /ready answers 503 until it is fixed", exc)
     uvicorn.run(create_app(settings, agent=agent, api_key=api_key, docs=docs), host=host, port=port, log_level="info")

@@ -3,7 +3,9 @@
 Request bodies are strict: a field of the wrong JSON type is refused (`"stream": "yes"`, `"value":
 true`, a number for a string), never coerced, and every string in a body must be Unicode text (a
 lone surrogate such as "\\ud800" is refused before anything else runs: it cannot be stored,
-searched or sent back). The shopper's text loses its invisible characters (zero-width spaces and
+searched or sent back). So are NaN and Infinity anywhere in a body: Python's JSON parser reads
+them, but they are not JSON, and a NaN rating or timestamp would poison what is computed from it.
+The body itself must be UTF-8 (api.Utf8Body; Python would otherwise read UTF-16 too). The shopper's text loses its invisible characters (zero-width spaces and
 joiners, byte-order marks, bidi marks) on the way in, so a message of nothing else counts as empty.
 
 Responses follow OpenAI's shapes for /v1/chat/completions and /v1/models, and carry aisle's own turn
@@ -13,6 +15,7 @@ Responses follow OpenAI's shapes for /v1/chat/completions and /v1/models, and ca
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -44,6 +47,21 @@ def lone_surrogate_at(data: Any) -> str | None:
                 if isinstance(key, str) and not _is_unicode(key):
                     return ".".join(path) or "body"
                 stack.append(((*path, str(key)), item))
+        elif isinstance(value, list):
+            stack.extend(((*path, str(i)), item) for i, item in enumerate(value))
+    return None
+
+
+def non_finite_at(data: Any) -> str | None:
+    """Where the first NaN or Infinity is in a parsed JSON body, as a dotted path; None when every
+    number is finite."""
+    stack: list[tuple[tuple[str, ...], Any]] = [((), data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return ".".join(path) or "body"
+        if isinstance(value, dict):
+            stack.extend(((*path, str(key)), item) for key, item in value.items())
         elif isinstance(value, list):
             stack.extend(((*path, str(i)), item) for i, item in enumerate(value))
     return None
@@ -88,6 +106,13 @@ class _Body(_Part):
             raise PydanticCustomError(
                 "invalid_text",
                 "{where} is not valid Unicode text (it holds a lone surrogate such as \\ud800); send UTF-8 text",
+                {"where": where},
+            )
+        where = non_finite_at(data)
+        if where is not None:
+            raise PydanticCustomError(
+                "finite_number",
+                "{where} is NaN or Infinity, which JSON does not allow; send a finite number (or leave the field out)",
                 {"where": where},
             )
         return data

@@ -4,11 +4,14 @@
   stub starts on that port, the engine is used again after the back-off, without a restart. The
   same when it goes down later and comes back.
 - A server that accepts connections and never answers: one turn's LLM calls (ranking, reasons)
-  cost one timeout together, not one each.
+  cost one timeout together, not one each; and that timeout is the short probe's
+  (`llm_probe_timeout_s`), since a server is probed before it is trusted, at its first use and at
+  each half-open trial.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import socket
 import threading
@@ -29,6 +32,7 @@ from retrieval.catalog import Item
 
 MSGS = [{"role": "user", "content": "hi"}]
 TIMEOUT_S = 1.0
+PROBE_S = 0.5  # llm_probe_timeout_s: what a hanging server costs a turn before it is trusted
 ITEMS = [
     Item(id="s1", title="Swingline Heavy Duty Stapler", brand="Swingline", categories=("Office", "Staplers"), price=39.99),
     Item(id="s2", title="Bostitch Quiet Desktop Stapler", brand="Bostitch", categories=("Office", "Staplers"), price=19.99),
@@ -122,7 +126,7 @@ def _free_port() -> int:
 
 
 def _settings(url: str, **kw: Any) -> Settings:
-    base: dict[str, Any] = {"llm": "openai", "llm_url": url, "llm_timeout_s": TIMEOUT_S, "llm_breaker_min_s": 0.3, "llm_breaker_max_s": 2.0}
+    base: dict[str, Any] = {"llm": "openai", "llm_url": url, "llm_timeout_s": TIMEOUT_S, "llm_probe_timeout_s": PROBE_S, "llm_breaker_min_s": 0.3, "llm_breaker_max_s": 2.0}
     return Settings(**(base | kw))
 
 
@@ -144,6 +148,7 @@ def _turn(engine: Any) -> tuple[str | None, list[str]]:
 def test_server_down_at_start_is_used_once_it_comes_up() -> None:
     port = _free_port()
     lazy = LazyEngine(_settings(f"http://127.0.0.1:{port}/v1"))  # no served model: the build asks /v1/models
+    importlib.import_module("openai")  # the timing is of the call, not of importing the client (seconds on a busy CPU)
     t0 = time.monotonic()
     engine = lazy.get()
     assert time.monotonic() - t0 < 1.0  # connection refused: at once
@@ -184,61 +189,86 @@ def test_server_down_at_start_is_used_once_it_comes_up() -> None:
 def test_a_server_still_down_is_tried_less_and_less_often() -> None:
     port = _free_port()
     lazy = LazyEngine(_settings(f"http://127.0.0.1:{port}/v1", llm_served_model="stub-model", llm_breaker_min_s=0.1, llm_breaker_max_s=0.4))
-    engine = lazy.get()  # with a served model named, building does not touch the network
-    assert lazy.status()["state"] == "closed"
-    pauses = []
-    for _ in range(4):
+    engine = lazy.get()  # building names the model without asking, but its probe finds the server down
+    assert lazy.status()["state"] == "unavailable"
+    pauses = [lazy.status()["retry_in_s"]]
+    for _ in range(3):
+        _wait_half_open(lazy)
         with pytest.raises(EngineUnavailable):
             engine.chat(MSGS)
         pauses.append(lazy.status()["retry_in_s"])
-        _wait_half_open(lazy)
     assert [round(p, 1) for p in pauses] == [0.1, 0.2, 0.4, 0.4]
 
 
-def test_hanging_server_costs_one_timeout_per_turn(hanging: HangingServer) -> None:
+def test_hanging_server_costs_one_probe_per_turn(hanging: HangingServer) -> None:
     lazy = LazyEngine(_settings(hanging.url, llm_served_model="stub-model"))
-    engine = lazy.get()
+    engine = lazy.get()  # the build's probe times out
+    assert lazy.status()["state"] == "unavailable" and len(hanging.connections) == 1
 
+    _wait_half_open(lazy)
     t0 = time.monotonic()
     fallback, sources = _turn(engine)
     elapsed = time.monotonic() - t0
-    assert fallback and fallback.startswith("EngineTimeout")  # ranking waited once ...
+    assert fallback and fallback.startswith("EngineTimeout")  # ranking was the trial: one probe ...
     assert sources == ["template"] * 3  # ... and the reasons did not wait again
-    assert TIMEOUT_S * 0.9 <= elapsed < TIMEOUT_S * 1.6, elapsed
-    assert len(hanging.connections) == 1  # one request, no retry
-    assert lazy.status()["state"] == "open"
-
-    # The next turn after the back-off is the trial: again one timeout, not two.
-    _wait_half_open(lazy)
-    t0 = time.monotonic()
-    fallback, _ = _turn(engine)
-    elapsed = time.monotonic() - t0
-    assert fallback and fallback.startswith("EngineTimeout") and elapsed < TIMEOUT_S * 1.6, elapsed
-    assert len(hanging.connections) == 2
+    assert PROBE_S * 0.9 <= elapsed < PROBE_S + 0.6, elapsed  # the probe's timeout, not llm_timeout_s
+    assert len(hanging.connections) == 2  # one request, no retry
     assert lazy.status()["failures"] == 2 and lazy.status()["retry_in_s"] > 0.3  # the back-off doubled
 
+    # A turn during the back-off does not wait at all.
+    t0 = time.monotonic()
+    fallback, _ = _turn(engine)
+    assert fallback and fallback.startswith("CircuitOpen") and time.monotonic() - t0 < PROBE_S, time.monotonic() - t0
+    assert len(hanging.connections) == 2
 
-def test_hanging_server_at_start_costs_one_timeout(hanging: HangingServer) -> None:
-    """No served model named: building the engine asks /v1/models, which hangs. That one
+
+def test_hanging_server_at_start_costs_one_probe(hanging: HangingServer) -> None:
+    """No served model named: building the engine asks /v1/models, which hangs. That one probe
     timeout is all the turn pays; its LLM calls then fail fast."""
     lazy = LazyEngine(_settings(hanging.url))
     t0 = time.monotonic()
     engine = lazy.get()
-    assert lazy.status()["state"] == "unavailable" and "did not answer" in lazy.status()["error"]
+    assert lazy.status()["state"] == "unavailable" and f"did not answer within {PROBE_S:g} s" in lazy.status()["error"]
     fallback, sources = _turn(engine)
     elapsed = time.monotonic() - t0
     assert fallback and fallback.startswith("CircuitOpen") and sources == ["template"] * 3
-    assert TIMEOUT_S * 0.9 <= elapsed < TIMEOUT_S * 1.6, elapsed
+    assert PROBE_S * 0.9 <= elapsed < PROBE_S + 0.6, elapsed
     assert len(hanging.connections) == 1
 
 
-def test_two_calls_of_one_turn_cost_one_timeout(hanging: HangingServer) -> None:
-    """The engine calls themselves (not only the callers' fallbacks): a timeout, then fail-fast."""
+def test_two_calls_of_one_turn_cost_one_probe(hanging: HangingServer) -> None:
+    """The engine calls themselves (not only the callers' fallbacks): a probe timeout, then fail-fast."""
     engine = LazyEngine(_settings(hanging.url, llm_served_model="stub-model")).get()
     t0 = time.monotonic()
-    with pytest.raises(EngineTimeout):
+    with pytest.raises(CircuitOpen):  # the build's probe already found it hanging
         engine.score_choices(MSGS, ["A", "B"])
     with pytest.raises(CircuitOpen):
         engine.batch([MSGS] * 10)
     elapsed = time.monotonic() - t0
-    assert elapsed < 2 * TIMEOUT_S * 0.8, elapsed
+    assert elapsed < PROBE_S + 0.6, elapsed
+
+
+def test_a_server_that_hangs_after_it_was_trusted_costs_one_full_timeout() -> None:
+    """The one case that waits llm_timeout_s: the server answered (probe passed), then hangs."""
+    port = _free_port()
+    server = StubServer(port)
+    lazy = LazyEngine(_settings(f"http://127.0.0.1:{port}/v1", llm_served_model="stub-model"))
+    engine = lazy.get()
+    assert engine.chat(MSGS) == "hello" and lazy.status()["state"] == "closed"
+    server.stop()
+    hanging_sock = socket.socket()
+    hanging_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hanging_sock.bind(("127.0.0.1", port))
+    hanging_sock.listen(8)  # accepts (the kernel does) and never answers
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(EngineTimeout):
+            engine.chat(MSGS)
+        assert TIMEOUT_S * 0.9 <= time.monotonic() - t0 < TIMEOUT_S + 0.6
+        _wait_half_open(lazy)
+        t0 = time.monotonic()
+        with pytest.raises(EngineTimeout):  # the trial: the probe's timeout
+            engine.chat(MSGS)
+        assert PROBE_S * 0.9 <= time.monotonic() - t0 < PROBE_S + 0.6
+    finally:
+        hanging_sock.close()

@@ -230,7 +230,7 @@ def test_postgres_down_at_start_up_is_one_clear_line():
     with pytest.raises(StoreUnavailable) as err:
         PostgresSessionStore(url, connect_timeout_s=1)
     message = str(err.value)
-    assert err.value.status == 503 and err.value.code == "store_unavailable"
+    assert err.value.status == 503 and err.value.code == "session_store_unavailable"
     assert "\n" not in message and "s3cret" not in message and "127.0.0.1" in message and "AISLE_SESSIONS_URL" in message, message
     assert time.perf_counter() - t0 < 10
 

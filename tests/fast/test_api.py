@@ -223,7 +223,16 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("POST", "/v1/feedback", {"content": b'{"session_id": "SID", "item_id": "s1\\ud800", "value": 1}', "headers": RAW}, 400, "invalid_text"),
     # bytes that are not JSON
     ("POST", "/v1/turn", {"content": b"{not json", "headers": RAW}, 400, "invalid_json"),
-    ("POST", "/v1/turn", {"content": b'{"message": "\xff"}', "headers": RAW}, 400, "invalid_json"),
+    ("POST", "/v1/turn", {"content": b'{"message": "\xff"}', "headers": RAW}, 400, "invalid_text"),
+    # bodies that are not UTF-8: Python's JSON parser would read UTF-16 and UTF-32
+    ("POST", "/v1/turn", {"content": '{"message": "a stapler"}'.encode("utf-16"), "headers": RAW}, 400, "invalid_text"),
+    ("POST", "/v1/turn", {"content": '{"message": "a stapler"}'.encode("utf-16-le"), "headers": RAW}, 400, "invalid_text"),
+    ("POST", "/v1/events", {"content": '{"events": [{"user_id": "u", "item_id": "s1"}]}'.encode("utf-32"), "headers": RAW}, 400, "invalid_text"),
+    # NaN and Infinity are not JSON, though Python's parser reads them
+    ("POST", "/v1/events", {"content": b'{"events": [{"user_id": "u", "item_id": "s1", "event": "rating", "value": NaN}]}', "headers": RAW}, 422, "non_finite_number"),
+    ("POST", "/v1/events", {"content": b'{"events": [{"user_id": "u", "item_id": "s1", "timestamp": Infinity}]}', "headers": RAW}, 422, "non_finite_number"),
+    ("POST", "/v1/events", {"content": b'{"events": [{"user_id": "u", "item_id": "s1", "value": -Infinity}]}', "headers": RAW}, 422, "non_finite_number"),
+    ("POST", "/v1/chat/completions", {"content": b'{"messages": [{"role": "user", "content": "pens"}], "temperature": NaN}', "headers": RAW}, 422, "non_finite_number"),
     # empty messages: blank, or invisible characters only
     ("POST", "/v1/turn", {"json": {"message": "   "}}, 400, "empty_message"),
     ("POST", "/v1/turn", {"json": {"message": ZERO_WIDTH}}, 400, "empty_message"),

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from agent.chat.store import SQLiteSessionStore, StoreUnavailable
 from agent.entrypoints.api import create_app
 from agent.entrypoints.ratelimit import key_id
+from agent.errors import DiskFull
 
 KEY = "k"
 
@@ -105,7 +106,7 @@ def test_damaged_store_answers_503_json(tiny_agent, tmp_path):
         client.get(f"/v1/sessions/{sid}"),
         client.delete(f"/v1/sessions/{sid}"),
     ):
-        error = error_of(response, 503, "store_unavailable")
+        error = error_of(response, 503, "session_store_unavailable")
         assert str(path) in error["message"] and "move it aside" in error["message"]
     with pytest.raises(StoreUnavailable):
         agent.store.ping()
@@ -119,7 +120,7 @@ def test_full_store_is_unavailable_and_ping_says_why(tmp_path):
     assert store.ping() is None
     db = store._connection()
     db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")  # the disk is full
-    with pytest.raises(StoreUnavailable, match="free disk space"):
+    with pytest.raises(DiskFull, match="free space"):
         for _ in range(100):
             store.create("tiny-shop", {"padding": "x" * 5000})
     store.close()
