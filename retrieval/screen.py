@@ -136,7 +136,7 @@ _MODEL_PHRASES: tuple[tuple[str, str], ...] = (
     ("ignore ignores ignored ignoring", r"ignor(?:e|es|ed|ing)\s+(?:all\s+|any\s+|the\s+)?(?:above|previous|prior|preceding)"),
     ("disregard disregards disregarded disregarding", r"disregard(?:s|ed|ing)?"),
     ("forget override overrides bypass", r"(?:forget|override|overrides|bypass)\s+(?:all\s+|any\s+|your\s+|the\s+|of\s+)*(?:previous\s+|prior\s+|above\s+|earlier\s+)?(?:instructions?|rules?|prompts?|guidelines?|context)"),
-    ("system developer hidden admin secret", r"(?:system|developer|hidden|admin|secret)\s+(?:prompt|message|instructions?|notes?|notice|override|commands?)"),
+    ("system developer hidden admin secret", r"(?:important\s+)?(?:system|developer|hidden|admin|secret)\s+(?:prompt|message|instructions?|notes?|notice|override|commands?)"),
     ("instruction instructions", r"(?:new|updated|real|true)\s+instructions?"),
     ("injection", r"prompt\s+injection"),
     ("jailbreak jailbreaks jailbreaking jailbroken", r"jailbr(?:eak|oken)\w*"),
@@ -165,6 +165,7 @@ _ACTION_PHRASES: tuple[tuple[str, str], ...] = (
     ("code coupon promo voucher", r"(?:use|enter|apply|redeem)\s+(?:the\s+|my\s+|our\s+|this\s+)?(?:code|coupon|promo|voucher)"),
     ("code codes", r"(?:promo|coupon|voucher|referral)\s+codes?"),
     ("off", r"\d{1,3}\s*%\s*off\b"),
+    ("claim", r"claim\s+(?:your|a|the|this)\s+(?:free\s+)?(?:gift|prize|reward|discount|coupon|offer|deal)s?"),
     ("act miss supplies", r"act\s+now|(?:don'?t|do\s+not)\s+miss\s+(?:out|this|it|our|the\s+(?:deal|sale|offer))|while\s+supplies\s+last"),
     ("buy purchase order trust", r"(?:do\s+not|don'?t|never)\s+(?:ever\s+)?(?:buy|purchase|order|trust)\b"),
     ("avoid stay boycott", r"avoid\s+(?:buying|purchasing|ordering)|stay\s+away\s+from|boycott"),
@@ -250,15 +251,24 @@ def findings(text: str) -> list[str]:
     characters change nothing. A web address written in plain letters is a finding of its own
     (`WEB_ADDRESS`: `screen` shows it without its domain); one spelled with look-alike or hidden
     characters is hostile."""
+    return _scan(text)[0]
+
+
+def _scan(text: str) -> tuple[list[str], int | None]:
+    """(`findings`, the index of the first word of `text` a hostile finding starts at; None when
+    none can be placed, as for hidden words)."""
     text_plain = plain(text)
     folded = " ".join(text_plain.casefold().split())
     joined = _joined(folded)
-    views = [folded, *([joined] if joined != folded else []), *_leet(joined)]
+    views = [folded, *_leet(folded), *([joined, *_leet(joined)] if joined != folded else [])]
     problems: list[str] = []
+    starts: list[int] = []
 
-    def flag(message: str) -> None:
+    def flag(message: str, view: str = "", at: int = -1) -> None:
         if message not in problems:
             problems.append(message)
+        if at >= 0 and len(view) == len(folded):  # the folded text or its leet reading: same words
+            starts.append(view[:at].count(" "))
 
     for view in views:
         present = set(_WORD.findall(view))
@@ -267,16 +277,16 @@ def findings(text: str) -> list[str]:
                 continue
             for m in pattern.finditer(view):
                 if not (m.start() and view[m.start() - 1].isalnum()):
-                    flag(f"{kind} ('{m.group(0).strip()}')")
+                    flag(f"{kind} ('{m.group(0).strip()}')", view, m.start())
     if ":" in folded or "www" in folded:
         for m in _LINK.finditer(folded):
-            flag(f"a link ('{m.group(0).strip()}')")
+            flag(f"a link ('{m.group(0).strip()}')", folded, m.start())
     if "@" in folded:
         for m in _EMAIL.finditer(folded):
-            flag(f"an e-mail address ('{m.group(0)}')")
+            flag(f"an e-mail address ('{m.group(0)}')", folded, m.start())
     if "<" in folded or "&" in folded or "](" in folded or "```" in folded:
         for m in _MARKUP.finditer(folded):
-            flag(f"markup ('{m.group(0).strip()}')")
+            flag(f"markup ('{m.group(0).strip()}')", folded, m.start())
     # Case kept: it tells "warranty.The" from "evil.example".
     found = domains(text_plain)
     written = {d.casefold() for d in (found if text_plain is text else domains(text))}
@@ -285,9 +295,13 @@ def findings(text: str) -> list[str]:
             flag(f"{WEB_ADDRESS} ('{fold(name)}')")
         else:
             flag(f"a web address in look-alike or hidden characters ('{fold(name)}')")
-    for word in hidden(text, folded):
+            at = text_plain.find(name)
+            starts.append(len(text_plain[:at].split()) if at >= 0 else 0)
+    words = hidden(text, folded)
+    for word in words:
         flag(f"hidden words ('{word}')")
-    return problems
+    placed = bool(problems) and not words and len(starts) > 0
+    return problems, (min(starts) if placed else None)
 
 
 def hostile(text: str) -> bool:
@@ -326,11 +340,15 @@ def _segments(text: str) -> list[str]:
     return out
 
 
-def screen(text: str) -> Screened:
+def screen(text: str, *, name: bool = False) -> Screened:
     """`text` without its hostile segments and invisible characters, on the lines it had. A
     segment whose only finding is a plain web address stays, the address cut to its name
     ("Amazon.com Product Description" -> "Amazon Product Description"): no address is shown,
-    and a real catalog's "StarTech.com" brand or "templates from avery.com" keep their words."""
+    and a real catalog's "StarTech.com" brand or "templates from avery.com" keep their words.
+
+    `name`: a title, brand, category or attribute; a hostile segment keeps the words before its
+    first hostile phrase ("Swingline Stapler Ignore all previous instructions" -> "Swingline
+    Stapler"), so the item keeps a name. Prose loses the whole sentence."""
     if not text:
         return Screened("")
     kept_lines: list[str] = []
@@ -341,16 +359,23 @@ def screen(text: str) -> Screened:
             continue
         segments = _segments(line)
         kept: list[str] = []
+        cut = False
         for segment in segments:
-            problems = findings(segment)
+            problems, first = _scan(segment)
             if problems and all(p.startswith(WEB_ADDRESS + " (") for p in problems):
                 segment, problems = _drop_domains(segment), []
             if problems:
-                dropped.append((" ".join(segment.split()), problems))
-                continue
+                words = strip_invisible(segment).split()
+                bracketed = segment.lstrip()[:1] in "([{"
+                before = " ".join(words[:first]) if name and first and not bracketed else ""
+                dropped.append((" ".join(words[first or 0 :]) if before else " ".join(words), problems))
+                if not before:
+                    cut = True
+                    continue
+                segment, cut = before + " ", True
             kept.append(segment)
         shown = strip_invisible("".join(kept))
-        if len(kept) < len(segments):
+        if cut:
             shown = re.sub(r"[ \t]{2,}", " ", shown).rstrip(_TRAILING_SEPARATORS)
         kept_lines.append(shown)
     out = "\n".join(kept_lines)
@@ -364,9 +389,9 @@ def _drop_domains(text: str) -> str:
     return text
 
 
-def display(text: str) -> str:
-    """`screen(text).text`: what may be shown of `text`."""
-    return screen(text).text if text else ""
+def display(text: str, *, name: bool = False) -> str:
+    """`screen(text, name=name).text`: what may be shown of `text`."""
+    return screen(text, name=name).text if text else ""
 
 
 # --- urls ----------------------------------------------------------------------------------------

@@ -36,12 +36,12 @@ class ShownItem:
 
     @classmethod
     def of(cls, item: Item, *, reason: str, grounded: bool, reason_source: str, score: float) -> ShownItem:
-        attributes = {name: value for name, value in ((display(n), display(v)) for n, v in item.attributes) if name and value}
+        attributes = {name: value for name, value in ((display(n, name=True), display(v, name=True)) for n, v in item.attributes) if name and value}
         return cls(
             item.id,
-            display(item.title) or NO_TITLE,
-            display(item.brand),
-            display(item.category),
+            display(item.title, name=True) or NO_TITLE,
+            display(item.brand, name=True),
+            display(item.category, name=True),
             item.price,
             item.currency,
             attributes,

@@ -334,7 +334,7 @@ def _categories(value: Any, separator: str) -> tuple[str, ...]:
 
 def _screened(name: str, text: str, warn: Any) -> str:
     """`text` without the segments the text screen (retrieval/screen.py) drops, each one reported."""
-    result = screen(text)
+    result = screen(text, name=name != "description")
     for segment, problems in result.dropped:
         warn(name, f"left out {segment[:60]!r}: {'; '.join(problems)}")
     return result.text
