@@ -122,7 +122,7 @@ def _leet(folded: str) -> list[str]:
     if not _LETTER_DIGIT.search(folded):
         return []
     mixed = {m.group(0) for m in _MIXED_WORD.finditer(folded) if re.search(r"[a-z]", m.group(0))}
-    if not any(_PHRASE_WORDS.intersection(_WORD.findall(w.translate(t))) for w in mixed for t in _LEET):
+    if not any(_phrase_word(word) for w in mixed for t in _LEET for word in _WORD.findall(w.translate(t))):
         return []  # "8.5x11", "hp61": no digit stands for a letter of a hostile phrase
     return [_MIXED_WORD.sub(lambda m, t=table: m.group(0).translate(t) if re.search(r"[a-z]", m.group(0)) else m.group(0), folded) for table in _LEET]
 
@@ -179,7 +179,12 @@ _PHRASES = [("an instruction to a model", frozenset(words.split()), re.compile(p
     ("a call to action", frozenset(words.split()), re.compile(p + r"\b")) for words, p in _ACTION_PHRASES
 ]
 _WORD = re.compile(r"[a-z0-9]+")
-_PHRASE_WORDS = frozenset(w for _, words, _ in _PHRASES for w in words)
+# Every word the phrases are written with ("ignor" stands for ignore, ignored ...).
+_PHRASE_WORDS = frozenset(w for _, _, p in _PHRASES for w in re.findall(r"[a-z]{2,}", p.pattern)) - {"s"}
+
+
+def _phrase_word(word: str) -> bool:
+    return word in _PHRASE_WORDS or len(word) > 4 and any(word.startswith(w) for w in _PHRASE_WORDS if len(w) >= 4)
 _LINK = re.compile(r"\b(?:https?|ftp|javascript|vbscript|mailto|tel)\s*:|\b(?:file|data):[\w/]|://|\bwww\d{0,3}\s*\.", re.I)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _MARKUP = re.compile(r"!?\[[^\]\n]*\]\s*\(|<\s*/?\s*[a-z][a-z0-9-]*(?:\s[^<>]*)?/?\s*>|<\s*(?:script|svg|img|iframe|a|style)\b|&(?:#\d+|#x[0-9a-f]+|lt|gt|quot|apos|amp);|```", re.I)
