@@ -17,7 +17,12 @@ Every LLM text aisle shows or stores goes through `check_grounding`: recommendat
    - instructions to the model (`INJECTION_MARKERS`): "ignore ... instructions", "disregard",
      "system prompt", "new instructions", "jailbreak", "PWNED", "hacked", "as an AI";
    - shouting: a word of four or more capital letters that neither the record nor the shopper
-     wrote (a brand written in capitals, "DYMO", is in the record).
+     wrote (a brand written in capitals, "DYMO", is in the record);
+   - accusations the record does not make: "recalled", "dangerous", "counterfeit", "scam" ...
+     (a compromised model defaming an item or a brand);
+   - everything the text screen (retrieval/screen.py) finds. Every rule reads the text as written
+     and as the screen folds it (look-alike letters as Latin ones, invisible characters removed),
+     so "vіsit evil.exаmple" with Cyrillic letters is a call to action and a web address.
 2. Claims: every claim about the item must be supported by the ITEM's own record (title, brand,
    categories, description, price: `item_evidence`):
    - brand: a known catalog brand (`catalog_brands`) named in the text;
@@ -65,7 +70,8 @@ from agent.lexicon import (
     SYNONYMS,
     UNIT_WORDS,
 )
-from agent.text import find_seq, money, squash, stem, tokens
+from agent.text import find_seq, money, squash, stem, stems, tokens
+from retrieval.screen import WEB_ADDRESS, findings, plain
 
 
 @dataclass
@@ -125,6 +131,11 @@ INJECTION_MARKERS: tuple[str, ...] = (
     r"as\s+an\s+(?:ai|language\s+model)",
     r"you\s+(?:must|should|will)\s+now",
 )
+# Accusations a shop assistant never makes on its own: said only where the item's record says so.
+ACCUSATIONS: tuple[str, ...] = (
+    "recall", "recalled", "dangerous", "unsafe", "hazard", "hazardous", "toxic", "poisonous", "scam",
+    "fraud", "fraudulent", "counterfeit", "fake", "defective", "lawsuit", "banned", "knockoff",
+)
 _CTA = re.compile(r"\b(?:" + "|".join(CALLS_TO_ACTION) + r")\b", re.I)
 _INJECTION = re.compile(r"\b(?:" + "|".join(INJECTION_MARKERS) + r")\b", re.I)
 _SHOUT = re.compile(r"(?<![A-Za-z0-9])[A-Z]{4,}(?![A-Za-z0-9])")
@@ -137,6 +148,29 @@ def screen_text(text: str, *, record: str = "", request: str = "") -> list[str]:
     `record`: the item's own data; a domain-like name it contains ("Stamps.com") may be repeated.
     `request`: the shopper's words; with the record, the capitalised words that are not shouting.
     Nothing else in either makes a link, a call to action or an instruction acceptable."""
+    problems: list[str] = []
+
+    def flag(message: str) -> None:
+        if message not in problems:
+            problems.append(message)
+
+    for problem in findings(text):
+        if not problem.startswith(WEB_ADDRESS + " ("):  # a plain web address: the record may name it (below)
+            flag(f"{problem} is not allowed")
+    folded = plain(text)
+    for variant in dict.fromkeys((text, folded)):
+        for problem in _patterns(variant, record, request):
+            flag(problem)
+    record_stems = set(stems(record))
+    for word in tokens(folded):
+        if word in ACCUSATIONS and stem(word) not in record_stems:
+            flag(f"an accusation the record does not make ('{word}') is not allowed")
+    return problems
+
+
+def _patterns(text: str, record: str, request: str) -> list[str]:
+    """The gate's own patterns (links, web addresses the record does not name, markup, calls to
+    action, instructions, shouting) on one reading of the text."""
     problems: list[str] = []
 
     def flag(message: str) -> None:

@@ -8,14 +8,16 @@ retrieval/feeds/schema.py); the feed file itself is never changed. What goes:
 - HTML tags (after entities are decoded, so `&lt;svg onload=..&gt;` goes too);
 - invisible format characters (zero-width spaces, bidi overrides, BOM, blank letters); controls
   become spaces (`visible`, also used on shoppers' messages).
-Words stay words: a sentence that *tells* the reader something is handled where text is shown
-(`agent.chat.replies`), not deleted from the record the index embeds.
+Words stay words here: a sentence that tells the reader or a model something is the text
+screen's (retrieval/screen.py), which the import runs after this and display runs again.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+
+from retrieval.screen import BLANK_LETTERS, invisible
 
 _MD_IMAGE = re.compile(r"!\[[^\]]{0,500}\]\([^)]{0,2000}\)")
 _MD_LINK = re.compile(r"\[([^\]]{0,500})\]\([^)]{0,2000}\)")
@@ -36,21 +38,16 @@ def sanitize(text: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
-# Letters and symbols that render as nothing (Hangul fillers, the blank Braille pattern): used as
-# "invisible" text the same way zero-width spaces are.
-_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
-
-
 def visible(text: str) -> str:
     """`text` without format characters (category Cf: U+200B..U+200F, U+2060, U+FEFF, bidi marks,
     soft hyphens) and blank letters; other spaces and controls become a plain space (tab and
     newline stay). Printable text without blank letters is returned as is."""
-    if text.isprintable() and _BLANK_LETTERS.isdisjoint(text):
+    if text.isprintable() and BLANK_LETTERS.isdisjoint(text):
         return text
     out = []
     for ch in text:
-        cat = unicodedata.category(ch)
-        if cat == "Cf" or ch in _BLANK_LETTERS:
+        if invisible(ch):
             continue
+        cat = unicodedata.category(ch)
         out.append(" " if cat in ("Zs", "Zl", "Zp") or (cat == "Cc" and ch not in "\t\n\r") else ch)
     return "".join(out)

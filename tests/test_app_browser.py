@@ -179,3 +179,72 @@ def test_the_shredder_conversation_reads_like_a_shop_assistant(office_app):
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     assert shot.stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def poisoned_app(tmp_path_factory):
+    """The UI on a poisoned catalog that skipped the import screen, with a compromised LLM
+    (tests/poisoned.py) writing reasons, the intro and the extraction."""
+    import app as aisle_app
+    from agent.chat.agent import Agent
+    from agent.chat.store import SessionStore
+    from agent.settings import Settings
+    from retrieval.search import open_searcher
+    from tests.fast.conftest import share_models
+    from tests.fast.test_poisoned_catalog import unscreened_catalog
+    from tests.poisoned import HostileLLM
+
+    hostile = HostileLLM()
+    home = share_models(tmp_path_factory.mktemp("ui-poisoned"))
+    settings = Settings(home=home, chroma_url=None, llm="openai", llm_url=hostile.url, llm_served_model="hostile", llm_timeout_s=10)
+    catalog = unscreened_catalog()
+    agent = Agent(settings, store=SessionStore(home / "sessions.sqlite"), searchers={catalog.name: open_searcher(settings, catalog=catalog, progress=False)}, default_catalog=catalog.name, llm_reasons=True, llm_intro=True, llm_extract=True)
+    demo = aisle_app.build_ui(agent)
+    port = _free_port()
+    aisle_app.launch(demo, port=port, block=False)
+    yield f"http://127.0.0.1:{port}/", hostile
+    demo.close()
+    agent.store.close()
+    hostile.close()
+
+
+@needs_chromium
+def test_no_payload_is_shown_in_the_browser(poisoned_app):
+    """Everything the page shows (chat and cards), as the browser renders it, after a conversation
+    over poisoned items with a compromised model: no planted payload, nothing fetched from outside."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.poisoned import POISONED_ROWS, payloads
+
+    url, hostile = poisoned_app
+    outside: list[str] = []
+    seen_ids: set[str] = set()
+    shown: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1200})
+        page.on("request", lambda r: outside.append(r.url) if urlparse(r.url).hostname not in ("127.0.0.1", "localhost", None) and not r.url.startswith(("data:", "blob:")) else None)
+        page.goto(url, wait_until="load", timeout=120_000)
+        page.wait_for_selector("#aisle-input textarea", timeout=60_000)
+        for message in ["a stapler", "why the first?", "a quiet stapler", "tell me about the first one"]:
+            page.fill("#aisle-input textarea", message)
+            page.click("#aisle-send")
+            before = page.locator("#aisle-chat").inner_text().count(message)
+            page.wait_for_function("([m, k]) => document.querySelector('#aisle-chat').innerText.split(m).length - 1 > k", arg=[message, before], timeout=120_000)
+            text, last = "", None
+            for _ in range(240):  # until the streamed reply stops changing
+                page.wait_for_timeout(500)
+                text = page.locator("#aisle-chat").inner_text()
+                if text == last and not text.rstrip().endswith("…"):
+                    break
+                last = text
+            shown.append(text)
+            cards = page.locator(".aisle-card .aisle-item")
+            for i in range(cards.count()):
+                shown.append(cards.nth(i).inner_text())
+                seen_ids.add(cards.nth(i).get_attribute("data-item-id") or "")
+        browser.close()
+    assert hostile.answers > 0 and seen_ids & {r["id"] for r in POISONED_ROWS}, seen_ids
+    leaks = [(found, text[:200]) for text in shown if (found := payloads(text))]
+    assert leaks == [], leaks[:3]
+    assert outside == [], f"the page fetched from outside 127.0.0.1: {outside}"

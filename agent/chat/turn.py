@@ -42,6 +42,7 @@ from agent.recommend.shown import ShownItem
 from agent.text import money, stems, whole_sentences
 from retrieval.catalog import Item
 from retrieval.overlay import is_generated
+from retrieval.screen import display
 from retrieval.search import SearchFilters
 
 if TYPE_CHECKING:
@@ -97,6 +98,9 @@ class Turn:
         return "".join(self.pieces)
 
     def _emit(self, piece: str) -> str:
+        """The piece as the shopper sees it: through the text screen, whatever built it (catalog
+        fields, the shopper's own words restated, the LLM's intro)."""
+        piece = display(piece)
         self.pieces.append(piece)
         return piece
 

@@ -20,6 +20,7 @@ from agent.dialogue.vocab import CatalogVocab
 from agent.engines.base import EngineError, LLMEngine
 from agent.prompts import PromptError, render_messages
 from agent.text import content_stems, stems
+from retrieval.screen import findings
 
 if TYPE_CHECKING:
     from agent.dialogue.rules import Understanding
@@ -81,6 +82,12 @@ def merge_llm_extraction(raw: Any, message: str, vocab: CatalogVocab, u: Underst
     if not isinstance(raw, dict):
         u.llm_dropped.append(f"not an object: {raw!r}"[:120])
         return
+    for key in ("brands", "avoid_brands", "category", "features", "use_case"):
+        values = _strings(raw.get(key))
+        hostile = [v for v in values if findings(v)]
+        if hostile:  # an instruction or an address read out of the message is never a constraint
+            u.llm_dropped.extend(f"{key}: {v!r}" for v in hostile)
+            raw = {**raw, key: [v for v in values if v not in hostile]}
     text = shopper_text(message)
     msg_stems = set(stems(text))
     msg_numbers = {_number(n) for n in re.findall(r"\d+(?:[.,]\d+)?", text)}

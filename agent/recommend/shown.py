@@ -2,6 +2,9 @@
 
 Every field comes from the catalog record looked up by id, except the reason and the scores;
 `to_dict` is the only place the item is serialised, so every entry point shows the same fields.
+Each text field passes the text screen (retrieval/screen.py) on the way out, and a url that is
+not a plain http(s) URL is left empty: a catalog imported before the screen, or a reason, never
+carries an instruction, a call to action or an address to a shopper.
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from retrieval.catalog import Item
+from retrieval.screen import display, web_url
+
+NO_TITLE = "(untitled item)"  # every word of the title was screened out
 
 
 @dataclass
@@ -30,7 +36,22 @@ class ShownItem:
 
     @classmethod
     def of(cls, item: Item, *, reason: str, grounded: bool, reason_source: str, score: float) -> ShownItem:
-        return cls(item.id, item.title, item.brand, item.category, item.price, item.currency, dict(item.attributes), item.url, item.image_url, reason, grounded, reason_source, score)
+        attributes = {name: value for name, value in ((display(n, name=True), display(v, name=True)) for n, v in item.attributes) if name and value}
+        return cls(
+            item.id,
+            display(item.title, name=True) or NO_TITLE,
+            display(item.brand, name=True),
+            display(item.category, name=True),
+            item.price,
+            item.currency,
+            attributes,
+            item.url if web_url(item.url) else "",
+            item.image_url if web_url(item.image_url) else "",
+            display(reason),
+            grounded,
+            reason_source,
+            score,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,9 +18,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 from retrieval.catalog import CatalogError, Item, RowError, clean_text
+from retrieval.screen import screen, web_url
 
 # field -> what it holds (the README's schema table is this dict)
 FIELDS: dict[str, str] = {
@@ -203,13 +203,14 @@ def normalize(row: Mapping[str, Any], columns: dict[str, Any], fmap: FieldMap, f
         if broken:
             warn(name, f"broken HTML: the tag {broken[:30]!r} is never closed; the tag is dropped, the text kept")
         try:
-            texts[name] = clean_text(value if value is None or isinstance(value, (str, list)) else str(value))
+            texts[name] = _screened(name, clean_text(value if value is None or isinstance(value, (str, list)) else str(value)), warn)
         except TypeError as exc:
             return reject(name, str(exc))
     if not texts["title"]:
-        return reject("title", "missing title")
+        left_out = [w.problem for w in out.warnings if w.field == "title"]
+        return reject("title", "missing title" if not left_out else f"nothing of the title may be shown ({left_out[0]}); write the product's name")
 
-    categories = _categories(raw("categories"), fmap.category_separator)
+    categories = tuple(c for c in (_screened("categories", c, warn) for c in _categories(raw("categories"), fmap.category_separator)) if c)
 
     currency = str(raw("currency") or "").strip().upper()
     if currency and not known_currency(currency):
@@ -240,8 +241,8 @@ def normalize(row: Mapping[str, Any], columns: dict[str, Any], fmap: FieldMap, f
     links: dict[str, str] = {}
     for name in ("url", "image_url"):
         value = str(raw(name) or "").strip()
-        if value and not _is_web_url(value):
-            warn(name, f"not an http(s) URL ({value[:40]!r}); left empty")
+        if value and not web_url(value):
+            warn(name, f"not a plain http(s) URL ({value[:40]!r}); left empty")
             value = ""
         links[name] = value
 
@@ -267,8 +268,8 @@ def normalize(row: Mapping[str, Any], columns: dict[str, Any], fmap: FieldMap, f
     for name, value in pairs:
         if value in (None, "") or isinstance(value, (dict, list)):
             continue
-        text = clean_text(str(value))
-        name = clean_text(str(name)).casefold()
+        text = _screened(f"attributes.{name}", clean_text(str(value)), warn)
+        name = _screened("attributes", clean_text(str(name)), warn).casefold()
         if not text or not name:
             continue
         if len(text) > MAX_ATTRIBUTE_CHARS:
@@ -353,9 +354,12 @@ def _categories(value: Any, separator: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in parts if p.strip())
 
 
-def _is_web_url(value: str) -> bool:
-    url = urlparse(value)
-    return url.scheme in ("http", "https") and bool(url.netloc) and not any(ch.isspace() for ch in value)
+def _screened(name: str, text: str, warn: Any) -> str:
+    """`text` without the segments the text screen (retrieval/screen.py) drops, each one reported."""
+    result = screen(text, name=name != "description")
+    for segment, problems in result.dropped:
+        warn(name, f"left out {segment[:60]!r}: {'; '.join(problems)}")
+    return result.text
 
 
 def _bad_bytes(value: Any) -> str:
