@@ -44,13 +44,18 @@ def test_ready_needs_the_key_when_the_server_has_one(tiny_agent):
         r = anonymous.get("/ready", headers=headers)
         assert r.status_code == 401 and r.json()["error"]["code"] in ("missing_api_key", "invalid_api_key")
         assert "checks" not in r.text
+    agent = tiny_agent()
+    app = app_for(agent)
+    agent.parts(agent.default_catalog)
+    agent.wait_for_stage(agent.default_catalog)  # the ranking stage loads in the background; /ready says degraded until then
     r = TestClient(app, headers=BEARER).get("/ready")
     assert r.status_code == 200 and r.json()["status"] == "ready"
-    assert set(r.json()["checks"]) == {"session_store", "index", "llm", "llm_queue"}
+    assert set(r.json()["checks"]) == {"session_store", "index", "llm", "llm_queue", "models"}
 
 
 def test_open_server_ready_is_a_bare_status(tiny_agent, fast_settings, tmp_path):
     agent = tiny_agent()
+    agent.wait_for_stage(agent.default_catalog)
     client = TestClient(app_for(agent, api_key=None))
     assert client.get("/ready").json() == {"status": "ready"}
     # not ready: still nothing about the insides (no paths, catalogs or messages)

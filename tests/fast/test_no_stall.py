@@ -115,7 +115,8 @@ def test_ready_reports_a_loading_stage(shop, tmp_path, monkeypatch):
     monkeypatch.setattr(ltr, "load_ranking_stage", lambda *a, **k: (release.wait(60), real(*a, **k))[1])
     agent = agent_for(shop, tmp_path)
     agent.warm_up(CATALOG)
-    client = TestClient(create_app(shop, agent=agent))
+    agent.settings = agent.settings.model_copy(update={"ready_cache_s": 0.0})  # each probe checks anew
+    client = TestClient(create_app(agent.settings, agent=agent, api_key="k"), headers={"Authorization": "Bearer k"})  # details need the key
     busy = client.get("/ready").json()
     assert busy["status"] == "degraded" and busy["checks"]["models"]["status"] == "degraded"
     assert f"{CATALOG}: ranking stage loading" in busy["checks"]["models"]["detail"]
