@@ -331,6 +331,14 @@ def _numbers(text: str) -> set[str]:
     return found
 
 
+def stated_numbers(text: str) -> set[str]:
+    """The numbers a text states, canonical ('8-1/2' -> '8.5'; '1/4' states 0.25, not 1 or 4)."""
+    return _numbers(text)
+
+
+canonical_number = _canonical_number
+
+
 def _text_numbers(text: str) -> list[str]:
     """Numbers the text claims, in order; number words only when used as a quantity."""
     rest, fractions = _fractions(text)
