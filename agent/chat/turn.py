@@ -275,6 +275,7 @@ class Turn:
             conversation=conversation,
             rank_mode=rank_mode or self.options.rank_mode,
             with_reasons=self.options.llm_reasons,
+            llm_reasons=self.options.llm_reasons,
             must_have=must_haves([*state.features, *stated_features(state.need)]),  # aisle#16: "cross-cut", "8 sheets" too
         )
 
