@@ -596,6 +596,9 @@ def _in_text(phrase: str, text: str) -> bool:
     return bool(squashed) and squashed in squash(text) and len(squashed) >= 4
 
 
+_EASE = re.compile(r"\b(?:easy|easier|easiest|simple|quick|quicker|safe|hard|difficult|comfortable|convenient)\s+to\s+[a-z]+", re.I)
+
+
 @lru_cache(maxsize=1)
 def _explanation_stems() -> frozenset[str]:
     return frozenset(st for w in EXPLANATION_WORDS for st in _word_stems(w)[1]) | {"s", "t", "ll", "re", "ve", "d", "m"}
@@ -641,6 +644,9 @@ def _claims(text: str, evidence: _Evidence, catalog_brands: Collection[str], *, 
     if closed:
         for word in _unstated_words(text, evidence):
             claim(False, f"'{word}' is not in {what}")
+        # "easy to use" is not stated by "easy to install ... use the board": an ease claim as a phrase
+        for m in _EASE.finditer(text):
+            claim(evidence.states(tuple(_word_stems(m.group(0))[1])), f"claim '{m.group(0)}' is not stated in {what}")
     return checked, problems
 
 

@@ -314,6 +314,32 @@ def run_claims_eval(settings: Settings | None, *, per_catalog: int = 40, seed: i
     return result
 
 
+def llm_reasons_sample(settings: Settings, n: int, *, seed: int = 0, engine: Any = None) -> dict[str, Any]:
+    """Reasons the configured LLM writes (through `ReasonWriter.write_many`: gate, one retry,
+    template fallback) for `n` real pairs (amazon-office-2014 and the two shops), with every raw
+    answer and the accepted texts, for a reader to check that none of the accepted invents a claim."""
+    from agent.engines import make_engine
+    from retrieval.registry import load_catalog, load_interactions
+
+    rng = random.Random(seed)
+    c14 = load_catalog(settings, "amazon-office-2014").items
+    pairs = shop_pairs() + office_2014_pairs(c14, load_interactions(settings, "amazon-office-2014"), n, rng)
+    pairs = pairs[:n]
+    catalogs: dict[str, Mapping[str, Item]] = {**SHOPS, "amazon-office-2014": c14}
+    engine = engine or make_engine(settings)
+    rows = []
+    t0 = time.perf_counter()
+    for name in dict.fromkeys(p.catalog for p in pairs):
+        writer = ReasonWriter(engine, catalog_brands={it.brand for it in catalogs[name].values() if it.brand}, history_items=HISTORY_SHOWN)
+        jobs = [(p.item, ReasonContext(query=p.query or None, history_titles=[h.title for h in p.history])) for p in pairs if p.catalog == name]
+        for (item, ctx), r in zip(jobs, writer.write_many(jobs)):
+            rows.append({"catalog": name, "item": item.id, "title": item.title, "history": list(ctx.history_titles[-HISTORY_SHOWN:]), "query": ctx.query,
+                         "source": r.source, "grounded": r.grounded, "text": r.text, "raw": r.raw, "problems": r.problems[:4]})
+    accepted = [r for r in rows if r["source"] != "template"]
+    return {"engine": engine.name, "model": engine.model_id, "pairs": len(rows), "accepted": len(accepted),
+            "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
+
+
 def markdown(result: Mapping[str, Any]) -> str:
     rows = [[k, v.get("cases", 0), v.get("accepted", 0) if k.startswith("planted") else "–", v.get("rejected", 0) if k.startswith("honest") else "–"] for k, v in result["by_kind"].items()]
     lines = [
@@ -334,6 +360,7 @@ def claims_command(
     per_catalog: Annotated[int, typer.Option("--per-catalog", "-n", min=1, help="Shopper/item pairs per Amazon catalog.")] = 40,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default: AISLE_SEED).")] = None,
     shops_only: Annotated[bool, typer.Option("--shops-only", help="Only the built-in tea and hardware shops (no shared data).")] = False,
+    llm: Annotated[int, typer.Option("--llm", min=0, help="Also have the configured LLM write reasons for N real pairs (gate, retry, template) and save them for reading; 0 skips it.")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default eval-out/claims-<timestamp>, git-ignored).")] = None,
 ) -> None:
     """Planted false claims against the reason gate: false accepts (must be 0) and honest reasons rejected."""
@@ -342,6 +369,11 @@ def claims_command(
     result = run_claims_eval(None if shops_only else settings, per_catalog=per_catalog, seed=settings.seed if seed is None else seed, out=out)
     typer.echo(markdown(result).split("\n## ")[0])
     typer.echo(f"wrote {out / rep.RESULTS_FILE}, {out / rep.REPORT_FILE} ({result['total_seconds']} s)")
+    if llm:
+        sample = llm_reasons_sample(settings, llm, seed=settings.seed if seed is None else seed)
+        rep.save_json(sample, out / "llm_reasons.json")
+        typer.echo(f"LLM reasons ({sample['model']}): {sample['accepted']} of {sample['pairs']} accepted by the gate ({sample['seconds']} s); "
+                   f"read them in {out / 'llm_reasons.json'}")
     if result["false_accepts"]:
         raise typer.Exit(1)
 

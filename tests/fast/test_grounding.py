@@ -161,6 +161,7 @@ def tea(text: str, history: tuple[str, ...] = TEA_HISTORY, request: tuple[str, .
         ("This Darjeeling black tea is made with the finest Assam tea.", "assam"),  # borrowed from another item
         ("This Darjeeling black tea costs $1.", "$1"),  # not the record's price
         ("This loose leaf black tea comes in 100 bags.", "bag"),  # 100 is grams, not bags
+        ("This loose leaf black tea is easy to use.", "easy to use"),  # ease is a claim of its own
         ("You're the queen of all-consuming plans.", "who the shopper is"),
         ("As a true tea lover, you deserve this Darjeeling black tea.", "who the shopper is"),
         ("Someone with your impeccable taste will like this Darjeeling.", "who the shopper is"),
