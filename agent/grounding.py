@@ -49,6 +49,7 @@ negations ("not wireless") are flagged too when the word is not in the evidence.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -60,6 +61,7 @@ from agent.lexicon import (
     COMMON_WORD_BRANDS,
     COMPATIBILITY,
     DEVICES,
+    EXPLANATION_WORDS,
     IMPLIED_COUNTS,
     MATERIALS,
     NAMED_SIZES,
@@ -71,6 +73,7 @@ from agent.lexicon import (
     UNIT_WORDS,
 )
 from agent.text import find_seq, money, squash, stem, stems, tokens
+from retrieval.sanitize import visible
 from retrieval.screen import WEB_ADDRESS, findings, plain
 
 
@@ -154,6 +157,11 @@ def screen_text(text: str, *, record: str = "", request: str = "") -> list[str]:
         if message not in problems:
             problems.append(message)
 
+    if visible(text) != text:
+        flag("invisible characters are not allowed")
+    foreign = sorted({ch for ch in text if ch.isalpha() and not unicodedata.name(ch, "").startswith("LATIN") and ch not in record})
+    if foreign:  # look-alike letters ("vіsit" with a Cyrillic і, fullwidth "ｗｗｗ") hide words from the rules below
+        flag(f"letters from another script or style ('{''.join(foreign[:8])}') are not allowed")
     for problem in findings(text):
         if not problem.startswith(WEB_ADDRESS + " ("):  # a plain web address: the record may name it (below)
             flag(f"{problem} is not allowed")
@@ -203,8 +211,9 @@ def _patterns(text: str, record: str, request: str) -> list[str]:
 _RESTATE_CUE = re.compile(
     r"\byou(?:'ve|'re|'d| have| are| were| had)?\s+(?:also\s+|just\s+|already\s+|recently\s+)?"
     r"(?:asked|asking|requested|wanted|want|need|needed|said|mentioned|specified|described|searched|"
-    r"looking|looked|bought|purchased|ordered)\b(?:\s+(?:for|about|to\s+see|to\s+find))?"
-    r"|\byour\s+(?:request|search|query|question|message|purchase|order)s?\b(?:\s+(?:for|of))?",
+    r"looking|looked)\b(?:\s+(?:for|about|to\s+see|to\s+find))?"
+    r"|\byour\s+(?:request|search|query|question|message)s?\b(?:\s+(?:for|of))?"
+    r"|\bwithin\s+your\b",
     re.I,
 )
 _QUOTE_OPEN = re.compile(r"\s*[(:]?\s*([“\"«])")
@@ -216,25 +225,42 @@ _CLAUSE_END = re.compile(
 )
 
 
+# Claims about the shopper's past and tastes: what they bought, liked or use, "since you ...",
+# "your previous purchase ...". Each is checked against the titles of their history as the
+# writer saw them, never against the item or the request.
+_APOS = r"(?:'|’)"
+_HISTORY_CUE = re.compile(
+    r"\byou(?:" + _APOS + r"ve| have| had)?\s+(?:also\s+|just\s+|already\s+|recently\s+|previously\s+|once\s+|often\s+|always\s+|usually\s+|really\s+|clearly\s+)?"
+    r"(?:bought|purchased|ordered|liked|loved|enjoyed|reviewed|rated|owned|tried|chose|chosen|picked|got|used|like|love|enjoy|prefer|own|use|collect|drink|"
+    r"been\s+(?:buying|using|ordering|drinking|collecting|enjoying))\b"
+    r"|\bsince\s+you\b"
+    r"|\byour\s+(?:(?:previous|past|last|recent|earlier|prior|latest|first|other|usual|favou?rite)\s+)*(?:purchases?|orders?|buys?|history|favou?rites?|collection|picks?)\b"
+    r"(?:\s+(?:of|for|with|from|includes?|included|was|were|is|are|shows?))?"
+    r"|\bbased\s+on\s+your\b(?:\s+(?:previous|past|recent|purchase|order|shopping|buying|browsing))*(?:\s+(?:history|purchases?|orders?))?",
+    re.I,
+)
+# Conditionals are not claims: "if you use it daily" says nothing about the shopper.
+_CONDITIONAL = re.compile(r"\b(?:if|whether|when|unless|once)\s+$", re.I)
 # "the washable markers you bought": a purchase restated before its cue, from the nearest
-# determiner (a few words, no punctuation). Only purchases: "the gold pens you asked for" would
-# be an item claim dressed as a restatement.
-_PURCHASE_CUE = re.compile(r"\byou(?:'ve| have)?\s+(?:also\s+|just\s+|already\s+|recently\s+)?(?:bought|purchased|ordered)\b", re.I)
+# determiner (a few words, no punctuation).
+_PURCHASE_CUE = re.compile(r"\byou(?:'ve|’ve| have)?\s+(?:also\s+|just\s+|already\s+|recently\s+|previously\s+)?(?:bought|purchased|ordered|liked|reviewed)\b", re.I)
 _NOUN_START = re.compile(r"\b(?:the|those|these|that|your)\s+", re.I)
 _MAX_PURCHASE_WORDS = 6
+# Who the shopper is: flattery and personas ("you're the queen of ...", "a tea lover like you",
+# "your impeccable taste"). Nothing in a record or a history says any of it.
+_PERSONA = re.compile(
+    r"\byou(?:" + _APOS + r"re| are| were)\b(?!\s+(?:looking|asking|searching|shopping|after|in\s+the\s+market)\b)"
+    r"|\b(?:someone|somebody|people|anyone|those|folks|shoppers?|customers?|buyers?)\s+like\s+you(?:rself)?\b"
+    r"|\byour\s+(?:own\s+)?(?:taste|tastes|style|personality|lifestyle|passion|passions|love|discerning|refined|impeccable|sophisticated|busy|hectic|hard|creative|inner)\b"
+    r"|\byou(?:" + _APOS + r"ll| will| would| must| should)?\s+(?:clearly|obviously|truly|surely|certainly|definitely|undoubtedly)\b"
+    r"|\byou(?:" + _APOS + r"ll| will| would)\s+(?:love|adore|enjoy|appreciate|like|be)\b"
+    r"|\byou\s+(?:deserve|seem|appear|must\s+be)\b"
+    r"|\bas\s+an?\s+(?:\w+\s+){0,2}(?:lover|fan|enthusiast|professional|expert|connoisseur|aficionado|teacher|student|parent|mom|dad|mother|father|artist|queen|king|boss|pro)\b",
+    re.I,
+)
 
 
-def restated_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each part of `text` that restates what the shopper asked for or bought:
-    after a cue ("you asked for", "you need", "you bought", "your search for" ...), the quoted
-    words when a quote follows, else the words up to the end of the clause (punctuation, or ", and",
-    "and these", "but it" ...); and before a purchase cue, "the ... you bought"."""
-    spans = _forward_spans(text)
-    for cue in _PURCHASE_CUE.finditer(text):
-        starts = [m.end() for m in _NOUN_START.finditer(text, max(0, cue.start() - 80), cue.start())]
-        phrase = text[starts[-1] : cue.start()] if starts else ""
-        if phrase.strip() and len(phrase.split()) <= _MAX_PURCHASE_WORDS and not re.search(r"[.,;:!?()\"“”]", phrase):
-            spans.append((starts[-1], cue.start()))
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     merged: list[tuple[int, int]] = []
     for start, end in sorted(spans):
         if merged and start <= merged[-1][1]:
@@ -244,10 +270,32 @@ def restated_spans(text: str) -> list[tuple[int, int]]:
     return merged
 
 
-def _forward_spans(text: str) -> list[tuple[int, int]]:
+def restated_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each part of `text` that restates what the shopper asked for: after a cue
+    ("you asked for", "you need", "your search for", "within your" ...), the quoted words when a
+    quote follows, else the words up to the end of the clause (punctuation, or ", and", "and
+    these", "but it" ...). What they bought is a claim about their history (`history_spans`)."""
+    history = history_spans(text)
+    return _merge([(s, e) for s, e in _forward_spans(text, _RESTATE_CUE) if not any(hs <= s < he for hs, he in history)])
+
+
+def history_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each claim about the shopper's past or tastes: the words after a history cue
+    ("you bought", "you liked", "since you", "your previous purchase", "based on your history" ...)
+    to the end of the clause or the closing quote, the cue included; and "the ... you bought"."""
+    spans = [(cue, end) for cue, end in _forward_spans(text, _HISTORY_CUE, with_cue=True) if not _CONDITIONAL.search(text[:cue])]
+    for cue in _PURCHASE_CUE.finditer(text):
+        starts = [m.end() for m in _NOUN_START.finditer(text, max(0, cue.start() - 80), cue.start())]
+        phrase = text[starts[-1] : cue.start()] if starts else ""
+        if phrase.strip() and len(phrase.split()) <= _MAX_PURCHASE_WORDS and not re.search(r"[.,;:!?()\"“”]", phrase):
+            spans.append((starts[-1], cue.end()))
+    return _merge(spans)
+
+
+def _forward_spans(text: str, cues: re.Pattern[str], *, with_cue: bool = False) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     pos = 0
-    for cue in _RESTATE_CUE.finditer(text):
+    for cue in cues.finditer(text):
         if cue.start() < pos:
             continue
         start = cue.end()
@@ -258,8 +306,8 @@ def _forward_spans(text: str) -> list[tuple[int, int]]:
         else:
             stop = _CLAUSE_END.search(text, start)
             end = stop.start() if stop else len(text)
-        if end > start:
-            spans.append((start, end))
+        if end > start or with_cue:
+            spans.append((cue.start() if with_cue else start, end))
             pos = end
     return spans
 
@@ -291,15 +339,21 @@ def _decimal(value: Fraction) -> str | None:
     return _canonical_number(f"{float(value):.3f}") if scaled.denominator == 1 else None
 
 
-def _numbers(text: str) -> set[str]:
-    """Every number the evidence states, canonical ('1,000' -> '1000', '2.50' -> '2.5'), with
-    fractions also as decimals ('8-1/2' -> '8.5'), number words and implied counts ('pair')."""
-    found = {_canonical_number(m.group(0)) for m in _NUMBER.finditer(text)}
+def _fractions(text: str) -> tuple[str, set[str]]:
+    """(`text` with its fractions blanked, the fractions as decimals): "1/4" is a quarter, not a 1
+    and a 4 ("$1" is not in "1/4-inch"); "8-1/2" is 8.5."""
+    found: set[str] = set()
     for m in _FRACTION.finditer(text):
         value = int(m.group(1) or 0) + Fraction(int(m.group(2)), max(1, int(m.group(3))))
-        decimal = _decimal(value)
-        if decimal:
-            found.add(decimal)
+        found.add(_decimal(value) or f"{m.group(2)}/{m.group(3)}")
+    return _FRACTION.sub(" ", text), found
+
+
+def _numbers(text: str) -> set[str]:
+    """Every number the evidence states, canonical ('1,000' -> '1000', '2.50' -> '2.5'), with
+    fractions as decimals ('8-1/2' -> '8.5'), number words and implied counts ('pair')."""
+    rest, found = _fractions(text)
+    found |= {_canonical_number(m.group(0)) for m in _NUMBER.finditer(rest)}
     for word in tokens(text):
         digit = NUMBER_WORDS.get(word) or IMPLIED_COUNTS.get(word)
         if digit:
@@ -307,10 +361,60 @@ def _numbers(text: str) -> set[str]:
     return found
 
 
+def stated_numbers(text: str) -> set[str]:
+    """The numbers a text states, canonical ('8-1/2' -> '8.5'; '1/4' states 0.25, not 1 or 4)."""
+    return _numbers(text)
+
+
+canonical_number = _canonical_number
+
+
 def _text_numbers(text: str) -> list[str]:
     """Numbers the text claims, in order; number words only when used as a quantity."""
-    out = [_canonical_number(m.group(0)) for m in _NUMBER.finditer(text)]
+    rest, fractions = _fractions(text)
+    out = sorted(fractions) + [_canonical_number(m.group(0)) for m in _NUMBER.finditer(rest)]
     out.extend(NUMBER_WORDS[w] for w in tokens(text) if w in NUMBER_WORDS and w not in _DESCRIPTIVE_NUMBERS)
+    return out
+
+
+# Units whose number means one thing: "12 sheets" is not stated by "12 pens" or "12 inches".
+_UNIT_FAMILIES = {
+    **dict.fromkeys(("mm", "millimeter", "millimeters", "millimetre", "millimetres"), "mm"),
+    **dict.fromkeys(("cm", "centimeter", "centimeters", "centimetre", "centimetres"), "cm"),
+    **dict.fromkeys(("in", "inch", "inches"), "in"),
+    **dict.fromkeys(("ft", "foot", "feet"), "ft"),
+    **dict.fromkeys(("oz", "ounce", "ounces"), "oz"),
+    **dict.fromkeys(("lb", "lbs", "pound", "pounds"), "lb"),
+    **dict.fromkeys(("g", "gram", "grams", "gsm"), "g"),
+    **dict.fromkeys(("kg", "kilogram", "kilograms"), "kg"),
+    **dict.fromkeys(("ml", "milliliter", "milliliters"), "ml"),
+    **dict.fromkeys(("l", "liter", "liters", "litre", "litres"), "l"),
+    **dict.fromkeys(("sheet", "sheets"), "sheet"),
+    **dict.fromkeys(("page", "pages"), "page"),
+    **dict.fromkeys(("gb", "mb", "tb"), "bytes"),
+    **dict.fromkeys(("ppm", "dpi", "mah", "v", "volt", "volts", "w", "watt", "watts", "hz"), "power"),
+    **dict.fromkeys(("gallon", "gallons", "gal"), "gal"),
+    **dict.fromkeys(("cup", "cups"), "cup"),
+    **dict.fromkeys(("bag", "bags", "teabag", "teabags", "sachet", "sachets"), "bag"),
+    **dict.fromkeys(("year", "years", "yr", "month", "months", "day", "days", "hour", "hours", "minute", "minutes"), "time"),
+    **dict.fromkeys(("pack", "packs", "pk", "count", "ct", "pc", "pcs", "piece", "pieces"), "count"),
+}
+_QUANTITY = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*-?\s*([A-Za-z]+)", re.I)
+
+
+_INCHES = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(?:\"|''|”)")
+
+
+def _quantities(text: str, *, inch_marks: bool = False) -> set[tuple[str, str]]:
+    """(number, unit family) for each number written with a unit ("12 sheets", "0.8mm", "3-pack");
+    a number followed by a word that is no unit gives (number, "noun") ("12 Pens"). `inch_marks`:
+    a record's 14" is 14 inches (in generated text the mark may close a quote)."""
+    out = set()
+    rest = _fractions(text)[0]
+    for m in _QUANTITY.finditer(rest):
+        out.add((_canonical_number(m.group(1)), _UNIT_FAMILIES.get(m.group(2).lower(), "noun")))
+    if inch_marks:
+        out.update((_canonical_number(m.group(1)), "in") for m in _INCHES.finditer(rest))
     return out
 
 
@@ -338,9 +442,16 @@ def _word_stems(text: str) -> tuple[list[str], list[str]]:
     return raw, out
 
 
+PRICE_LABEL = "Price:"
+_GLUED = re.compile(r"(?<![A-Za-z])(\d+(?:\.\d+)?)([A-Za-z]{2,})\b")
+_PRICE_LINE = re.compile(r"^\s*" + re.escape(PRICE_LABEL) + r"(.*)$", re.M)
+
+
 @dataclass(frozen=True)
 class _Evidence:
-    """One body of evidence, read once: its text, stems, numbers, amounts of money."""
+    """One body of evidence, read once: its text, stems, numbers, quantities and price. Only the
+    record's price line ("Price: $12.99", see `item_evidence`) supports an amount of money: a
+    "$5 rebate" in a description is not the item's price."""
 
     text: str
     stems: tuple[str, ...]
@@ -348,11 +459,24 @@ class _Evidence:
     numbers: frozenset[str]
     money: frozenset[str]
     squashed: str
+    quantities: frozenset[tuple[str, str]] = frozenset()
 
     @classmethod
-    def of(cls, text: str) -> _Evidence:
-        stems = tuple(_word_stems(text)[1])
-        return cls(text, stems, frozenset(stems), frozenset(_numbers(text)), frozenset(a for a, _ in _money(text)), squash(text))
+    def of(cls, text: str, *, said: str = "") -> _Evidence:
+        """`text`: the record; `said`: the shopper's words, whose amounts count too ("your $20 limit")."""
+        if said:
+            text = f"{text}\n{said}"
+        # "30sheets", "5colors": a record's number glued to its word states the word too
+        stems = tuple(_word_stems(text)[1]) + tuple(_word_stems(" ".join(w for _, w in _GLUED.findall(text)))[1])
+        price = frozenset(a for line in [*_PRICE_LINE.findall(text), said] for a, _ in _money(line))
+        return cls(text, stems, frozenset(stems), frozenset(_numbers(text)), price, squash(text), frozenset(_quantities(_GLUED.sub(r"\1 \2", text), inch_marks=True)))
+
+    def states_quantity(self, number: str, unit: str) -> bool:
+        """Does the evidence state `number` with this unit? A count ("12-pack") is also stated by
+        the number before a noun ("12 Pens")."""
+        if (number, unit) in self.quantities:
+            return True
+        return unit == "count" and (number, "noun") in self.quantities
 
     def states(self, phrase: tuple[str, ...]) -> bool:
         return phrase[0] in self.stem_set if len(phrase) == 1 else bool(find_seq(self.stems, phrase))
@@ -368,7 +492,7 @@ def item_evidence(item: object) -> list[str]:
     parts.append(getattr(item, "description", "") or "")
     price = getattr(item, "price", None)
     if price is not None:
-        parts.append(money(price, getattr(item, "currency", "")))
+        parts.append(f"{PRICE_LABEL} {money(price, getattr(item, 'currency', ''))}")
     return [p for p in parts if p]
 
 
@@ -502,8 +626,24 @@ def _in_text(phrase: str, text: str) -> bool:
     return bool(squashed) and squashed in squash(text) and len(squashed) >= 4
 
 
-def _claims(text: str, evidence: _Evidence, catalog_brands: Collection[str]) -> tuple[int, list[str]]:
-    """(claims looked at, the unsupported ones) of `text` against one body of evidence."""
+_EASE = re.compile(r"\b(?:easy|easier|easiest|simple|quick|quicker|safe|hard|difficult|comfortable|convenient)\s+to\s+[a-z]+", re.I)
+
+
+@lru_cache(maxsize=1)
+def _explanation_stems() -> frozenset[str]:
+    return frozenset(st for w in EXPLANATION_WORDS for st in _word_stems(w)[1]) | {"s", "t", "ll", "re", "ve", "d", "m"}
+
+
+def _unstated_words(text: str, evidence: _Evidence) -> list[str]:
+    """Words of `text` that neither the evidence nor `EXPLANATION_WORDS` has (numbers aside)."""
+    glue = _explanation_stems()
+    raw, word_stems = _word_stems(text)
+    return list(dict.fromkeys(w for w, st in zip(raw, word_stems) if not w.isdigit() and st not in evidence.stem_set and st not in glue and not _NUMBER.fullmatch(w)))
+
+
+def _claims(text: str, evidence: _Evidence, catalog_brands: Collection[str], *, closed: bool = False, what: str = "the item data") -> tuple[int, list[str]]:
+    """(claims looked at, the unsupported ones) of `text` against one body of evidence. `closed`:
+    every word must be in the evidence or be an explanation word (closed vocabulary)."""
     problems: list[str] = []
     checked = 0
 
@@ -519,7 +659,10 @@ def _claims(text: str, evidence: _Evidence, catalog_brands: Collection[str]) -> 
     for amount, surface in _money(text):
         claim(amount in evidence.money, f"price '{surface.strip()}' is not the item's price and is not in the item data")
     for number in _text_numbers(_MONEY.sub(" ", text)):
-        claim(number in evidence.numbers, f"number '{number}' does not appear in the item data")
+        claim(number in evidence.numbers, f"number '{number}' does not appear in {what}")
+    for number, unit in _quantities(_GLUED.sub(r"\1 \2", _MONEY.sub(" ", text))):
+        if unit != "noun" and number in evidence.numbers:
+            claim(evidence.states_quantity(number, unit), f"number '{number}' is not stated as {unit} in {what}")
     brand_keys = {squash(b) for b in brands}
     for token in _model_numbers(text):
         key = squash(token)
@@ -527,7 +670,13 @@ def _claims(text: str, evidence: _Evidence, catalog_brands: Collection[str]) -> 
     for m in _RANKING.finditer(text):
         claim(bool(_RANKING.search(evidence.text)), f"ranking claim '{m.group(0)}' is not stated in the item data")
     for kind, words, key in _lexicon_mentions(text):
-        claim(evidence.states(key), f"{kind} '{words}' is not stated in the item data")
+        claim(evidence.states(key), f"{kind} '{words}' is not stated in {what}")
+    if closed:
+        for word in _unstated_words(text, evidence):
+            claim(False, f"'{word}' is not in {what}")
+        # "easy to use" is not stated by "easy to install ... use the board": an ease claim as a phrase
+        for m in _EASE.finditer(text):
+            claim(evidence.states(tuple(_word_stems(m.group(0))[1])), f"claim '{m.group(0)}' is not stated in {what}")
     return checked, problems
 
 
@@ -539,34 +688,70 @@ def check_grounding(
     item_evidence: Sequence[str] = (),
     *,
     request_evidence: Sequence[str] = (),
+    history_evidence: Sequence[str] = (),
     catalog_brands: Collection[str] = (),
     restates_request: bool = False,
+    closed: bool = False,
 ) -> GroundingReport:
     """The gate for generated text: the screen (links, markup, calls to action, instructions,
-    shouting) and every claim checked against the evidence. Returns `GroundingReport(ok,
-    unsupported, checked)`; an empty text is not grounded (there is nothing to show).
+    shouting, hidden or look-alike characters), claims about who the shopper is, and every claim
+    checked against the evidence for what it is about. Returns `GroundingReport(ok, unsupported,
+    checked)`; an empty text is not grounded (there is nothing to show).
 
-    `item_evidence`: the item's own record (see `item_evidence(item)`); supports any claim.
-    `request_evidence`: what the shopper wrote and bought; supports a claim only inside a
-    restatement of the request (`restated_spans`), never an item fact.
+    `item_evidence`: the item's own record (see `item_evidence(item)`); supports claims about the item.
+    `request_evidence`: what the shopper wrote (query, messages, what the dialogue established);
+    supports only a restatement of the request (`restated_spans`), never an item fact.
+    `history_evidence`: the titles of the shopper's history as the writer saw them; a claim about
+    what they bought, liked or use (`history_spans`) must be one title's words. None: every such
+    claim fails.
     `catalog_brands`: every brand the catalog knows, so naming another real brand is a claim.
-    `restates_request`: the whole text is about the request, not an item (the chat's intro)."""
+    `restates_request`: the whole text is about the request, not an item (the chat's intro).
+    `closed`: closed vocabulary (recommendation reasons): every word of an item claim is in the
+    record or is an explanation word (`agent.lexicon.EXPLANATION_WORDS`), so nothing borrowed
+    from another item, a history or the model's imagination passes."""
     if not text or not text.strip():
         return GroundingReport(ok=False, unsupported=["the text is empty"], checked=0)
     record = "\n".join(e for e in item_evidence if e)
     request = "\n".join(e for e in request_evidence if e)
-    problems = screen_text(text, record=record, request=request)
+    problems = screen_text(text, record=record, request=request + "\n" + "\n".join(history_evidence))
+    for m in _PERSONA.finditer(text):
+        message = f"a claim about who the shopper is ('{m.group(0)}') is not allowed"
+        if message not in problems:
+            problems.append(message)
 
+    history = [] if restates_request else history_spans(text)
     spans = [(0, len(text))] if restates_request else restated_spans(text)
     rest = list(text)
-    for start, end in spans:
+    for start, end in [*spans, *history]:
         rest[start:end] = " " * (end - start)
-    checked, unsupported = _claims("".join(rest), _Evidence.of(record), catalog_brands)
+    checked, unsupported = _claims("".join(rest), _Evidence.of(record), catalog_brands, closed=closed)
     if spans:
         restated = "\n".join(text[s:e] for s, e in spans)
-        n, more = _claims(restated, _Evidence.of(record + "\n" + request), catalog_brands)
+        n, more = _claims(restated, _Evidence.of(record, said=request), catalog_brands)
+        checked += n
+        unsupported.extend(p for p in more if p not in unsupported)
+        if closed and not restates_request:  # "you asked for X": X is the shopper's words
+            n, more = _claims(restated, _Evidence.of("", said=request), (), closed=True, what="what the shopper said")
+            checked += n
+            unsupported.extend(p for p in more if p.startswith("'") and p not in unsupported)
+    for start, end in history:
+        n, more = _history_claim(text[start:end], history_evidence, catalog_brands)
         checked += n
         unsupported.extend(p for p in more if p not in unsupported)
     problems.extend(p for p in unsupported if p not in problems)
     return GroundingReport(ok=not problems, unsupported=problems, checked=checked)
 
+
+def _history_claim(span: str, titles: Sequence[str], catalog_brands: Collection[str]) -> tuple[int, list[str]]:
+    """A claim about the shopper's history is true when one title of that history states all of it
+    (closed vocabulary: its words, numbers, brands)."""
+    said = " ".join(span.split())
+    if not any(t.strip() for t in titles):
+        return 1, [f"a claim about the shopper's history ('{said[:60]}') but no history was given"]
+    best: list[str] | None = None
+    for title in titles:
+        _, problems = _claims(span, _Evidence.of(title), catalog_brands, closed=True, what="the shopper's history")
+        if not problems:
+            return 1, []
+        best = problems if best is None or len(problems) < len(best) else best
+    return 1, [f"claim about the shopper's history ('{said[:60]}') is not one of their items: " + "; ".join(best or [])]

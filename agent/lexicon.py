@@ -166,6 +166,29 @@ FILLER = frozenset(
     let lets let's see go well yes yeah tell about""".split()
 )
 
+# The words a recommendation reason may use besides its item's record and the shopper's own words
+# (`agent.grounding`, closed vocabulary): grammar, the glue of an explanation ("suggested because
+# you bought", "its title says") and plain approval. No word here describes a product: a colour,
+# a material, a use ("school"), a quality ("durable", "easy") or a size must come from the record.
+EXPLANATION_WORDS = frozenset(
+    """a an the this that these those it its they them their there here is are was were be been being am
+    has have had having do does did will would can could should may might must of in on at by for from
+    with to into onto over under up out about as than then so and or but nor if when while because
+    since also too very just only even both each every all any some more most less least much many few
+    other others another such same own not no yes what which who whom why how where i me my we our us
+    you your yours suggested suggest suggesting recommended recommend pick picked picks choice chose
+    choose option options match matches fit fits good great nice handy useful perfect ideal suitable
+    right asked ask asking meets meet says say said mentions mention mentioned names name named title
+    titles description field listed list lists within range limit shown show shows sets set apart
+    marks mark unlike close item items product products one ones thing things bought buy buying
+    purchased purchase purchases ordered order orders holds hold runs run measuring measures rated
+    use used using uses need needs needed want wanted wants looking look search searched request
+    requested keep keeps make makes help helps work works get gets come comes include includes
+    including feature features offer offers provide provides go goes add adds like similar related
+    together alongside before previously recently earlier already last latest previous past history
+    based first second third next again well now something anything cost costs handle handles take takes pack""".split()
+)
+
 # Words a shopper and a catalog use for the same thing (applied after stemming).
 SYNONYMS = {
     "telephone": "phone", "cellphone": "phone", "smartphone": "phone", "sneaker": "shoe",

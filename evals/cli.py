@@ -33,3 +33,8 @@ eval_app.command("simulate")(simulate_command)
 from evals.reasons_eval import reasons_command  # noqa: E402
 
 eval_app.command("reasons")(reasons_command)
+
+# --- claims checked against the right evidence ---------------------------------------------------------
+from evals.claims_eval import claims_command  # noqa: E402
+
+eval_app.command("claims")(claims_command)

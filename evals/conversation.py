@@ -245,7 +245,7 @@ def _reasons(recommender: Any, cases: Sequence[dict[str, Any]], mode: str, cfg: 
 
     lat: list[float] = []
     for case in tqdm(cases, desc=f"{label}: reasons", unit="turn", disable=not cfg.progress, leave=False):
-        req = RecommendRequest(query=dialogue_query(case["messages"]), conversation=case["messages"], exclude_ids=case["exclude"], k=cfg.reason_k, rank_mode=mode, with_reasons=True)
+        req = RecommendRequest(query=dialogue_query(case["messages"]), conversation=case["messages"], exclude_ids=case["exclude"], k=cfg.reason_k, rank_mode=mode, with_reasons=True, llm_reasons=True)
         t0 = time.perf_counter()
         try:
             result = recommender.recommend(req)
@@ -325,7 +325,7 @@ def run_shopdial(settings: Settings, cfg: ConversationConfig, engine: Any, laten
             conversation.append({"role": "user", "content": text})
             with_reasons = d["id"] in reason_dialogues and t_index == len(turns) - 1
             qid = f"{d['id']}#{t_index}"
-            req = RecommendRequest(query=None, conversation=list(conversation), k=cfg.smoke_k, rank_mode=mode, with_reasons=with_reasons)
+            req = RecommendRequest(query=None, conversation=list(conversation), k=cfg.smoke_k, rank_mode=mode, with_reasons=with_reasons, llm_reasons=True)
             t0 = time.perf_counter()
             try:
                 result = recommender.recommend(req)
@@ -571,9 +571,9 @@ def conversation_command(
     turns: Annotated[int, typer.Option("--turns", "-n", min=1, help="ReDial test turns sampled (seeded).")] = DEFAULT_TURNS,
     prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="Re-rank prompt variant, repeatable.")] = None,
     engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine: transformers | vllm | openai.")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default: AISLE_SEED).")] = None,
     dialogues: Annotated[int, typer.Option("--dialogues", min=1, help="MG-ShopDial dialogues, spread over the 4 domains (64 = all; ~10 turns each).")] = 8,
-    n_orders: Annotated[int, typer.Option("--orders", min=1, max=6, help="Candidate orders the one-pass re-ranker averages (Recommender default 1).")] = 1,
+    n_orders: Annotated[Optional[int], typer.Option("--orders", min=1, max=6, help="Candidate orders the one-pass re-ranker averages (default: AISLE_N_ORDERS).")] = None,
     llm_all_turns: Annotated[bool, typer.Option("--llm-all-turns", help="Also re-rank ReDial turns with no target among the candidates (cannot change metrics).")] = False,
     reason_turns: Annotated[int, typer.Option("--reason-turns", min=0, help="ReDial turns whose top items also get reasons.")] = 5,
     smoke_reasons: Annotated[int, typer.Option("--smoke-reasons", min=0, help="MG-ShopDial dialogues whose last turn also gets reasons.")] = 4,
@@ -585,7 +585,8 @@ def conversation_command(
     settings, prompts = eval_options(ctx, engine, prompt, DEFAULT_PROMPTS)
     out = out or Path("eval-out") / f"conversation-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = ConversationConfig(
-        dataset=dataset, turns=turns, prompts=prompts, seed=seed, dialogues=dialogues, n_orders=n_orders, llm_all_turns=llm_all_turns,
+        dataset=dataset, turns=turns, prompts=prompts, seed=settings.seed if seed is None else seed, dialogues=dialogues,
+        n_orders=settings.n_orders if n_orders is None else n_orders, llm_all_turns=llm_all_turns,
         reason_turns=reason_turns, smoke_reasons=smoke_reasons, out=out,
     )
     result = run_conversation_eval(settings, cfg)

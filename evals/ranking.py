@@ -377,7 +377,7 @@ def _measure_reasons(recommender: Any, users: Sequence[str], histories: dict[str
     for user in tqdm(users, desc=f"{label}: reasons", unit="user", disable=not cfg.progress, leave=False):
         t0 = time.perf_counter()
         try:
-            result = recommender.recommend(RecommendRequest(query=None, history=histories[user], k=cfg.reason_k, rank_mode=mode, with_reasons=True))
+            result = recommender.recommend(RecommendRequest(query=None, history=histories[user], k=cfg.reason_k, rank_mode=mode, with_reasons=True, llm_reasons=True))
         except Exception as exc:
             tally.add_error(f"{user} (reasons)", exc)
             continue
@@ -559,15 +559,15 @@ def ranking_markdown(result: dict[str, Any]) -> str:
 
 def ranking_command(
     ctx: typer.Context,
-    catalog: Annotated[str, typer.Option("--catalog", "-c", help="Catalog with an interaction log (amazon-office-2014).")] = "amazon-office-2014",
+    catalog: Annotated[Optional[str], typer.Option("--catalog", "-c", help="Catalog with an interaction log (default: AISLE_CATALOG).")] = None,
     users: Annotated[int, typer.Option("--users", "-n", min=1, help="Users sampled (seeded); 300 runs in minutes on CPU.")] = DEFAULT_USERS,
     prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="Re-rank prompt variant, repeatable (e.g. rerank_onepass.v1 --prompt rerank_onepass.v2).")] = None,
     engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine: transformers | vllm | openai (default: settings / AISLE_LLM).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the user sample.")] = 0,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the user sample (default: AISLE_SEED).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default eval-out/ranking-<timestamp>, git-ignored).")] = None,
-    n_candidates: Annotated[int, typer.Option("--candidates", min=2, max=26, help="Candidates the pipeline retrieves and re-ranks.")] = 20,
-    n_orders: Annotated[int, typer.Option("--orders", min=1, max=6, help="Candidate orders the one-pass re-ranker averages (the Recommender's default is 1; each costs one forward pass).")] = 1,
-    calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Divide one-pass label probabilities by the content-free prior (position-bias calibration; the default).")] = True,
+    n_candidates: Annotated[Optional[int], typer.Option("--candidates", min=2, max=26, help="Candidates the pipeline retrieves and re-ranks (default: AISLE_N_CANDIDATES).")] = None,
+    n_orders: Annotated[Optional[int], typer.Option("--orders", min=1, max=6, help="Candidate orders the one-pass re-ranker averages (default: AISLE_N_ORDERS; each costs one forward pass).")] = None,
+    calibrate: Annotated[Optional[bool], typer.Option("--calibrate/--no-calibrate", help="Divide one-pass label probabilities by the content-free prior (position-bias calibration; default: AISLE_CALIBRATE).")] = None,
     llm_all_users: Annotated[bool, typer.Option("--llm-all-users", help="Also re-rank users whose held-out item is not a candidate (cannot change any metric; only adds LLM calls).")] = False,
     reason_users: Annotated[int, typer.Option("--reason-users", min=0, help="Users whose top items also get reasons (grounding rate; first prompt only).")] = 5,
     no_sasrec: Annotated[bool, typer.Option("--no-sasrec", help="Skip SASRec (it trains first if no cached model exists).")] = False,
@@ -582,13 +582,13 @@ def ranking_command(
     settings, prompts = eval_options(ctx, engine, prompt, DEFAULT_PROMPTS)
     out = out or Path("eval-out") / f"ranking-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = RankingConfig(
-        catalog=catalog,
+        catalog=catalog or settings.catalog,
         users=users,
         prompts=prompts,
-        seed=seed,
-        n_candidates=n_candidates,
-        n_orders=n_orders,
-        calibrate=calibrate,
+        seed=settings.seed if seed is None else seed,
+        n_candidates=settings.n_candidates if n_candidates is None else n_candidates,
+        n_orders=settings.n_orders if n_orders is None else n_orders,
+        calibrate=settings.calibrate if calibrate is None else calibrate,
         llm_all_users=llm_all_users,
         reason_users=reason_users,
         sasrec=not no_sasrec,

@@ -300,10 +300,10 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
 
 def reasons_command(
     ctx: typer.Context,
-    catalog: Annotated[str, typer.Option("--catalog", "-c")] = "amazon-office-2014",
+    catalog: Annotated[Optional[str], typer.Option("--catalog", "-c", help="Catalog (default: AISLE_CATALOG).")] = None,
     queries: Annotated[int, typer.Option("--queries", "-n", min=1, help="Requests (one per leaf category, seeded).")] = 50,
     llm_queries: Annotated[int, typer.Option("--llm-queries", min=0, help="Requests whose reasons the LLM mode also writes (slow on CPU); 0 skips it.")] = 10,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default: AISLE_SEED).")] = None,
     engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine for the LLM mode: transformers | vllm | openai.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default eval-out/reasons-<timestamp>, git-ignored).")] = None,
 ) -> None:
@@ -312,7 +312,8 @@ def reasons_command(
 
     settings, _ = eval_options(ctx, engine, None, ())
     out = out or Path("eval-out") / f"reasons-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = run_reasons_eval(settings, ReasonsConfig(catalog=catalog, queries=queries, llm_queries=llm_queries, seed=seed, out=out))
+    cfg = ReasonsConfig(catalog=catalog or settings.catalog, queries=queries, llm_queries=llm_queries, seed=settings.seed if seed is None else seed, out=out)
+    result = run_reasons_eval(settings, cfg)
     typer.echo(rep.md_table(HEADER, summary_rows(result)))
     for n in result["notes"]:
         typer.echo(f"note: {n}")

@@ -671,10 +671,10 @@ def simulate_markdown(result: dict[str, Any]) -> str:
 
 def simulate_command(
     ctx: typer.Context,
-    catalog: Annotated[str, typer.Option("--catalog", "-c", help="A catalog with interactions (the targets are held-out items).")] = "amazon-office-2014",
+    catalog: Annotated[Optional[str], typer.Option("--catalog", "-c", help="A catalog with interactions (the targets are held-out items; default: AISLE_CATALOG).")] = None,
     users: Annotated[int, typer.Option("--users", "-n", min=1, help="Simulated shoppers (seeded sample of users).")] = 20,
     max_turns: Annotated[int, typer.Option("--max-turns", min=1, max=20, help="Shopper turns per conversation.")] = 5,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default: AISLE_SEED).")] = None,
     llm: Annotated[bool, typer.Option("--llm", help="Let the agent re-rank with its LLM (slow on CPU); default rank mode none.")] = False,
     engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine with --llm: transformers | vllm | openai.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default eval-out/simulate-<timestamp>, git-ignored).")] = None,
@@ -684,7 +684,7 @@ def simulate_command(
 
     settings, _prompts = eval_options(ctx, engine, None, ())
     out = out or Path("eval-out") / f"simulate-{time.strftime('%Y%m%d-%H%M%S')}"
-    cfg = SimulateConfig(catalog=catalog, users=users, max_turns=max_turns, seed=seed, llm=llm, out=out)
+    cfg = SimulateConfig(catalog=catalog or settings.catalog, users=users, max_turns=max_turns, seed=settings.seed if seed is None else seed, llm=llm, out=out)
     result = run_simulate_eval(settings, cfg)
     header, rows = summary_rows(result)
     typer.echo(rep.md_table(header, rows))

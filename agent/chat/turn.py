@@ -36,6 +36,7 @@ from agent.dialogue import DialogueState, Plan, Understanding, content_stems, ke
 from agent.engines.base import EngineError, LLMEngine, Message
 from agent.errors import UnknownItem
 from agent.facts import must_haves, same_type, shared_facts, stated_features
+from agent.grounding import canonical_number, stated_numbers
 from agent.recommend.must_have import unmet
 from agent.recommend.pipeline import Recommendation, RecommendRequest
 from agent.recommend.shown import ShownItem
@@ -311,6 +312,7 @@ class Turn:
             conversation=conversation,
             rank_mode=rank_mode or self.options.rank_mode,
             with_reasons=self.options.llm_reasons and not self.plan.cheapest,
+            llm_reasons=self.options.llm_reasons,
             must_have=self._must_haves(),
             shopper_text=self.plan.opening if query and not state.similar_to else None,
         )
@@ -375,6 +377,10 @@ class Turn:
             words = content_stems(what)
             haystack = stems(item.title + " " + item.description)
             found = [w for w in words if w in haystack]
+            # a number is confirmed only as a number the record states: "1/4" holds no 1
+            stated = stated_numbers(item.title + "\n" + item.description)
+            if any(w.replace(".", "", 1).isdigit() and canonical_number(w) not in stated for w in words):
+                found = []
             if words and len(found) == len(words):
                 snippet = quote_around(item.title + ". " + description_facts(item.description, 3000), words)
                 source = "generated copy (written by aisle, not the catalog)" if generated else "catalog text"

@@ -88,6 +88,7 @@ QUESTION_RE = {
     "details": re.compile(r"\b(?:tell\s+me\s+(?:more\s+)?about|more\s+(?:info|information|details)|details?|describe|description|specs?|what\s+is|what'?s)\b", re.I),
     "has": re.compile(r"\b(?:does|do|is|can|will|has)\s+(?:it|that|this|the\s+\w+(?:\s+one)?)\s+(?:have|has|come\s+with|include|support|work\s+with|fit|hold|handle|use|take|made\s+of|made\s+from|be|a|an)?\s*(?P<what>[^?.!]{2,60})", re.I),
 }
+MONEY_RE = re.compile(r"[$€£]\s*\d|\b\d+(?:[.,]\d+)?\s*(?:dollars?|bucks|usd|euros?|eur|pounds?\s+sterling|cents?)\b", re.I)
 CHEAPER_RE = re.compile(r"\b(?:cheaper|less\s+expensive|lower[- ]priced?|lower\s+price|too\s+(?:expensive|pricey|much|costly)|more\s+affordable|cost(?:s|ing)?\s+less|something\s+cheap|inexpensive\s+ones?)\b", re.I)
 # "the cheapest one", "which is cheapest?": the current product ordered by price, never a product word.
 CHEAPEST_RE = re.compile(r"\b(?:cheapest|least\s+expensive|lowest[- ]priced?|lowest\s+price|most\s+affordable|best\s+price|(?:lowest|best)\s+deal)\b", re.I)

@@ -419,6 +419,8 @@ def _focus_index(state: DialogueState, last_shown: list[str]) -> int:
 def _question(text: str) -> str:
     """What a question about a shown item asks: price | brand | category | details | has:<words>."""
     m = P.QUESTION_RE["has"].search(text)
+    if m and P.MONEY_RE.search(m.group("what")):  # "is the first one $1?" asks its price
+        return "price"
     if m and not P.QUESTION_RE["price"].search(text):
         what = re.sub(r"^(?:a|an|the|any)\s+", "", m.group("what").strip(), flags=re.I)
         what = re.sub(r"\b(?:the\s+)?(?:first|second|third|fourth|fifth|last|one)\b", "", what, flags=re.I).strip(" ,")

@@ -167,7 +167,9 @@ def chat(
     message: Annotated[Optional[str], typer.Option("--message", "-m", help="Send one message and exit (for scripts).")] = None,
     session: Annotated[Optional[str], typer.Option("--session", "-s", help="Continue this session id (printed by earlier turns).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="With --message: print the turn as JSON.")] = False,
-    llm_reasons: Annotated[bool, typer.Option("--llm-reasons", help="LLM-written reasons (grounding-checked; slower on CPU).")] = False,
+    llm_reasons: Annotated[
+        Optional[bool], typer.Option("--llm-reasons/--template-reasons", help="LLM-written reasons (grounding-checked; slower on CPU) or from the record (default: AISLE_LLM_REASONS).")
+    ] = None,
 ) -> None:
     """Talk to the recommender: a terminal chat, or one turn with --message (add --json for scripts)."""
     from agent.chat.agent import Agent, TurnResult
@@ -288,12 +290,17 @@ def recommend(
     user: Annotated[str, typer.Option("--user", "-u", help="User id from the catalog's interactions (their history is the input).")],
     catalog: CatalogOpt = None,
     query: Annotated[Optional[str], typer.Option("--query", "-q", help="What the user is looking for (optional).")] = None,
-    k: Annotated[int, typer.Option("--k", min=1, max=50, help="How many items.")] = 5,
-    mode: Annotated[str, typer.Option("--mode", help="Re-ranking: onepass | listwise | none.")] = "onepass",
-    no_reasons: Annotated[bool, typer.Option("--no-reasons", help="Skip the LLM reasons.")] = False,
+    k: Annotated[Optional[int], typer.Option("--k", min=1, max=50, help="How many items (default: AISLE_K, 5).")] = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="LLM re-ranking: onepass | listwise | none (default: AISLE_RANK_MODE, none).")] = None,
+    llm_reasons: Annotated[
+        Optional[bool], typer.Option("--llm-reasons/--template-reasons", help="Reasons written by the LLM (grounding-checked; slow on CPU) or from the record (default: AISLE_LLM_REASONS, templates).")
+    ] = None,
+    candidates: Annotated[Optional[int], typer.Option("--candidates", min=1, max=100, help="Candidates ranked (default: AISLE_N_CANDIDATES, 20; at least --k).")] = None,
+    no_reasons: Annotated[bool, typer.Option("--no-reasons", help="No reasons at all.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Recommend items for a user (history + optional query): candidates, LLM re-ranking, grounded reasons."""
+    """Recommend items for a user (history + optional query): candidates, ranking, grounded reasons.
+    Every option left out takes its value from the settings (AISLE_* env vars)."""
     from agent.dialogue.rules import feature_words
     from agent.engines.base import EngineError
     from agent.facts import must_haves
@@ -305,6 +312,10 @@ def recommend(
 
     settings = settings_of(ctx)
     name = catalog or settings.catalog
+    mode = settings.rank_mode if mode is None else mode
+    k = settings.k if k is None else k
+    llm_reasons = settings.llm_reasons if llm_reasons is None else llm_reasons
+    n_candidates = max(settings.n_candidates if candidates is None else candidates, k)
     if mode not in MODES:
         fail(f"unknown --mode {mode!r}; use one of: {', '.join(MODES)}")
     try:
@@ -314,13 +325,14 @@ def recommend(
     if user not in interactions:
         fail(f"unknown user {user!r} in catalog {name!r} ({len(interactions)} users; ids look like {', '.join(sorted(interactions)[:3])}, ...)")
     try:
-        rec = Recommender(settings, name, n_candidates=max(20, k))
+        rec = Recommender(settings, name, n_candidates=n_candidates)
         must_have = must_haves(feature_words(query)) if query else ()
-        result = rec.recommend(RecommendRequest(query=query, history=interactions[user], k=k, rank_mode=mode, with_reasons=not no_reasons, must_have=must_have))
+        req = RecommendRequest(query=query, history=interactions[user], k=k, rank_mode=mode, with_reasons=not no_reasons, llm_reasons=llm_reasons, must_have=must_have)
+        result = rec.recommend(req)
     except (CatalogError, VectorStoreError, EngineError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     if as_json:
-        json.dump({"user": user, "catalog": name, "query": query, "mode": mode, **result.to_dict()}, sys.stdout, indent=2)
+        json.dump({"user": user, "catalog": name, "query": query, "mode": mode, "llm_reasons": llm_reasons, **result.to_dict()}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
     from retrieval.collab import distinct_history

@@ -10,8 +10,9 @@
 2. Optional LLM re-ranking (`agent.recommend.rank`, rank_mode "onepass"/"listwise"; default
    "none": the packaged model's score carries no signal, measured by `aisle eval ranking`), then
    the items whose record states the asked must-haves first (`agent.recommend.must_have`).
-3. Reasons (`agent.recommend.reasons`): LLM sentences checked by `agent.grounding`, retried once, else a
-   template reason.
+3. Reasons (`agent.recommend.reasons`): template reasons by default (`llm_reasons` off); with
+   `llm_reasons`, LLM sentences checked by `agent.grounding`, retried once, else a template reason.
+   Rank mode and reason kind default to the settings, so the LLM loads only when one asks for it.
 
 Hard rule: every item shown is the catalog's own `Item` object, looked up by id; no title,
 brand or id written by the LLM is ever displayed.
@@ -55,8 +56,9 @@ class RecommendRequest:
     exclude_ids: Sequence[str] = ()
     k: int = 5
     conversation: Sequence[Message] = ()  # optional dialogue so far, for the prompts
-    rank_mode: str = "onepass"  # "onepass" | "listwise" | "none"
+    rank_mode: str | None = None  # "onepass" | "listwise" | "none"; None: the settings' rank_mode
     with_reasons: bool = True
+    llm_reasons: bool | None = None  # reasons written by the LLM (gated); None: the settings' llm_reasons. Else templates.
     # Relevance gate applied to the candidates BEFORE ranking (the chat passes "mentions the product
     # noun"), so the ranker only orders items that can be shown and one search usually suffices.
     relevant: Callable[[Item], bool] | None = None
@@ -348,8 +350,10 @@ class Recommender:
     def recommend(self, req: RecommendRequest) -> RecommendResult:
         """Top-k recommendations with scores and reasons. LLM failures degrade (retriever order,
         template reasons) and are reported in the result; bad requests raise ValueError."""
-        if req.rank_mode not in MODES:
-            raise ValueError(f"rank_mode must be one of {', '.join(MODES)}, got {req.rank_mode!r}")
+        mode = self.settings.rank_mode if req.rank_mode is None else req.rank_mode
+        llm_reasons = self.settings.llm_reasons if req.llm_reasons is None else req.llm_reasons
+        if mode not in MODES:
+            raise ValueError(f"rank_mode must be one of {', '.join(MODES)}, got {mode!r}")
         if not 1 <= req.k <= self.n_candidates:
             raise ValueError(f"k must be in 1..{self.n_candidates} (the number of candidates), got {req.k}")
         t0 = time.perf_counter()
@@ -364,8 +368,8 @@ class Recommender:
         t1 = time.perf_counter()
         rank_ctx, reason_ctx = self._contexts(req)
 
-        mode = req.rank_mode
-        engine = self.engine() if (mode != "none" or req.with_reasons) and cands else None
+        # The LLM loads only for what asks for it: re-ranking, or reasons written by it.
+        engine = self.engine() if (mode != "none" or (req.with_reasons and llm_reasons)) and cands else None
         fallback: str | None = None
         if mode != "none" and engine is None and cands:
             fallback = f"engine_unavailable ({self._engine.error})"
@@ -380,7 +384,8 @@ class Recommender:
         top = lifted[: req.k]
         t2 = time.perf_counter()
 
-        reasons = self.reason_writer(engine).write([r.item for r in top], reason_ctx) if req.with_reasons and top else []
+        writer = self.reason_writer(engine if llm_reasons else None)
+        reasons = writer.write([r.item for r in top], reason_ctx) if req.with_reasons and top else []
         t3 = time.perf_counter()
 
         out: list[Recommendation] = []

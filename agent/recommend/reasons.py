@@ -599,20 +599,27 @@ class ReasonWriter:
         conversation = [m for m in context.conversation if m.get("role") in ("user", "assistant")][-4:]
         return render_chat(self.prompt, item=view, query=context.query or None, history=history, conversation=conversation, problems=list(problems))
 
-    def evidence(self, item: Item, context: ReasonContext) -> tuple[list[str], list[str]]:
-        """(item evidence, request evidence): the item's own record, and the user's words + the
-        history titles the prompt showed (only those: a number that matches some old purchase the
-        model never saw supports nothing). The second backs only a restatement of the request."""
+    def evidence(self, item: Item, context: ReasonContext) -> tuple[list[str], list[str], list[str]]:
+        """(item evidence, request evidence, history evidence): the item's own record; the user's
+        words and what the dialogue established from them (backs only a restatement of the
+        request); the history titles the prompt showed (only those: a purchase the model never saw
+        backs nothing), which back only claims about what the shopper bought."""
         shown = list(context.history_titles)[-self.history_items :] if self.history_items else []
-        return item_evidence(item), ReasonContext(context.query, shown, context.conversation).user_texts()
+        request = ReasonContext(context.query, (), context.conversation).user_texts() + list(context.need) + list(context.features)
+        if context.price_min is not None:
+            request.append(money(context.price_min))
+        if context.price_max is not None:
+            request.append(money(context.price_max))
+        return item_evidence(item), request, shown
 
     def check(self, text: str, item: Item, context: ReasonContext, *, prose: bool = True) -> GroundingReport:
-        """Format check (prose, not an echo of the prompt; LLM text only) + the grounding gate."""
+        """Format check (prose, not an echo of the prompt; LLM text only) + the grounding gate, with
+        a closed vocabulary: a reason says only what the record, the request and the history state."""
         problems = format_problems(text) if prose else []
         if problems:
             return GroundingReport(ok=False, unsupported=problems, checked=0)
-        record, request = self.evidence(item, context)
-        return check_grounding(text, record, request_evidence=request, catalog_brands=self.catalog_brands)
+        record, request, history = self.evidence(item, context)
+        return check_grounding(text, record, request_evidence=request, history_evidence=history, catalog_brands=self.catalog_brands, closed=True)
 
     def _generate(self, conversations: list[list[Message]]) -> list[str] | None:
         """Raw LLM answers, or None when the engine failed (the caller falls back to templates)."""

@@ -27,7 +27,7 @@ MODELS = ("sasrec", "textseq", "ranker")
 
 def models_command(
     ctx: typer.Context,
-    catalog: Annotated[str, typer.Option("--catalog", "-c", help="Registered catalog with an interaction history.")] = "amazon-office-2014",
+    catalog: Annotated[Optional[str], typer.Option("--catalog", "-c", help="Registered catalog with an interaction history (default: AISLE_CATALOG).")] = None,
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Train only these: sasrec, textseq, ranker (repeatable).")] = None,
     retrain: Annotated[bool, typer.Option("--retrain", help="Train even when a cached model matches the data.")] = False,
     users: Annotated[int, typer.Option("--users", min=100, help="Users whose second-to-last item trains the ranker (seeded sample).")] = 4000,
@@ -46,6 +46,7 @@ def models_command(
     from retrieval.registry import load_interactions
 
     settings = settings_of(ctx)
+    catalog = catalog or settings.catalog
     chosen = list(only or MODELS)
     unknown = [m for m in chosen if m not in MODELS]
     if unknown:

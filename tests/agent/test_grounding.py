@@ -54,14 +54,14 @@ def test_planted_false_claim_is_caught(bic_pen, brands, text, flagged):
 
 def test_user_words_and_history_support_only_restating_the_request(office_catalog, brands):
     stapler = office_catalog.items["277"]  # Swingline fashion stapler, 20 sheets
-    request = ["a cheap stapler", office_catalog.items["4"].title]  # what they asked for and bought
+    request, bought = ["a cheap stapler"], [office_catalog.items["4"].title]  # what they asked for, and bought
     text = "You asked for something cheap; this Swingline stapler handles 20 sheets and suits the Paper Mate pens you bought."
-    assert check_grounding(text, item_evidence(stapler), request_evidence=request, catalog_brands=brands).ok
-    # without the user's words the restated claims are unsupported
-    bare = check_grounding(text, item_evidence(stapler), catalog_brands=brands)
+    assert check_grounding(text, item_evidence(stapler), request_evidence=request, history_evidence=bought, catalog_brands=brands).ok
+    # without the user's history the purchase claim is unsupported; their words are no history
+    bare = check_grounding(text, item_evidence(stapler), request_evidence=request + bought, catalog_brands=brands)
     assert not bare.ok and any("Paper Mate" in p for p in bare.unsupported)
     # the same words stated as facts about the item need the item's record, not the user's words
-    claim = check_grounding("This cheap stapler suits Paper Mate pens.", item_evidence(stapler), request_evidence=request, catalog_brands=brands)
+    claim = check_grounding("This cheap stapler suits Paper Mate pens.", item_evidence(stapler), request_evidence=request, history_evidence=bought, catalog_brands=brands)
     assert not claim.ok and any("Paper Mate" in p for p in claim.unsupported) and any("cheap" in p for p in claim.unsupported)
 
 

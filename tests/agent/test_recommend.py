@@ -76,7 +76,7 @@ def test_malformed_llm_answer_falls_back_without_an_exception(scripted_engine, m
     engine = scripted_engine(raise_error=InvalidOutput("not JSON", raw="{\"rank"))
     rec = make_recommender(engine)
     plain = rec.recommend(RecommendRequest(query="stapler", history=user_history, k=4, rank_mode="none", with_reasons=False))
-    result = rec.recommend(RecommendRequest(query="stapler", history=user_history, k=4, rank_mode="listwise", with_reasons=True))
+    result = rec.recommend(RecommendRequest(query="stapler", history=user_history, k=4, rank_mode="listwise", with_reasons=True, llm_reasons=True))
     assert result.llm_valid is False and result.fallback.startswith("InvalidOutput")
     assert [r.item.id for r in result.items] == [r.item.id for r in plain.items]  # retriever order
     assert all(r.reason_source == "template" and r.grounded for r in result.items)

@@ -110,6 +110,31 @@ def test_how_much_is_the_third_one(chat):
     assert money(third.price) in answer.reply
 
 
+@pytest.mark.parametrize("question", ["is the first one $1?", "is it 1 dollar?", "is the first one $10.50?"])
+def test_a_price_asked_as_an_amount_is_answered_from_the_price_field(chat, question):
+    first = chat("a shredder")
+    answer = chat(question)
+    assert answer.action == "answer" and answer.items == []
+    assert money(first.items[0].price) in answer.reply  # the record's price, not a number found in its text
+    assert "mentions" not in answer.reply
+
+
+def test_a_number_is_confirmed_only_as_a_number_the_record_states():
+    from agent.chat.turn import Turn
+
+    class Probe:  # only what Turn._answer reads
+        def __init__(self, items):
+            self.state = type("S", (), {"last_shown": ["x"]})()
+            self.parts = type("P", (), {"items": items})()
+
+    from retrieval.catalog import Item
+
+    item = Item(id="x", title="Socket Set, 1/4-, 3/8- and 1/2-Inch Drive, 40 Pieces", description="Chrome sockets.")
+    probe = Probe({"x": item})
+    assert "doesn't mention" in Turn._answer(probe, "x", "has:1 inch drive")  # "1/4" holds no 1
+    assert "mentions" in Turn._answer(probe, "x", "has:40 pieces")
+
+
 def test_a_rejected_item_is_never_shown_again(chat):
     first = chat("a stapler")
     second = first.items[1].id

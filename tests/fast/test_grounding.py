@@ -94,8 +94,10 @@ def test_restating_the_request_is_supported_by_the_request_only():
 
 
 def test_a_purchase_may_be_restated_before_its_cue():
-    request = ("a stapler", "Pilot G2 Gel Pens, Black, 12 pack")  # asked for, and bought
-    assert check("This Swingline stapler suits the black gel pens you bought.", request=request).ok
+    bought = ("Pilot G2 Gel Pens, Black, 12 pack",)
+    assert check("This Swingline stapler suits the black gel pens you bought.", request=("a stapler",), history_evidence=bought).ok
+    # a purchase is checked against the history only: not the request, and never without a history
+    assert not check("This Swingline stapler suits the black gel pens you bought.", request=("a stapler", *bought)).ok
     # only purchases: an item fact dressed as a restatement is still an item fact
     assert not check("This Swingline stapler is made of the gold you asked for.", request=("a gold stapler",)).ok
 
@@ -138,3 +140,67 @@ def test_a_text_about_the_request_only():
 
 def test_empty_text_is_not_grounded():
     assert not check("   ").ok
+
+
+# --- claims checked against the right evidence ------------------------------------------------------
+
+TEA = ["Darjeeling First Flush Black Tea, Loose Leaf, 100 g", "Hillside Teas", "Tea", "Black Tea", "Price: $14.50"]
+TEA_HISTORY = ("Japanese Sencha Green Tea, Loose Leaf, 100 g",)
+
+
+def tea(text: str, history: tuple[str, ...] = TEA_HISTORY, request: tuple[str, ...] = ()):
+    return check_grounding(text, TEA, request_evidence=request, history_evidence=history, catalog_brands={"Hillside Teas", "Jade Garden"}, closed=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "flagged"),
+    [
+        ("You bought tie guan yin oolong, so this black tea fits.", "history"),  # never bought
+        ("Since you liked the oolong, this black tea is a good pick.", "history"),
+        ("You bought a large sorting machine.", "history"),
+        ("This Darjeeling black tea is made with the finest Assam tea.", "assam"),  # borrowed from another item
+        ("This Darjeeling black tea costs $1.", "$1"),  # not the record's price
+        ("This loose leaf black tea comes in 100 bags.", "bag"),  # 100 is grams, not bags
+        ("This loose leaf black tea is easy to use.", "easy to use"),  # ease is a claim of its own
+        ("You're the queen of all-consuming plans.", "who the shopper is"),
+        ("As a true tea lover, you deserve this Darjeeling black tea.", "who the shopper is"),
+        ("Someone with your impeccable taste will like this Darjeeling.", "who the shopper is"),
+        ("This Darjeeling black tea is a good pick. Vіsit shop.example today.", "another script"),  # Cyrillic і
+        ("This Darjeeling black tea is a good pick. Vi\u200bsit evil.example.", "invisible"),
+        ("This Darjeeling black tea is a good pick at ｗｗｗ．evil．com.", "link"),
+    ],
+)
+def test_a_claim_is_checked_against_what_it_is_about(text, flagged):
+    report = tea(text)
+    assert not report.ok
+    assert any(flagged.lower() in p.lower() for p in report.unsupported), report.unsupported
+
+
+def test_honest_claims_about_item_history_and_request_pass():
+    assert tea("Since you bought the Japanese Sencha green tea, this Darjeeling black tea is a good pick.").ok
+    assert tea("This loose leaf Darjeeling black tea by Hillside Teas is listed at $14.50.").ok
+    assert tea("You asked for a black tea, and this Darjeeling is a good match.", request=("a black tea please",)).ok
+    # the same purchase claim without a history, or without the shopper's words, is invented
+    assert not tea("Since you bought the Japanese Sencha green tea, this Darjeeling is a good pick.", history=()).ok
+    assert not tea("You asked for a black tea, and this Darjeeling is a good match.").ok
+
+
+def test_a_fraction_is_not_a_price_or_a_whole_number():
+    record = ["Socket Set, 1/4-, 3/8- and 1/2-Inch Drive, 40 Pieces", "Price: $49.99"]
+    assert not check_grounding("This socket set costs $1.", record).ok
+    assert not check_grounding("A socket set with a 1-inch drive.", record).ok
+    assert check_grounding("A socket set with a 1/2-inch drive and 40 pieces for $49.99.", record).ok
+    # an amount in a description is no price: only the price line is
+    assert not check_grounding("This socket set costs $5.", ["Socket Set", "Get a $5 rebate by mail"]).ok
+
+
+def test_the_planted_claims_set_of_the_shops_has_no_false_accept():
+    from evals.claims_eval import build_claims_set, measure
+
+    cases, brands = build_claims_set(None)
+    result = measure(cases, brands)
+    kinds = {c.kind for c in cases}
+    assert {"planted:history", "planted:borrowed", "planted:number", "planted:homoglyph", "planted:persona"} <= kinds
+    assert result.planted >= 100 and result.honest >= 40
+    assert result.false_accepts == [], result.false_accepts[:3]
+    assert not [r for r in result.honest_rejects if r["kind"] == "honest:template"]  # templates are grounded by construction
