@@ -24,8 +24,16 @@ from agent.settings import Settings
 log = logging.getLogger(__name__)
 
 NICE = 10  # turns keep the CPU first; training takes what is left
-# The child imports the CLI and lowers its own priority first (no `nice` binary needed).
-CHILD = f"import os; os.nice({NICE}); from agent.entrypoints.cli import main; main()"
+# The child lowers its own priority first (no `nice` binary needed) and, on Linux, asks to be
+# stopped when the server dies (PR_SET_PDEATHSIG), so a killed server leaves no training behind;
+# a parent that is already gone by then (the pid it was given is not its parent) stops it too.
+CHILD = (
+    f"import os, sys; os.nice({NICE})\n"
+    "if sys.platform == 'linux':\n"
+    "    import ctypes, signal; ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"
+    "    os.getppid() == int(os.environ['AISLE_TRAIN_PARENT']) or sys.exit('the server that started this training is gone')\n"
+    "from agent.entrypoints.cli import main; main()"
+)
 
 
 class BackgroundTrainer:
@@ -84,7 +92,7 @@ class BackgroundTrainer:
         with self._slot:
             job["state"], job["started"] = "training", time.time()
             log.info("training %s for %s in the background (log: %s)", ", ".join(job["missing"]), catalog, path)
-            env = {**os.environ, **self.settings.as_env()}
+            env = {**os.environ, **self.settings.as_env(), "AISLE_TRAIN_PARENT": str(os.getpid())}
             try:
                 with path.open("w") as out:
                     proc = subprocess.Popen([sys.executable, "-c", CHILD, "train", "models", "--catalog", catalog], env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -28,6 +28,8 @@ from tests.fast.conftest import own_models, write_shop
 CATALOG = "shop"
 TURN_BOUND_S = 30.0  # generous for a busy CI box; training inside a turn took minutes
 MODEL_SUFFIXES = (".pt", ".lgb", ".json", ".tmp")
+KEY = "no-stall-key"  # /ready shows its checks only to a caller with the key
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +55,7 @@ def serve(home: Path, **env: str) -> Iterator[str]:
         "AISLE_HOME": str(home),
         "AISLE_CATALOG": CATALOG,
         "AISLE_RATE_KEY_PER_MIN": "0",
+        "AISLE_API_KEY": KEY,
         "PYTHONPATH": str(REPO_ROOT),
         **env,
     }
@@ -60,14 +63,14 @@ def serve(home: Path, **env: str) -> Iterator[str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", "from agent.entrypoints.cli import main; main()", "serve", "--port", str(port)], cwd=REPO_ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT
     )
-    url = f"http://127.0.0.1:{port}"
+    SERVERS[url := f"http://127.0.0.1:{port}"] = proc
     try:
         deadline = time.time() + 180
         while True:
             assert proc.poll() is None, f"aisle serve exited: {(home / f'server-{port}.log').read_text()[-2000:]}"
             assert time.time() < deadline, "aisle serve did not answer /ready within 180 s"
             try:
-                if httpx.get(f"{url}/ready", timeout=5).status_code in (200, 503):
+                if httpx.get(f"{url}/ready", headers=AUTH, timeout=5).status_code in (200, 503):
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
@@ -79,6 +82,9 @@ def serve(home: Path, **env: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+SERVERS: dict[str, subprocess.Popen] = {}
 
 
 def timed_turn(client: httpx.Client, message: str, session: str | None = None) -> tuple[dict, float]:
@@ -93,7 +99,7 @@ def timed_turn(client: httpx.Client, message: str, session: str | None = None) -
 def test_a_history_turn_never_trains_and_never_blocks_another_session(home):
     before = model_files(home)
     for url in serve(home, AISLE_TRAIN_MISSING="false"):
-        with httpx.Client(base_url=url, timeout=300) as client:
+        with httpx.Client(base_url=url, timeout=300, headers=AUTH) as client:
             first, _ = timed_turn(client, "a heavy duty stapler")
             assert first["items"]
             other, _ = timed_turn(client, "a stapler")
@@ -128,7 +134,7 @@ def test_a_history_turn_never_trains_and_never_blocks_another_session(home):
 
 def test_missing_models_train_in_the_background_and_load_when_done(home):
     for url in serve(home):
-        with httpx.Client(base_url=url, timeout=300) as client:
+        with httpx.Client(base_url=url, timeout=300, headers=AUTH) as client:
             models = client.get("/ready").json()["checks"]["models"]
             assert "training sasrec, textseq, ranker" in models["detail"] and models["status"] == "degraded", models
             first, _ = timed_turn(client, "a heavy duty stapler")
@@ -146,3 +152,39 @@ def test_missing_models_train_in_the_background_and_load_when_done(home):
             assert "done" in models["detail"] and "ranking stage ready" in models["detail"]
             again, _ = timed_turn(client, "more like the second one", first["session_id"])
             assert again["items"] and not any(note in again["reply"] for note in PENDING_NOTES.values())
+
+
+def training_children(server_pid: int) -> list[int]:
+    """Pids of the `aisle train models` processes whose parent is `server_pid` (read from /proc)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(server_pid) and b"train" in cmdline and b"models" in cmdline:
+            found.append(int(status.parent.name))
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc; the child's parent-death signal is Linux only")
+def test_a_killed_server_leaves_no_training_behind(tmp_path):
+    """kill -9 of the server (no atexit, no shutdown hook) still stops its background training."""
+    from retrieval.search import open_searcher
+
+    settings = Settings(home=own_models(tmp_path / "home"), chroma_url=None)
+    Registry(settings).add(CATALOG, write_shop(tmp_path / "feed", users=40), progress=False)
+    open_searcher(settings, CATALOG, progress=False)
+    for url in serve(settings.home):
+        proc = SERVERS[url]
+        deadline = time.time() + 60
+        while not (children := training_children(proc.pid)):
+            assert time.time() < deadline, "the server started no background training"
+            time.sleep(0.5)
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.time() + 5  # the parent-death signal stops it at once; left alone it would train ~30 s more
+        while any(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text() for pid in children):
+            assert time.time() < deadline, f"training {children} outlived its killed server"
+            time.sleep(0.5)
