@@ -68,15 +68,20 @@ class RowsConfig:
     seed: int = 0
 
 
-def row_metrics(rows: Sequence[Any], rankings: Sequence[Sequence[str]], *, masked: bool) -> dict[str, dict[str, float]]:
-    """HR@10 / NDCG@10 (mean, SE) over rows; `masked` drops each row's history items first."""
+def row_runs(rows: Sequence[Any], rankings: Sequence[Sequence[str]], *, masked: bool) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """(targets, top-10 runs) keyed by row number; `masked` drops each row's history items first."""
     runs: dict[str, list[str]] = {}
     targets: dict[str, str] = {}
     for i, (row, ranked) in enumerate(zip(rows, rankings)):
         seen = set(row.history) if masked else set()
         runs[str(i)] = [x for x in ranked if x not in seen][:10]
         targets[str(i)] = row.target
-    return evaluate_rankings(targets, runs, ROW_METRICS)
+    return targets, runs
+
+
+def row_metrics(rows: Sequence[Any], rankings: Sequence[Sequence[str]], *, masked: bool) -> dict[str, dict[str, float]]:
+    """HR@10 / NDCG@10 (mean, SE) over rows, by ranx."""
+    return evaluate_rankings(*row_runs(rows, rankings, masked=masked), ROW_METRICS)
 
 
 # --- models ----------------------------------------------------------------------------------------
