@@ -576,10 +576,14 @@ def ranking_command(
     llm_stage_users: Annotated[int, typer.Option("--llm-stage-users", min=50, help="Val users that train and gate the LLM stage.")] = 1000,
     no_pipeline: Annotated[bool, typer.Option("--no-pipeline", help="Skip the Recommender rows (the product path with the legacy LLM blend).")] = False,
     no_baselines: Annotated[bool, typer.Option("--no-baselines", help="Only the pipeline rows.")] = False,
+    rows: Annotated[Optional[str], typer.Option("--rows", help="valid | test: score every row of the catalog's published split (evals.ranking_rows) instead of the leave-one-out sample.")] = None,
 ) -> None:
     """Leave-one-out next-item eval: baselines vs the pipeline with each re-rank prompt."""
 
     settings, prompts = eval_options(ctx, engine, prompt, DEFAULT_PROMPTS)
+    if rows is not None:
+        _rows_command(settings, catalog, rows, out, seed)
+        return
     out = out or Path("eval-out") / f"ranking-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = RankingConfig(
         catalog=catalog or settings.catalog,
@@ -601,6 +605,21 @@ def ranking_command(
     )
     result = run_ranking_eval(settings, cfg)
     typer.echo(summary_table(result))
+    typer.echo(f"\nwrote {out / rep.RESULTS_FILE}, {out / rep.REPORT_FILE} ({result['total_seconds']} s)")
+
+
+def _rows_command(settings: Settings, catalog: str, rows: str, out: Path | None, seed: int) -> None:
+    from evals.ranking_rows import RowsConfig, rows_table, run_rows_eval
+    from retrieval.catalog import CatalogError
+
+    if rows not in ("valid", "test"):
+        raise typer.BadParameter(f"{rows!r}: use valid (every choice is made on it) or test (final figures)", param_hint="--rows")
+    out = out or Path("eval-out") / f"ranking-{rows}-rows-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        result = run_rows_eval(settings, RowsConfig(catalog=catalog, rows=rows, out=out, seed=seed))
+    except CatalogError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--catalog") from exc
+    typer.echo(rows_table(result))
     typer.echo(f"\nwrote {out / rep.RESULTS_FILE}, {out / rep.REPORT_FILE} ({result['total_seconds']} s)")
 
 

@@ -61,6 +61,7 @@ class Shopper:
     query: str | None = None
     exclude: Iterable[str] = ()
     allowed: np.ndarray | None = None  # bool per item of the SourceSet (search filters); None = all
+    mask_history: bool = True  # False: history items may be recommended again (published row protocols)
 
     def __post_init__(self) -> None:
         self.history = distinct_history(self.history)
@@ -136,7 +137,8 @@ class SourceSet:
         allowed = np.ones(len(self.item_ids), dtype=bool) if self.available is None else self.available.copy()
         if shopper.allowed is not None:
             allowed &= shopper.allowed
-        banned = [self.position[i] for i in [*shopper.history, *shopper.exclude] if i in self.position]
+        history = shopper.history if shopper.mask_history else ()
+        banned = [self.position[i] for i in [*history, *shopper.exclude] if i in self.position]
         allowed[banned] = False
         return allowed
 

@@ -59,6 +59,8 @@ class FeedSpec:
     interactions_format: str | None = None
     currency: str = ""
     max_bad_share: float = DEFAULT_MAX_BAD_SHARE
+    valid_rows: str | None = None  # published next-item splits (retrieval.rows): `aisle eval ranking --rows`
+    test_rows: str | None = None
 
     def path(self, value: str, data_dir: Path) -> Path:
         return Path(value.replace(DATA, str(data_dir)))
@@ -66,7 +68,9 @@ class FeedSpec:
 
 BUILTINS: dict[str, FeedSpec] = {
     "amazon-office-2014": FeedSpec(f"{DATA}/amazon-office-2014/items.json", preset="amazon-reviews", interactions=f"{DATA}/amazon-office-2014/interactions.json"),
-    "amazon-office-2018": FeedSpec(f"{DATA}/amazon-office-2018/items.json", preset="amazon-reviews"),
+    "amazon-office-2018": FeedSpec(
+        f"{DATA}/amazon-office-2018/items.json", preset="amazon-reviews", valid_rows=f"{DATA}/amazon-office-2018/valid.csv", test_rows=f"{DATA}/amazon-office-2018/test.csv"
+    ),
     "mg-shopdial": FeedSpec(f"{DATA}/mg-shopdial/items/*.json", preset="mg-shopdial"),
 }
 
@@ -254,9 +258,25 @@ class Registry:
         with self._db() as con:
             for user, item, ts, seq in con.execute("SELECT user_id, item_id, ts, seq FROM events WHERE catalog=? ORDER BY seq", (name,)):
                 out.setdefault(user, []).append((ts, seq, item))
+        if not out and self.split_files(name):
+            # no event log, only published splits: the history is everything before the test period
+            from retrieval.rows import read_rows, training_histories
+
+            files = self.split_files(name)
+            return training_histories(read_rows(files["valid"]), read_rows(files["test"]), "test")
         if not out:
             raise CatalogError(f"catalog {name!r} has no interactions; add them with `aisle catalog update {name} --interactions FILE` or POST /v1/events")
         return {user: _in_order(events) for user, events in out.items()}
+
+    def split_files(self, name: str) -> dict[str, Path]:
+        """The catalog's published valid/test row files ({} when it declares none). A built-in entry
+        follows the code's spec: the stored one may predate these fields."""
+        entry = self.entry(name)
+        spec = BUILTINS.get(name, entry.spec) if entry.builtin else entry.spec
+        files = {"valid": spec.valid_rows, "test": spec.test_rows}
+        if not all(files.values()):
+            return {}
+        return {k: spec.path(v, Path(self.config.data_dir)) for k, v in files.items()}
 
     # --- changing ------------------------------------------------------------------------------------
 
@@ -269,6 +289,7 @@ class Registry:
         get_preset(spec.preset)  # an unknown preset fails before anything is read
         spec.items = _absolute(spec.items)
         spec.interactions = _absolute(spec.interactions)
+        spec.valid_rows, spec.test_rows = _absolute(spec.valid_rows), _absolute(spec.test_rows)
         return self._import(name, spec, new=True, progress=progress)
 
     def update(self, name: str, *, items: str | None = None, interactions: str | None = None, progress: bool = True, **changes: Any) -> ImportReport:
@@ -279,6 +300,7 @@ class Registry:
             spec.items = _absolute(items)
         if interactions:
             spec.interactions = _absolute(interactions)
+        spec.valid_rows, spec.test_rows = _absolute(spec.valid_rows), _absolute(spec.test_rows)
         return self._import(name, spec, new=False, progress=progress, with_events=bool(interactions) or entry.version == 0)
 
     def check(self, name: str, *, items: str | None = None, interactions: str | None = None, progress: bool = False) -> ImportReport:

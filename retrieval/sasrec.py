@@ -224,12 +224,15 @@ class SASRecRecommender(ScoringRecommender):
         validate: bool = True,
         patience: int = 10,
         progress: bool = True,
+        val: tuple[Sequence[Sequence[str]], Sequence[str]] | None = None,
     ) -> FitReport:
         """Train on `histories` (pass the leave-one-out TRAIN histories, never the test items).
 
         With `validate`, the last item of every history is held out for early stopping: the
         model trains on the rest, is scored by NDCG@10 on those items after every epoch, and
         the best epoch's weights are kept (stop after `patience` epochs without improvement).
+        `val` = (histories, targets) stops on those instead (published valid rows) and trains on
+        all of `histories`.
         That internal NDCG is a stopping signal only; reported metrics come from ranx
         (`retrieval.collab.evaluate_leave_one_out`).
         """
@@ -238,11 +241,19 @@ class SASRecRecommender(ScoringRecommender):
             self._set_vocabulary(self._catalog)
         else:
             self._set_vocabulary(sorted({i for s in histories.values() for i in s}, key=id_sort_key))
-        if validate:
+        if val is not None:
+            train = dict(histories)
+            keep = [r for r, t in enumerate(val[1]) if t in self._index and self._known(val[0][r])]
+            val_targets = {f"row{r}": val[1][r] for r in keep}
+            train_view = {**train, **{f"row{r}": list(val[0][r]) for r in keep}}
+            val_users = list(val_targets)
+        elif validate:
             train, val_targets = leave_one_out(histories)
             val_users = [u for u in sorted(val_targets) if val_targets[u] in self._index and self._known(train[u])]
+            train_view = train
         else:
             train, val_targets, val_users = dict(histories), {}, []
+            train_view = train
         # each training example: the last max_len + 1 items -> inputs [:-1], next-item targets [1:]
         examples = [t[-(cfg.max_len + 1) :] for u in sorted(train) if len(t := self._tokens(train[u])) >= 2]
         if not examples:
@@ -257,7 +268,7 @@ class SASRecRecommender(ScoringRecommender):
             with _torch_threads(self.threads), torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
                 torch.manual_seed(cfg.seed)
                 self.net = self._new_net(train)
-                self.report = self._train(examples, train, val_targets, val_users, epochs, patience, progress)
+                self.report = self._train(examples, train_view, val_targets, val_users, epochs, patience, progress)
         finally:
             torch.use_deterministic_algorithms(was_deterministic)
             torch.utils.deterministic.fill_uninitialized_memory = was_filling

@@ -22,6 +22,8 @@ from agent.settings import Settings
 catalog_app = typer.Typer(help="Register a shop's own catalog and history, keep it in sync, list, check, remove.", no_args_is_help=True)
 
 ItemsOpt = Annotated[Optional[str], typer.Option("--items", help="Product feed: a file, or a pattern like 'feeds/*.jsonl'.")]
+ValidRowsOpt = Annotated[Optional[str], typer.Option("--valid-rows", help="Published valid split: CSV rows user_id, history_item_id (list of ids), item_id (with --test-rows).")]
+TestRowsOpt = Annotated[Optional[str], typer.Option("--test-rows", help="Published test split, same columns: `aisle eval ranking --rows test` scores every row.")]
 InteractionsOpt = Annotated[Optional[str], typer.Option("--interactions", help="History: user_id, item_id[, timestamp, event, value] rows, or a JSON object user -> [item ids].")]
 FormatOpt = Annotated[Optional[str], typer.Option("--format", help="jsonl | csv | tsv | parquet | json | xml (default: from the file extension, or the preset's).")]
 MapOpt = Annotated[Optional[list[str]], typer.Option("--map", help="FIELD=COLUMN for a column with another name (repeatable), e.g. --map title='Product Name' --map attributes.colour=Colour.")]
@@ -78,6 +80,8 @@ def add(
     preset: PresetOpt = None,
     currency: Annotated[str, typer.Option("--currency", help="ISO 4217 code for prices that name none (e.g. a Shopify export).")] = "",
     max_bad_share: Annotated[float, typer.Option("--max-bad-share", min=0.0, max=1.0, help="Refuse the whole feed when more than this share of rows is bad.")] = 0.05,
+    valid_rows: ValidRowsOpt = None,
+    test_rows: TestRowsOpt = None,
     no_index: NoIndexOpt = False,
 ) -> None:
     """Register a catalog from a product feed (and optionally its history), then index it."""
@@ -89,9 +93,14 @@ def add(
         _fail("--items FILE is required: the product feed (CSV, TSV, JSONL, Parquet, JSON or XML)")
     if currency and not known_currency(currency):
         _fail(f"--currency {currency!r} is not an ISO 4217 code (USD, EUR, GBP ...)")
+    if bool(valid_rows) != bool(test_rows):
+        _fail("--valid-rows and --test-rows go together: models are chosen on the valid rows and scored on the test rows")
     settings = _settings(ctx)
     started = time.perf_counter()
-    spec = FeedSpec(items=items, format=format, preset=preset, map=list(map or []), interactions=interactions, interactions_format=interactions_format, currency=currency.upper(), max_bad_share=max_bad_share)
+    spec = FeedSpec(
+        items=items, format=format, preset=preset, map=list(map or []), interactions=interactions, interactions_format=interactions_format,
+        currency=currency.upper(), max_bad_share=max_bad_share, valid_rows=valid_rows, test_rows=test_rows,
+    )  # fmt: skip
     try:
         report = Registry(settings).add(name, spec)
     except CatalogError as exc:
@@ -107,6 +116,8 @@ def update(
     interactions: InteractionsOpt = None,
     map: MapOpt = None,
     max_bad_share: Annotated[Optional[float], typer.Option("--max-bad-share", min=0.0, max=1.0, help="Refuse the whole feed when more than this share of rows is bad.")] = None,
+    valid_rows: ValidRowsOpt = None,
+    test_rows: TestRowsOpt = None,
     no_index: NoIndexOpt = False,
 ) -> None:
     """Apply a new feed version as a diff: added, changed and removed items; re-embeds only changed text.
@@ -118,7 +129,9 @@ def update(
     settings = _settings(ctx)
     started = time.perf_counter()
     try:
-        report = Registry(settings).update(name, items=items, interactions=interactions, map=list(map) if map else None, max_bad_share=max_bad_share)
+        report = Registry(settings).update(
+            name, items=items, interactions=interactions, map=list(map) if map else None, max_bad_share=max_bad_share, valid_rows=valid_rows, test_rows=test_rows
+        )
     except CatalogError as exc:
         _fail(str(exc))
     _import_result(settings, report, no_index=no_index, started=started)

@@ -67,3 +67,19 @@ def test_tally_counts_out_of_catalog_and_rates() -> None:
     assert s["latency"]["p50_ms"] == pytest.approx(7.5)
     assert rate(0, 0) is None
     assert latency_summary([])["p95_ms"] is None
+
+
+def test_row_protocol_hit_rate_and_ndcg_masked_and_unmasked() -> None:
+    """The published row protocol's two figures, by hand: HR@10 = share of rows with the target
+    in the top 10; masking drops history items before cutting at 10."""
+    from evals.ranking_rows import row_metrics
+    from retrieval.rows import Row
+
+    rows = [Row("u", ("x", "y"), "x"), Row("v", ("x",), "z")]
+    rankings = [["x", "a", "b"], ["x", "z", "a"]]
+    unmasked = row_metrics(rows, rankings, masked=False)
+    masked = row_metrics(rows, rankings, masked=True)
+    assert unmasked["hit_rate@10"]["mean"] == 1.0
+    assert unmasked["ndcg@10"]["mean"] == pytest.approx((1.0 + 1 / math.log2(3)) / 2)
+    assert masked["hit_rate@10"]["mean"] == 0.5
+    assert masked["ndcg@10"]["mean"] == pytest.approx(0.5)
