@@ -29,16 +29,17 @@ from agent.lexicon import (
     UNIT_WORDS,
 )
 from agent.text import find_seq, stem, stems
+from retrieval.brands import is_non_brand, leading_span
 from retrieval.catalog import Item
 
-__all__ = ["Fact", "field_text", "has_feature", "item_facts", "must_haves", "product_type", "request_facts", "same_type", "shared_facts", "stated_features"]
+__all__ = ["Fact", "brand_fact", "field_text", "has_feature", "item_facts", "must_haves", "product_type", "request_facts", "same_type", "shared_facts", "stated_features"]
 
 
 @dataclass(frozen=True)
 class Fact:
-    kind: str  # capacity | pack | cut | size | compatibility | power | noise | colour | material | feature | type
+    kind: str  # capacity | pack | cut | size | compatibility | power | noise | colour | material | feature | type | brand
     value: str  # normalised: "8 sheets", "12 pack", "cross-cut", "AC powered"
-    field: str  # "title" | "description" | "attribute:<name>"
+    field: str  # "title" | "description" | "attribute:<name>" | "category" | "brand"
     span: tuple[int, int]  # characters of that field's text
 
     def quote(self, item: Item) -> str:
@@ -187,6 +188,23 @@ def has_feature(item: Item, feature: str) -> bool:
     if len(want) == 1 and want[0] in _NOISE_STEMS and any(f.kind == "noise" for f in facts):
         return True
     return any(find_seq(stems(f.value), want) for f in facts)
+
+
+# --- brand -----------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=65_536)
+def brand_fact(item: Item) -> Fact | None:
+    """Who makes the item, pointing at the words that say so: the brand field, or the title's
+    leading words when the import read the brand off the title (`Item.brand_source == "title"`,
+    retrieval/brands.py). None when the record names no maker ("", "Generic")."""
+    if is_non_brand(item.brand):
+        return None
+    if item.brand_source == "title":
+        span = leading_span(item.title, item.brand)
+        if span is not None:
+            return Fact("brand", item.brand, "title", span)
+    return Fact("brand", item.brand, "brand", (0, len(item.brand)))
 
 
 # --- product type ----------------------------------------------------------------------------------

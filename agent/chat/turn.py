@@ -35,7 +35,7 @@ from agent.chat.replies import (
 from agent.dialogue import DialogueState, Plan, Understanding, content_stems, keep_budget, record_shown, relax_cheaper
 from agent.engines.base import EngineError, LLMEngine, Message
 from agent.errors import UnknownItem
-from agent.facts import must_haves, same_type, shared_facts, stated_features
+from agent.facts import brand_fact, must_haves, product_type, same_type, shared_facts, stated_features
 from agent.recommend.must_have import unmet
 from agent.recommend.pipeline import Recommendation, RecommendRequest
 from agent.recommend.shown import ShownItem
@@ -354,9 +354,17 @@ class Turn:
         if question == "price":
             return f"{name} is listed at {money(item.price, item.currency)}." if item.price is not None else f"The catalog has no price for {name}."
         if question == "brand":
-            return f"{name} is by {item.brand} (the catalog's brand field)." if item.brand else f"The catalog lists no brand for {name}."
+            maker = brand_fact(item)
+            if maker is None:
+                return f"The catalog lists no brand for {name}."
+            source = "the catalog's brand field" if maker.field == "brand" else f"its title starts with “{maker.quote(item)}”; the catalog's brand field is empty"
+            return f"{name} is by {maker.value} ({source})."
         if question == "category":
-            return f"{name} is listed under {' > '.join(item.categories)}." if item.categories else f"The catalog has no category for {name}."
+            if item.categories:
+                return f"{name} is listed under {' > '.join(item.categories)}."
+            kind = product_type(item)
+            said = f"; its title calls it a {kind.value}" if kind is not None and kind.field == "title" else ""
+            return f"The catalog has no category for {name}{said}."
         if question.startswith("has:"):
             what = question[4:].strip()
             words = content_stems(what)

@@ -17,6 +17,7 @@ class ShownItem:
     id: str
     title: str
     brand: str
+    brand_source: str  # "" = the catalog's brand field; "title" = read off the title at import (retrieval/brands.py)
     category: str
     price: float | None
     currency: str  # ISO 4217, "" when the catalog names none
@@ -30,7 +31,7 @@ class ShownItem:
 
     @classmethod
     def of(cls, item: Item, *, reason: str, grounded: bool, reason_source: str, score: float) -> ShownItem:
-        return cls(item.id, item.title, item.brand, item.category, item.price, item.currency, dict(item.attributes), item.url, item.image_url, reason, grounded, reason_source, score)
+        return cls(item.id, item.title, item.brand, item.brand_source, item.category, item.price, item.currency, dict(item.attributes), item.url, item.image_url, reason, grounded, reason_source, score)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
