@@ -1,6 +1,9 @@
 """`aisle eval simulate`: simulated shoppers look for their held-out item in a conversation.
 
-Protocol: each sampled user's last item (leave-one-out) is the target. A shopper opens with the kind
+Protocol: each sampled user's last item (leave-one-out) is the target. New shoppers (default)
+come with no past; returning shoppers (`--returning`) come with their history, all their items but
+the held-out one, which the agent's session gets (`Agent.new_session(history=...)`) and which ranks
+what the conversation finds. A shopper opens with the kind
 of product the target is (its most specific category, else its title's head noun: "I'm looking for
 shredders"), vague or with one of its features at random ("... cross-cut shredders"), then says one
 new thing per turn, reacting to what it was shown the way the records allow (`ScriptedShopper`):
@@ -20,7 +23,9 @@ Systems answer the same messages for the same users, one conversation each:
   items that state them (`without_must_haves`: the recommender gets no must-haves); the reasons
   do not change which items are shown, so this is the pre-#16 agent as far as the ids go;
 - the agent: `agent.chat.agent.Agent` with its defaults (must-haves from the shopper's features
-  and stated facts lifted), re-ranking off unless `--llm`.
+  and stated facts lifted), re-ranking off unless `--llm`;
+- returning shoppers only, the history alone: the ranking stage's top 5 from the history with no
+  words (what a "recommended for you" shelf shows), the next 5 each turn.
 Another variant is one more `System` in `build_systems`.
 
 Metrics per system: success by turn (cumulative), success rate, mean turns to success, constraint
@@ -357,7 +362,7 @@ class Conversation(Protocol):
 class System:
     name: str
     label: str
-    start: Callable[[], Conversation]  # a new conversation (no memory of other users)
+    start: Callable[[Sequence[str]], Conversation]  # a new conversation for a shopper with this history (oldest first)
 
 
 class RetrievalConversation:
@@ -372,22 +377,43 @@ class RetrievalConversation:
         return [h.item.id for h in self.searcher.search(" ".join(self.messages), self.k)]
 
 
+class HistoryConversation:
+    """No words: the ranking stage's order for the shopper's history, the next k each turn."""
+
+    def __init__(self, recommender: Any, history: Sequence[str], k: int = TOP_K) -> None:
+        self.recommender, self.history, self.k = recommender, list(history), k
+        self.shown: list[str] = []
+
+    def say(self, message: str) -> list[str]:
+        from agent.recommend.pipeline import RecommendRequest
+
+        req = RecommendRequest(history=self.history, exclude_ids=self.shown, k=self.k, rank_mode="none", with_reasons=False)
+        ids = [r.item.id for r in self.recommender.recommend(req).items]
+        self.shown += ids
+        return ids
+
+
 class AgentConversation:
-    def __init__(self, agent: Any, catalog: str) -> None:
+    def __init__(self, agent: Any, catalog: str, history: Sequence[str] = ()) -> None:
         self.agent, self.catalog = agent, catalog
-        self.session = agent.new_session(catalog)
+        self.session = agent.new_session(catalog, history=history)
 
     def say(self, message: str) -> list[str]:
         return [i.id for i in self.agent.turn(self.session, message, catalog=self.catalog).items]
 
 
-def build_systems(agent: Any, catalog: str, baseline: Any = None) -> list[System]:
-    """Retrieval only; the agent before #16's must-haves (`baseline`, when given); the agent."""
-    searcher = agent.parts(catalog).recommender.searcher
-    systems = [System("retrieval", "Retrieval only (hybrid search of the messages)", lambda: RetrievalConversation(searcher))]
+def build_systems(agent: Any, catalog: str, baseline: Any = None, *, returning: bool = False) -> list[System]:
+    """Retrieval only; for returning shoppers the history alone; the agent before #16's
+    must-haves (`baseline`, when given); the agent (given the history when `returning`)."""
+    recommender = agent.parts(catalog).recommender
+    systems = [System("retrieval", "Retrieval only (hybrid search of the messages)", lambda history: RetrievalConversation(recommender.searcher))]
+    if returning:
+        stage = recommender.collab_name or "no ranking stage: similar items"
+        systems.append(System("history", f"History only (ranking stage, no words; {stage})", lambda history: HistoryConversation(recommender, history)))
     if baseline is not None:
-        systems.append(System("agent-before", f"Agent without must-have lifting (before #16; rank mode {baseline.rank_mode})", lambda: AgentConversation(baseline, catalog)))
-    systems.append(System("agent", f"Agent (must-haves from facts lifted; rank mode {agent.rank_mode})", lambda: AgentConversation(agent, catalog)))
+        systems.append(System("agent-before", f"Agent without must-have lifting (before #16; rank mode {baseline.rank_mode})", lambda history: AgentConversation(baseline, catalog, history)))
+    label = f"Agent (must-haves from facts lifted; rank mode {agent.rank_mode}{'; given the history' if returning else ''})"
+    systems.append(System("agent", label, lambda history: AgentConversation(agent, catalog, history)))
     return systems
 
 
@@ -423,10 +449,12 @@ class Dialogue:
     error: str | None = None
 
 
-def simulate(system: System, shopper: Shopper, item: Item, target: Target, items: Mapping[str, Item], max_turns: int, user: str = "") -> Dialogue:
+def simulate(
+    system: System, shopper: Shopper, item: Item, target: Target, items: Mapping[str, Item], max_turns: int, user: str = "", history: Sequence[str] = ()
+) -> Dialogue:
     """Play one conversation; the title guard sees every message before the system does."""
     dialogue = Dialogue(user, target.id)
-    conversation = system.start()
+    conversation = system.start(history)
     message: str | None = shopper.first_message(target)
     turn = 0
     while message is not None and turn < max_turns:
@@ -460,6 +488,7 @@ class SimulateConfig:
     seed: int = 0
     llm: bool = False  # the agent re-ranks with its LLM (settings' rank mode) instead of "none"
     shopper: str = "scripted"
+    returning: bool = False  # shoppers come with their history (all their items but the target)
     baseline: bool = True  # also run the agent without must-have lifting
     out: Path = field(default_factory=lambda: Path("eval-out/simulate"))
     progress: bool = True
@@ -517,10 +546,10 @@ class Shoppers:
     items: Mapping[str, Item]
     max_turns: int
 
-    def play(self, system: System, user: str, target_id: str) -> Dialogue:
+    def play(self, system: System, user: str, target_id: str, history: Sequence[str] = ()) -> Dialogue:
         item = self.items[target_id]
         try:
-            return simulate(system, self.new_shopper(), item, self.features.target(item), self.items, self.max_turns, user)
+            return simulate(system, self.new_shopper(), item, self.features.target(item), self.items, self.max_turns, user, history)
         except TitleLeak:
             raise  # a bug in the shopper, not a result: the run stops
         except Exception as exc:  # an eval must finish and report what broke
@@ -545,10 +574,11 @@ def _run(settings: Settings, cfg: SimulateConfig, agent: Any, interactions: Mapp
         from retrieval.registry import load_interactions
 
         interactions = load_interactions(settings, cfg.catalog)
-    systems = build_systems(agent, cfg.catalog, baseline)
+    systems = build_systems(agent, cfg.catalog, baseline, returning=cfg.returning)
     items = agent.parts(cfg.catalog).recommender.catalog.items
-    _histories, targets = leave_one_out(interactions)
-    eligible = [u for u, t in targets.items() if t in items]
+    histories, targets = leave_one_out(interactions)
+    # A returning shopper's history is never shown again, so a target they had bought before is out.
+    eligible = [u for u, t in targets.items() if t in items and not (cfg.returning and t in histories[u])]
     users = sample_users(eligible, cfg.users, seed=cfg.seed)
     shoppers = Shoppers(SHOPPERS[cfg.shopper], FeatureWords(items), items, cfg.max_turns)
     results: dict[str, dict[str, Any]] = {}
@@ -556,7 +586,7 @@ def _run(settings: Settings, cfg: SimulateConfig, agent: Any, interactions: Mapp
     dialogues: dict[str, list[dict[str, Any]]] = {}
     for system in systems:
         t0 = time.perf_counter()
-        played = [shoppers.play(system, user, targets[user]) for user in tqdm(users, desc=system.label, unit="shopper", disable=not cfg.progress, leave=False)]
+        played = [shoppers.play(system, user, targets[user], [i for i in histories[user] if i in items] if cfg.returning else ()) for user in tqdm(users, desc=system.label, unit="shopper", disable=not cfg.progress, leave=False)]
         seconds[system.name] = time.perf_counter() - t0
         results[system.name] = {"label": system.label, **summarise(played, cfg.max_turns)}
         dialogues[system.name] = [_transcript(d) for d in played]
@@ -573,6 +603,7 @@ def _run(settings: Settings, cfg: SimulateConfig, agent: Any, interactions: Mapp
             "max_turns": cfg.max_turns,
             "top_k": TOP_K,
             "shopper": cfg.shopper,
+            "returning": cfg.returning,
             "agent_rank_mode": agent.rank_mode,
             "llm": cfg.llm,
             "git": rep.git_state(),
@@ -641,6 +672,7 @@ def simulate_markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Simulated-shopper eval", "",
         f"{cfg['users_evaluated']} of {cfg['users_eligible']} eligible users of `{cfg['catalog']}` ({cfg['catalog_items']} items; seed {cfg['seed']}, hash `{cfg['sampled_users_sha256']}`), "
+        f"{'returning shoppers (the agent and the history-only system get all their items but the target)' if cfg.get('returning') else 'new shoppers (no history)'}, "
         f"up to {cfg['max_turns']} shopper turns each; success = the held-out item among the top {cfg['top_k']} shown. Shopper `{cfg['shopper']}`; "
         f"agent rank mode `{cfg['agent_rank_mode']}`. Total {result['total_seconds']} s on {cfg.get('env_cpu_count')} CPU cores.", "",
         rep.md_table(header, rows), "",
@@ -673,6 +705,7 @@ def simulate_command(
     users: Annotated[int, typer.Option("--users", "-n", min=1, help="Simulated shoppers (seeded sample of users).")] = 20,
     max_turns: Annotated[int, typer.Option("--max-turns", min=1, max=20, help="Shopper turns per conversation.")] = 5,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    returning: Annotated[bool, typer.Option("--returning", help="Returning shoppers: the agent gets each shopper's history (all their items but the target); adds the history-only baseline.")] = False,
     llm: Annotated[bool, typer.Option("--llm", help="Let the agent re-rank with its LLM (slow on CPU); default rank mode none.")] = False,
     engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine with --llm: transformers | vllm | openai.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default eval-out/simulate-<timestamp>, git-ignored).")] = None,
@@ -682,7 +715,7 @@ def simulate_command(
 
     settings, _prompts = eval_options(ctx, engine, None, ())
     out = out or Path("eval-out") / f"simulate-{time.strftime('%Y%m%d-%H%M%S')}"
-    cfg = SimulateConfig(catalog=catalog, users=users, max_turns=max_turns, seed=seed, llm=llm, out=out)
+    cfg = SimulateConfig(catalog=catalog, users=users, max_turns=max_turns, seed=seed, llm=llm, returning=returning, out=out)
     result = run_simulate_eval(settings, cfg)
     header, rows = summary_rows(result)
     typer.echo(rep.md_table(header, rows))

@@ -275,10 +275,10 @@ class Turn:
             conversation = [m for m in conversation if m["role"] != "user"]
         elif not query:
             query = " ".join(state.categories + state.brands) or None
-        if not state.similar_to and state.liked:
-            # Session feedback ranks too: the liked items are this shopper's history, so the ranking
+        if not state.similar_to and (state.history or state.liked):
+            # What the shopper bought before and what they liked here are their history: the ranking
             # stage (agent/recommend/ltr.py) orders the search hits by what goes with them.
-            history = [i for i in state.liked if i in self.parts.items]
+            history = list(dict.fromkeys(i for i in [*state.history, *state.liked] if i in self.parts.items))
         filters = state.filters(with_categories=False)
         if categories:
             filters = replace(filters or SearchFilters(), categories=tuple(categories))
