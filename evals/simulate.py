@@ -705,6 +705,10 @@ def simulate_command(
     users: Annotated[int, typer.Option("--users", "-n", min=1, help="Simulated shoppers (seeded sample of users).")] = 20,
     max_turns: Annotated[int, typer.Option("--max-turns", min=1, max=20, help="Shopper turns per conversation.")] = 5,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    no_categories: Annotated[
+        bool, typer.Option("--no-categories", help="Run on <catalog>-nocat: the catalog without categories, built (or updated) in this home by the eval; train its models with aisle train models --catalog <catalog>-nocat.")
+    ] = False,
+    interactions: Annotated[Optional[Path], typer.Option("--interactions", help="With --no-categories: the variant's histories (JSON {user: [item ids]}) when the catalog has none.")] = None,
     returning: Annotated[bool, typer.Option("--returning", help="Returning shoppers: the agent gets each shopper's history (all their items but the target); adds the history-only baseline.")] = False,
     llm: Annotated[bool, typer.Option("--llm", help="Let the agent re-rank with its LLM (slow on CPU); default rank mode none.")] = False,
     engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine with --llm: transformers | vllm | openai.")] = None,
@@ -714,6 +718,12 @@ def simulate_command(
     from evals.ranking import eval_options
 
     settings, _prompts = eval_options(ctx, engine, None, ())
+    if no_categories:
+        from evals.variants import without_categories
+
+        catalog = without_categories(settings, catalog, interactions=interactions)
+    elif interactions is not None:
+        raise typer.BadParameter("--interactions goes with --no-categories (a catalog's own history comes from the registry)", param_hint="--interactions")
     out = out or Path("eval-out") / f"simulate-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = SimulateConfig(catalog=catalog, users=users, max_turns=max_turns, seed=seed, llm=llm, returning=returning, out=out)
     result = run_simulate_eval(settings, cfg)
