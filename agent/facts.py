@@ -32,7 +32,7 @@ from agent.text import find_seq, stem, stems
 from retrieval.brands import is_non_brand, leading_span
 from retrieval.catalog import Item
 
-__all__ = ["Fact", "brand_fact", "field_text", "has_feature", "item_facts", "must_haves", "product_type", "request_facts", "same_type", "shared_facts", "stated_features"]
+__all__ = ["Fact", "brand_fact", "field_text", "has_feature", "item_facts", "must_haves", "product_type", "request_facts", "same_type", "serves_other", "shared_facts", "stated_features"]
 
 
 @dataclass(frozen=True)
@@ -257,6 +257,17 @@ def product_type(item: Item) -> Fact | None:
         cat = item.categories[-1]
         return Fact("type", cat.casefold(), "category", (0, len(cat)))
     return None
+
+
+def serves_other(item: Item, noun_stems: Iterable[str]) -> bool:
+    """Is the item something for the asked product rather than the product: its title names the
+    noun only before another product noun ("Shredder Oil" and "Shredder Bags, 50 pack" for
+    "shredder"; "Fellowes Shredder with Oil" is a shredder)? Only when the type is read off the title."""
+    want = set(noun_stems)
+    kind = product_type(item)
+    if not want or kind is None or kind.field != "title" or set(stems(kind.value)) & want:
+        return False
+    return bool(set(stems(item.title[: kind.span[0]])) & want)
 
 
 def same_type(item: Item, other: Item) -> bool:

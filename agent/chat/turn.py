@@ -35,7 +35,7 @@ from agent.chat.replies import (
 from agent.dialogue import DialogueState, Plan, Understanding, content_stems, keep_budget, record_shown, relax_cheaper
 from agent.engines.base import EngineError, LLMEngine, Message
 from agent.errors import UnknownItem
-from agent.facts import brand_fact, must_haves, product_type, same_type, shared_facts, stated_features
+from agent.facts import brand_fact, must_haves, product_type, same_type, serves_other, shared_facts, stated_features
 from agent.recommend.must_have import unmet
 from agent.recommend.pipeline import Recommendation, RecommendRequest
 from agent.recommend.shown import ShownItem
@@ -184,7 +184,8 @@ class Turn:
 
         Returns (relevant items, the first attempt's closest items when none was relevant).
         "Relevant" = the item's text mentions the product noun ("shoes"); without that gate a small
-        catalog fills the list with whatever is left (printer paper for "running shoes"). Items whose
+        catalog fills the list with whatever is left (printer paper for "running shoes"). An item
+        whose title names the noun only as what it is for ("Shredder Oil") is not the product. Items whose
         title names an avoided brand are dropped even when their brand field is empty. The gate runs
         inside the recommender, before ranking, so the ranker orders only showable items."""
         state, parts = self.state, self.parts
@@ -198,8 +199,8 @@ class Turn:
             if liked is not None:
                 if not same_type(item, liked):  # "more like that": the same kind of product
                     return False
-            elif head and not mentions_any(item, head):
-                return False
+            elif head and (not mentions_any(item, head) or serves_other(item, stems(state.head or ""))):
+                return False  # not about the product, or made for it ("Shredder Oil" for a shredder)
             # An unbranded item whose title starts with an avoided brand ("Swingline Optima ..." with no
             # brand field); "ink for HP 61" by another maker is fine.
             return not (avoid and not item.brand and any(tuple(stems(item.title)[: len(a)]) == a for a in avoid))
