@@ -32,7 +32,7 @@ from agent.text import find_seq, stem, stems
 from retrieval.brands import is_non_brand, leading_span
 from retrieval.catalog import Item
 
-__all__ = ["Fact", "brand_fact", "field_text", "has_feature", "item_facts", "must_haves", "product_type", "request_facts", "same_type", "serves_other", "shared_facts", "stated_features"]
+__all__ = ["Fact", "brand_fact", "field_text", "has_feature", "item_facts", "must_haves", "product_type", "request_facts", "same_type", "serves_other", "shared_facts", "sold_on_its_own", "stated_features"]
 
 
 @dataclass(frozen=True)
@@ -261,13 +261,35 @@ def product_type(item: Item) -> Fact | None:
 
 def serves_other(item: Item, noun_stems: Iterable[str]) -> bool:
     """Is the item something for the asked product rather than the product: its title names the
-    noun only before another product noun ("Shredder Oil" and "Shredder Bags, 50 pack" for
-    "shredder"; "Fellowes Shredder with Oil" is a shredder)? Only when the type is read off the title."""
+    noun just before another product noun, at most two words apart ("Shredder Oil", "Shredder
+    Lubricant Sheets" for "shredder"; "Fellowes Shredder with Oil" is a shredder)? Only when the
+    type is read off the title."""
     want = set(noun_stems)
     kind = product_type(item)
     if not want or kind is None or kind.field != "title" or set(stems(kind.value)) & want:
         return False
-    return bool(set(stems(item.title[: kind.span[0]])) & want)
+    words = list(re.finditer(r"\S+", item.title[: kind.span[0]]))
+    for back, m in enumerate(reversed(words)):
+        if back > 2 or not re.fullmatch(r"[A-Za-z][A-Za-z'-]*", m.group(0)):
+            return False  # far from the noun, or across a number or comma: "Binder 3 Inch Capacity"
+        if set(stems(m.group(0))) & want:
+            return True
+    return False
+
+
+def sold_on_its_own(items: Iterable[Item], noun_stems: Iterable[str]) -> bool:
+    """Does the catalog sell the noun as a product of its own at least as often as things made
+    for it (shredders vs shredder oil and bags)? Not ink: most of it is sold as "Ink Cartridge",
+    which `serves_other` would read as made for ink."""
+    want = tuple(noun_stems)
+    own = made_for = 0
+    for item in items:
+        kind = product_type(item)
+        if kind is not None and set(stems(kind.value)) & set(want):
+            own += 1
+        elif serves_other(item, want):
+            made_for += 1
+    return own >= made_for
 
 
 def same_type(item: Item, other: Item) -> bool:

@@ -43,6 +43,7 @@ from agent.engines import LazyEngine
 from agent.engines.base import LLMEngine
 from agent.engines.scheduler import LLMScheduler, ScheduledEngine, turn_scope
 from agent.errors import BadRequest, CatalogMismatch, CatalogUnavailable, EmptyMessage, InvalidText, MessageTooLong, NotIndexed, Unavailable, UnknownCatalog, UnknownItem
+from agent.facts import sold_on_its_own
 from agent.recommend.pipeline import Recommender
 from agent.recommend.shown import ShownItem
 from agent.settings import Settings
@@ -117,6 +118,14 @@ class CatalogParts:
     recommender: Recommender
     vocab: CatalogVocab
     understander: Understander
+    _sold_alone: dict[tuple[str, ...], bool] = field(default_factory=dict, repr=False)
+
+    def sold_on_its_own(self, noun_stems: Sequence[str]) -> bool:
+        """`agent.facts.sold_on_its_own` over this catalog, once per noun."""
+        key = tuple(noun_stems)
+        if key not in self._sold_alone:
+            self._sold_alone[key] = sold_on_its_own(self.items.values(), key)
+        return self._sold_alone[key]
 
     @property
     def items(self) -> dict[str, Item]:
