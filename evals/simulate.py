@@ -160,6 +160,14 @@ def brand_key(brand: str) -> str:
     return " ".join(tokens(brand))
 
 
+def same_maker(brand: str, other: str) -> bool:
+    """One maker under two spellings of the brand field: "Epson" and "EPSON AMERICA, INC." (the
+    words of one start the other), as a shopper reads them."""
+    a, b = tokens(brand), tokens(other)
+    n = min(len(a), len(b))
+    return n > 0 and a[:n] == b[:n]
+
+
 def _record_text(item: Item) -> str:
     return " ".join((item.title, " ".join(v for _n, v in item.attributes), item.description[:2000]))
 
@@ -205,11 +213,10 @@ class Said:
     features: list[str] = field(default_factory=list)
 
     def broken_by(self, item: Item) -> list[str]:
-        brand = brand_key(item.brand)
         broken = []
-        if self.brand and brand != brand_key(self.brand):
+        if self.brand and not same_maker(item.brand, self.brand):
             broken.append("brand")
-        if brand and brand in {brand_key(b) for b in self.avoid_brands}:
+        if brand_key(item.brand) and any(same_maker(item.brand, b) for b in self.avoid_brands):
             broken.append("rejected brand")
         if item.id in self.rejected_ids:
             broken.append("rejected item")

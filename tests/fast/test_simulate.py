@@ -208,6 +208,9 @@ def test_brands_compare_without_marks_and_a_qualifier_category_reads_with_its_pa
     said = Said(brand="Scotch®")
     assert said.broken_by(Item("a", "Tape", brand="Scotch")) == []
     assert said.broken_by(Item("b", "Tape", brand="3M")) == ["brand"]
+    assert Said(brand="Epson").broken_by(Item("c", "Ink", brand="EPSON AMERICA, INC.")) == []  # one maker, two spellings
+    assert Said(avoid_brands={"Epson"}).broken_by(Item("d", "Ink", brand="Epson America")) == ["rejected brand"]
+    assert Said(brand="Epson").broken_by(Item("e", "Ink", brand="")) == ["brand"]
     target = Target("x", ("Office Electronics", "Calculators", "Basic"), "Casio", None, ())
     assert ScriptedShopper("vague").first_message(target) == "I'm looking for basic calculators"
 
