@@ -417,9 +417,10 @@ def build_systems(agent: Any, catalog: str, baseline: Any = None, *, returning: 
     if returning:
         stage = recommender.collab_name or "no ranking stage: similar items"
         systems.append(System("history", f"History only (ranking stage, no words; {stage})", lambda history: HistoryConversation(recommender, history)))
+    given = "; given the history" if returning else ""
     if baseline is not None:
-        systems.append(System("agent-before", f"Agent without must-have lifting (before #16; rank mode {baseline.rank_mode})", lambda history: AgentConversation(baseline, catalog, history)))
-    label = f"Agent (must-haves from facts lifted; rank mode {agent.rank_mode}{'; given the history' if returning else ''})"
+        systems.append(System("agent-before", f"Agent without must-have lifting (before #16; rank mode {baseline.rank_mode}{given})", lambda history: AgentConversation(baseline, catalog, history)))
+    label = f"Agent (must-haves from facts lifted; rank mode {agent.rank_mode}{given})"
     systems.append(System("agent", label, lambda history: AgentConversation(agent, catalog, history)))
     return systems
 
