@@ -58,7 +58,8 @@ def md_text(text: str) -> str:
 
 def card_html(n: int, item: dict[str, Any], vote: int = 0) -> str:
     e = lambda v: html.escape(str(v), quote=True)  # noqa: E731
-    meta = [f'<span class="aisle-brand">{e(item["brand"])}</span>' if item.get("brand") else '<span class="aisle-brand aisle-flag">no brand listed</span>']
+    read_off = ' title="read from the product title: the catalog lists no brand"' if item.get("brand_source") == "title" else ""
+    meta = [f'<span class="aisle-brand"{read_off}>{e(item["brand"])}</span>' if item.get("brand") else '<span class="aisle-brand aisle-flag">no brand listed</span>']
     if item.get("category"):
         meta.append(f'<span class="aisle-category">{e(item["category"])}</span>')
     if item.get("price") is not None:

@@ -29,16 +29,17 @@ from agent.lexicon import (
     UNIT_WORDS,
 )
 from agent.text import find_seq, stem, stems
+from retrieval.brands import is_non_brand, leading_span
 from retrieval.catalog import Item
 
-__all__ = ["Fact", "field_text", "has_feature", "item_facts", "must_haves", "product_type", "request_facts", "same_type", "shared_facts", "stated_features"]
+__all__ = ["Fact", "brand_fact", "field_text", "has_feature", "item_facts", "must_haves", "product_type", "request_facts", "same_type", "serves_other", "shared_facts", "sold_on_its_own", "stated_features"]
 
 
 @dataclass(frozen=True)
 class Fact:
-    kind: str  # capacity | pack | cut | size | compatibility | power | noise | colour | material | feature | type
+    kind: str  # capacity | pack | cut | size | compatibility | power | noise | colour | material | feature | type | brand
     value: str  # normalised: "8 sheets", "12 pack", "cross-cut", "AC powered"
-    field: str  # "title" | "description" | "attribute:<name>"
+    field: str  # "title" | "description" | "attribute:<name>" | "category" | "brand"
     span: tuple[int, int]  # characters of that field's text
 
     def quote(self, item: Item) -> str:
@@ -189,6 +190,23 @@ def has_feature(item: Item, feature: str) -> bool:
     return any(find_seq(stems(f.value), want) for f in facts)
 
 
+# --- brand -----------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=65_536)
+def brand_fact(item: Item) -> Fact | None:
+    """Who makes the item, pointing at the words that say so: the brand field, or the title's
+    leading words when the import read the brand off the title (`Item.brand_source == "title"`,
+    retrieval/brands.py). None when the record names no maker ("", "Generic")."""
+    if is_non_brand(item.brand):
+        return None
+    if item.brand_source == "title":
+        span = leading_span(item.title, item.brand)
+        if span is not None:
+            return Fact("brand", item.brand, "title", span)
+    return Fact("brand", item.brand, "brand", (0, len(item.brand)))
+
+
 # --- product type ----------------------------------------------------------------------------------
 
 # A title's noun phrase ends at these: "Shredder, 8 sheet", "Stapler (Black)", "Pens with grip".
@@ -239,6 +257,39 @@ def product_type(item: Item) -> Fact | None:
         cat = item.categories[-1]
         return Fact("type", cat.casefold(), "category", (0, len(cat)))
     return None
+
+
+def serves_other(item: Item, noun_stems: Iterable[str]) -> bool:
+    """Is the item something for the asked product rather than the product: its title names the
+    noun just before another product noun, at most two words apart ("Shredder Oil", "Shredder
+    Lubricant Sheets" for "shredder"; "Fellowes Shredder with Oil" is a shredder)? Only when the
+    type is read off the title."""
+    want = set(noun_stems)
+    kind = product_type(item)
+    if not want or kind is None or kind.field != "title" or set(stems(kind.value)) & want:
+        return False
+    words = list(re.finditer(r"\S+", item.title[: kind.span[0]]))
+    for back, m in enumerate(reversed(words)):
+        if back > 2 or not re.fullmatch(r"[A-Za-z][A-Za-z'-]*", m.group(0)):
+            return False  # far from the noun, or across a number or comma: "Binder 3 Inch Capacity"
+        if set(stems(m.group(0))) & want:
+            return True
+    return False
+
+
+def sold_on_its_own(items: Iterable[Item], noun_stems: Iterable[str]) -> bool:
+    """Does the catalog sell the noun as a product of its own at least as often as things made
+    for it (shredders vs shredder oil and bags)? Not ink: most of it is sold as "Ink Cartridge",
+    which `serves_other` would read as made for ink."""
+    want = tuple(noun_stems)
+    own = made_for = 0
+    for item in items:
+        kind = product_type(item)
+        if kind is not None and set(stems(kind.value)) & set(want):
+            own += 1
+        elif serves_other(item, want):
+            made_for += 1
+    return own >= made_for
 
 
 def same_type(item: Item, other: Item) -> bool:

@@ -9,9 +9,8 @@ lower-case words or phrases; compare them through `agent.text.stems` on both sid
 
 from __future__ import annotations
 
-import re
-from collections import Counter
-from collections.abc import Iterable
+# The brand words live with the import that reads brands off titles (retrieval/brands.py).
+from retrieval.brands import COMMON_WORD_BRANDS, NON_BRANDS, is_non_brand, ordinary_word_brands  # noqa: F401
 
 COLOURS = frozenset(
     """black white red blue green yellow orange purple violet pink brown grey gray silver gold golden
@@ -130,28 +129,6 @@ UNIT_WORDS = frozenset(
     sheet sheets gb mb tb kb ppm dpi ipm x mah v w hz khz ghz mil pt gsm st nd rd th s d k p""".split()
 )
 
-# Catalog "brands" that name nobody.
-NON_BRANDS = frozenset(
-    {
-        "", "generic", "unknown", "various", "compatible", "non-oem", "generic labels", "n a", "n/a", "na",
-        "none", "other", "unbranded", "no brand", "compatible/remanufactured ink", "number 1 in service",
-    }
-)
-
-# Brands that are also everyday words: a brand only when written as a name ("Universal folders",
-# not "a universal adapter"). Catalog text adds more (`ordinary_word_brands`).
-COMMON_WORD_BRANDS = frozenset(
-    {
-        "academie", "adams", "altra", "apache", "array", "arrow", "aurora", "beacon", "cambridge",
-        "cardinal", "clarity", "clover", "command", "cross", "double a", "duck", "eldon", "estes",
-        "fisher", "integra", "max", "national", "oxford", "platinum", "premier", "royal",
-        "sharp", "spectrum", "stanley", "tartan", "the classics", "tops", "trimmer", "uni",
-        "universal", "welcom", "wellspring", "winsome", "wolverine", "compatible", "various", "smart",
-        "simple", "basic", "classic", "elite", "ideal", "genuine", "original", "deluxe", "advantage",
-        "staples", "office", "school",
-    }
-)
-
 # Shopping talk that carries no product meaning ("I need", "please", "something", "under", "brand").
 FILLER = frozenset(
     """i im i'm me my we our us you your a an the some any this that these those it its please pls thanks thank
@@ -195,26 +172,3 @@ SYNONYMS = {
     "racket": "racquet", "notepad": "pad", "grey": "gray", "aluminium": "aluminum",
     "multicolored": "multicolor", "wifi": "wi-fi", "colour": "color", "coloured": "color", "colored": "color",
 }
-
-
-def is_non_brand(brand: str) -> bool:
-    return brand.strip().casefold() in NON_BRANDS
-
-
-def ordinary_word_brands(brands: Iterable[str], texts: Iterable[str]) -> set[str]:
-    """The brands that are also ordinary words of this catalog: one-word brands written mostly in
-    lower case inside its texts ("a universal adapter", "cross-cut"), plus COMMON_WORD_BRANDS.
-    Names (Canon, Epson) are written capitalised and stay brands."""
-    lower: Counter[str] = Counter()
-    cap: Counter[str] = Counter()
-    for text in texts:
-        for w in set(re.findall(r"(?<![A-Za-z'])[A-Za-z]+(?![A-Za-z])", text)):
-            (lower if w.islower() else cap)[w.casefold()] += 1
-    out: set[str] = set()
-    for brand in brands:
-        key = brand.strip().casefold()
-        if key in COMMON_WORD_BRANDS:
-            out.add(brand)
-        elif key.isalpha() and lower[key] >= 3 and lower[key] > cap[key]:
-            out.add(brand)
-    return out

@@ -1,6 +1,9 @@
 """`aisle eval simulate`: simulated shoppers look for their held-out item in a conversation.
 
-Protocol: each sampled user's last item (leave-one-out) is the target. A shopper opens with the kind
+Protocol: each sampled user's last item (leave-one-out) is the target. New shoppers (default)
+come with no past; returning shoppers (`--returning`) come with their history, all their items but
+the held-out one, which the agent's session gets (`Agent.new_session(history=...)`) and which ranks
+what the conversation finds. A shopper opens with the kind
 of product the target is (its most specific category, else its title's head noun: "I'm looking for
 shredders"), vague or with one of its features at random ("... cross-cut shredders"), then says one
 new thing per turn, reacting to what it was shown the way the records allow (`ScriptedShopper`):
@@ -20,7 +23,9 @@ Systems answer the same messages for the same users, one conversation each:
   items that state them (`without_must_haves`: the recommender gets no must-haves); the reasons
   do not change which items are shown, so this is the pre-#16 agent as far as the ids go;
 - the agent: `agent.chat.agent.Agent` with its defaults (must-haves from the shopper's features
-  and stated facts lifted), re-ranking off unless `--llm`.
+  and stated facts lifted), re-ranking off unless `--llm`;
+- returning shoppers only, the history alone: the ranking stage's top 5 from the history with no
+  words (what a "recommended for you" shelf shows), the next 5 each turn.
 Another variant is one more `System` in `build_systems`.
 
 Metrics per system: success by turn (cumulative), success rate, mean turns to success, constraint
@@ -155,6 +160,14 @@ def brand_key(brand: str) -> str:
     return " ".join(tokens(brand))
 
 
+def same_maker(brand: str, other: str) -> bool:
+    """One maker under two spellings of the brand field: "Epson" and "EPSON AMERICA, INC." (the
+    words of one start the other), as a shopper reads them."""
+    a, b = tokens(brand), tokens(other)
+    n = min(len(a), len(b))
+    return n > 0 and a[:n] == b[:n]
+
+
 def _record_text(item: Item) -> str:
     return " ".join((item.title, " ".join(v for _n, v in item.attributes), item.description[:2000]))
 
@@ -200,11 +213,10 @@ class Said:
     features: list[str] = field(default_factory=list)
 
     def broken_by(self, item: Item) -> list[str]:
-        brand = brand_key(item.brand)
         broken = []
-        if self.brand and brand != brand_key(self.brand):
+        if self.brand and not same_maker(item.brand, self.brand):
             broken.append("brand")
-        if brand and brand in {brand_key(b) for b in self.avoid_brands}:
+        if brand_key(item.brand) and any(same_maker(item.brand, b) for b in self.avoid_brands):
             broken.append("rejected brand")
         if item.id in self.rejected_ids:
             broken.append("rejected item")
@@ -357,7 +369,7 @@ class Conversation(Protocol):
 class System:
     name: str
     label: str
-    start: Callable[[], Conversation]  # a new conversation (no memory of other users)
+    start: Callable[[Sequence[str]], Conversation]  # a new conversation for a shopper with this history (oldest first)
 
 
 class RetrievalConversation:
@@ -372,22 +384,44 @@ class RetrievalConversation:
         return [h.item.id for h in self.searcher.search(" ".join(self.messages), self.k)]
 
 
+class HistoryConversation:
+    """No words: the ranking stage's order for the shopper's history, the next k each turn."""
+
+    def __init__(self, recommender: Any, history: Sequence[str], k: int = TOP_K) -> None:
+        self.recommender, self.history, self.k = recommender, list(history), k
+        self.shown: list[str] = []
+
+    def say(self, message: str) -> list[str]:
+        from agent.recommend.pipeline import RecommendRequest
+
+        req = RecommendRequest(history=self.history, exclude_ids=self.shown, k=self.k, rank_mode="none", with_reasons=False)
+        ids = [r.item.id for r in self.recommender.recommend(req).items]
+        self.shown += ids
+        return ids
+
+
 class AgentConversation:
-    def __init__(self, agent: Any, catalog: str) -> None:
+    def __init__(self, agent: Any, catalog: str, history: Sequence[str] = ()) -> None:
         self.agent, self.catalog = agent, catalog
-        self.session = agent.new_session(catalog)
+        self.session = agent.new_session(catalog, history=history)
 
     def say(self, message: str) -> list[str]:
         return [i.id for i in self.agent.turn(self.session, message, catalog=self.catalog).items]
 
 
-def build_systems(agent: Any, catalog: str, baseline: Any = None) -> list[System]:
-    """Retrieval only; the agent before #16's must-haves (`baseline`, when given); the agent."""
-    searcher = agent.parts(catalog).recommender.searcher
-    systems = [System("retrieval", "Retrieval only (hybrid search of the messages)", lambda: RetrievalConversation(searcher))]
+def build_systems(agent: Any, catalog: str, baseline: Any = None, *, returning: bool = False) -> list[System]:
+    """Retrieval only; for returning shoppers the history alone; the agent before #16's
+    must-haves (`baseline`, when given); the agent (given the history when `returning`)."""
+    recommender = agent.parts(catalog).recommender
+    systems = [System("retrieval", "Retrieval only (hybrid search of the messages)", lambda history: RetrievalConversation(recommender.searcher))]
+    if returning:
+        stage = recommender.collab_name or "no ranking stage: similar items"
+        systems.append(System("history", f"History only (ranking stage, no words; {stage})", lambda history: HistoryConversation(recommender, history)))
+    given = "; given the history" if returning else ""
     if baseline is not None:
-        systems.append(System("agent-before", f"Agent without must-have lifting (before #16; rank mode {baseline.rank_mode})", lambda: AgentConversation(baseline, catalog)))
-    systems.append(System("agent", f"Agent (must-haves from facts lifted; rank mode {agent.rank_mode})", lambda: AgentConversation(agent, catalog)))
+        systems.append(System("agent-before", f"Agent without must-have lifting (before #16; rank mode {baseline.rank_mode}{given})", lambda history: AgentConversation(baseline, catalog, history)))
+    label = f"Agent (must-haves from facts lifted; rank mode {agent.rank_mode}{given})"
+    systems.append(System("agent", label, lambda history: AgentConversation(agent, catalog, history)))
     return systems
 
 
@@ -423,10 +457,12 @@ class Dialogue:
     error: str | None = None
 
 
-def simulate(system: System, shopper: Shopper, item: Item, target: Target, items: Mapping[str, Item], max_turns: int, user: str = "") -> Dialogue:
+def simulate(
+    system: System, shopper: Shopper, item: Item, target: Target, items: Mapping[str, Item], max_turns: int, user: str = "", history: Sequence[str] = ()
+) -> Dialogue:
     """Play one conversation; the title guard sees every message before the system does."""
     dialogue = Dialogue(user, target.id)
-    conversation = system.start()
+    conversation = system.start(history)
     message: str | None = shopper.first_message(target)
     turn = 0
     while message is not None and turn < max_turns:
@@ -460,6 +496,7 @@ class SimulateConfig:
     seed: int = 0
     llm: bool = False  # the agent re-ranks with its LLM (settings' rank mode) instead of "none"
     shopper: str = "scripted"
+    returning: bool = False  # shoppers come with their history (all their items but the target)
     baseline: bool = True  # also run the agent without must-have lifting
     out: Path = field(default_factory=lambda: Path("eval-out/simulate"))
     progress: bool = True
@@ -519,10 +556,10 @@ class Shoppers:
     items: Mapping[str, Item]
     max_turns: int
 
-    def play(self, system: System, user: str, target_id: str) -> Dialogue:
+    def play(self, system: System, user: str, target_id: str, history: Sequence[str] = ()) -> Dialogue:
         item = self.items[target_id]
         try:
-            return simulate(system, self.new_shopper(), item, self.features.target(item), self.items, self.max_turns, user)
+            return simulate(system, self.new_shopper(), item, self.features.target(item), self.items, self.max_turns, user, history)
         except TitleLeak:
             raise  # a bug in the shopper, not a result: the run stops
         except Exception as exc:  # an eval must finish and report what broke
@@ -547,10 +584,11 @@ def _run(settings: Settings, cfg: SimulateConfig, agent: Any, interactions: Mapp
         from retrieval.registry import load_interactions
 
         interactions = load_interactions(settings, cfg.catalog)
-    systems = build_systems(agent, cfg.catalog, baseline)
+    systems = build_systems(agent, cfg.catalog, baseline, returning=cfg.returning)
     items = agent.parts(cfg.catalog).recommender.catalog.items
-    _histories, targets = leave_one_out(interactions)
-    eligible = [u for u, t in targets.items() if t in items]
+    histories, targets = leave_one_out(interactions)
+    # A returning shopper's history is never shown again, so a target they had bought before is out.
+    eligible = [u for u, t in targets.items() if t in items and not (cfg.returning and t in histories[u])]
     users = sample_users(eligible, cfg.users, seed=cfg.seed)
     shoppers = Shoppers(SHOPPERS[cfg.shopper], FeatureWords(items), items, cfg.max_turns)
     results: dict[str, dict[str, Any]] = {}
@@ -558,7 +596,7 @@ def _run(settings: Settings, cfg: SimulateConfig, agent: Any, interactions: Mapp
     dialogues: dict[str, list[dict[str, Any]]] = {}
     for system in systems:
         t0 = time.perf_counter()
-        played = [shoppers.play(system, user, targets[user]) for user in tqdm(users, desc=system.label, unit="shopper", disable=not cfg.progress, leave=False)]
+        played = [shoppers.play(system, user, targets[user], [i for i in histories[user] if i in items] if cfg.returning else ()) for user in tqdm(users, desc=system.label, unit="shopper", disable=not cfg.progress, leave=False)]
         seconds[system.name] = time.perf_counter() - t0
         results[system.name] = {"label": system.label, **summarise(played, cfg.max_turns)}
         dialogues[system.name] = [_transcript(d) for d in played]
@@ -575,6 +613,7 @@ def _run(settings: Settings, cfg: SimulateConfig, agent: Any, interactions: Mapp
             "max_turns": cfg.max_turns,
             "top_k": TOP_K,
             "shopper": cfg.shopper,
+            "returning": cfg.returning,
             "agent_rank_mode": agent.rank_mode,
             "llm": cfg.llm,
             "git": rep.git_state(),
@@ -643,6 +682,7 @@ def simulate_markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Simulated-shopper eval", "",
         f"{cfg['users_evaluated']} of {cfg['users_eligible']} eligible users of `{cfg['catalog']}` ({cfg['catalog_items']} items; seed {cfg['seed']}, hash `{cfg['sampled_users_sha256']}`), "
+        f"{'returning shoppers (the agent and the history-only system get all their items but the target)' if cfg.get('returning') else 'new shoppers (no history)'}, "
         f"up to {cfg['max_turns']} shopper turns each; success = the held-out item among the top {cfg['top_k']} shown. Shopper `{cfg['shopper']}`; "
         f"agent rank mode `{cfg['agent_rank_mode']}`. Total {result['total_seconds']} s on {cfg.get('env_cpu_count')} CPU cores.", "",
         rep.md_table(header, rows), "",
@@ -675,6 +715,11 @@ def simulate_command(
     users: Annotated[int, typer.Option("--users", "-n", min=1, help="Simulated shoppers (seeded sample of users).")] = 20,
     max_turns: Annotated[int, typer.Option("--max-turns", min=1, max=20, help="Shopper turns per conversation.")] = 5,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default: AISLE_SEED).")] = None,
+    no_categories: Annotated[
+        bool, typer.Option("--no-categories", help="Run on <catalog>-nocat: the catalog without categories, built (or updated) in this home by the eval; train its models with aisle train models --catalog <catalog>-nocat.")
+    ] = False,
+    interactions: Annotated[Optional[Path], typer.Option("--interactions", help="With --no-categories: the variant's histories (JSON {user: [item ids]}) when the catalog has none.")] = None,
+    returning: Annotated[bool, typer.Option("--returning", help="Returning shoppers: the agent gets each shopper's history (all their items but the target); adds the history-only baseline.")] = False,
     llm: Annotated[bool, typer.Option("--llm", help="Let the agent re-rank with its LLM (slow on CPU); default rank mode none.")] = False,
     engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine with --llm: transformers | vllm | openai.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default eval-out/simulate-<timestamp>, git-ignored).")] = None,
@@ -683,8 +728,15 @@ def simulate_command(
     from evals.ranking import eval_options
 
     settings, _prompts = eval_options(ctx, engine, None, ())
+    catalog = catalog or settings.catalog
+    if no_categories:
+        from evals.variants import without_categories
+
+        catalog = without_categories(settings, catalog, interactions=interactions)
+    elif interactions is not None:
+        raise typer.BadParameter("--interactions goes with --no-categories (a catalog's own history comes from the registry)", param_hint="--interactions")
     out = out or Path("eval-out") / f"simulate-{time.strftime('%Y%m%d-%H%M%S')}"
-    cfg = SimulateConfig(catalog=catalog or settings.catalog, users=users, max_turns=max_turns, seed=settings.seed if seed is None else seed, llm=llm, out=out)
+    cfg = SimulateConfig(catalog=catalog, users=users, max_turns=max_turns, seed=settings.seed if seed is None else seed, llm=llm, returning=returning, out=out)
     result = run_simulate_eval(settings, cfg)
     header, rows = summary_rows(result)
     typer.echo(rep.md_table(header, rows))

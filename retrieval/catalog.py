@@ -35,6 +35,7 @@ class Item:
     url: str = ""  # product page: data, never rendered as a link
     image_url: str = ""
     attributes: tuple[tuple[str, str], ...] = ()  # (name, value), sorted by name: colour, size ...
+    brand_source: str = ""  # "" = the feed's brand field; "title" = read off the title at import (retrieval/brands.py)
     # Runtime-only: text that search reads but the shopper never sees and no reason may cite
     # (generated copy not yet approved for display; see retrieval/overlay.py).
     search_text: str = ""
@@ -71,7 +72,7 @@ class Item:
     def to_record(self) -> dict[str, Any]:
         """The stored form (registry): only the schema's fields, empty ones left out."""
         record: dict[str, Any] = {"id": self.id, "title": self.title}
-        for name in ("description", "brand", "currency", "url", "image_url"):
+        for name in ("description", "brand", "brand_source", "currency", "url", "image_url"):
             if getattr(self, name):
                 record[name] = getattr(self, name)
         if self.categories:
@@ -91,6 +92,7 @@ class Item:
             title=record["title"],
             description=record.get("description", ""),
             brand=record.get("brand", ""),
+            brand_source=record.get("brand_source", ""),
             categories=tuple(record.get("categories", ())),
             price=record.get("price"),
             currency=record.get("currency", ""),

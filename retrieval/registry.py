@@ -31,6 +31,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from retrieval.brands import fill_staged_brands
 from retrieval.catalog import Catalog, CatalogError, Item, LoadReport, RowError
 from retrieval.config import StoreConfig
 from retrieval.feeds.events import Event, read_events
@@ -44,7 +45,7 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 DEFAULT_MAX_BAD_SHARE = 0.05
 DATA = "{data}"  # stands for the configured data folder in a built-in entry's paths
 # Bump when what an import produces changes (schema, cleaning, presets): built-in entries re-import.
-IMPORT_VERSION = "2"
+IMPORT_VERSION = "3"  # 2: broken markup costs the markup, not the row; 3: brands read off titles (retrieval/brands.py)
 
 
 @dataclass
@@ -99,6 +100,7 @@ class ImportReport:
     unchanged: int = 0
     out_of_stock: int = 0
     cold: list[str] = field(default_factory=list)  # new items without a description (or that lost theirs)
+    title_brands: int = 0  # items without a brand that got the one their title starts with
     events: int = 0
     events_rejected: list[RowError] = field(default_factory=list)
     events_warnings: list[RowError] = field(default_factory=list)  # users whose held-out (last) item changed
@@ -110,6 +112,8 @@ class ImportReport:
     def summary(self, show: int = 20) -> str:
         lines = [self.load.summary(show)]
         lines.append(f"{self.catalog}: {self.added} added, {self.changed} changed, {self.removed} removed, {self.unchanged} unchanged; {self.out_of_stock} out of stock")
+        if self.title_brands:
+            lines.append(f"{self.title_brands} items without a brand got the brand their title starts with")
         if self.cold:
             lines.append(f"{len(self.cold)} new items have no description (cold): aisle describe --catalog {self.catalog} --only-missing")
         if self.events or self.events_rejected:
@@ -395,6 +399,7 @@ class Registry:
             try:
                 con.execute("CREATE TEMP TABLE staged (id TEXT PRIMARY KEY, pos INTEGER, data TEXT, digest TEXT, available INTEGER, cold INTEGER) WITHOUT ROWID")
                 self._stage_items(con, rows, fmap, source, report, progress)
+                report.title_brands = fill_staged_brands(con)
                 self._refuse_if_bad(name, spec, report.load.loaded, report.load.rejected, "rows", report)
                 staged_ids = None
                 if with_events and spec.interactions:

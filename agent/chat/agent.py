@@ -23,7 +23,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -54,6 +54,7 @@ from agent.errors import (
     UnknownItem,
     VectorStoreUnavailable,
 )
+from agent.facts import sold_on_its_own
 from agent.recommend.pipeline import Recommender
 from agent.recommend.shown import ShownItem
 from agent.settings import Settings
@@ -139,6 +140,14 @@ class CatalogParts:
     recommender: Recommender
     vocab: CatalogVocab
     understander: Understander
+    _sold_alone: dict[tuple[str, ...], bool] = field(default_factory=dict, repr=False)
+
+    def sold_on_its_own(self, noun_stems: Sequence[str]) -> bool:
+        """`agent.facts.sold_on_its_own` over this catalog, once per noun."""
+        key = tuple(noun_stems)
+        if key not in self._sold_alone:
+            self._sold_alone[key] = sold_on_its_own(self.items.values(), key)
+        return self._sold_alone[key]
 
     @property
     def items(self) -> dict[str, Item]:
@@ -371,11 +380,19 @@ class Agent:
 
     # --- sessions ------------------------------------------------------------------------------------------
 
-    def new_session(self, catalog: str | None = None, *, owner: str = "") -> str:
+    def new_session(self, catalog: str | None = None, *, owner: str = "", history: Sequence[str] = ()) -> str:
+        """A new conversation; `history` = the items this shopper bought before (oldest first), which
+        rank what the conversation finds and are not shown again. An unknown id is refused."""
         catalog = catalog or self.default_catalog
         if catalog not in self.catalogs():
             raise UnknownCatalog(f"unknown catalog {catalog!r}; choose one of: {', '.join(self.catalogs())}")
-        return self.store.create(catalog, DialogueState(catalog=catalog).model_dump(), owner=owner)
+        history = [str(i) for i in history]
+        if history:
+            items = self.parts(catalog).items
+            unknown = [i for i in history if i not in items]
+            if unknown:
+                raise UnknownItem(f"history names item(s) not in catalog {catalog!r}: {', '.join(unknown[:5])}; send ids of the catalog's items")
+        return self.store.create(catalog, DialogueState(catalog=catalog, history=history).model_dump(), owner=owner)
 
     def session_info(self, session_id: str) -> dict[str, Any]:
         rec = self.store.get(session_id)

@@ -36,6 +36,9 @@ class DialogueState(BaseModel):
     shown: list[str] = Field(default_factory=list)
     last_shown: list[str] = Field(default_factory=list)
     liked: list[str] = Field(default_factory=list)
+    # What the shopper bought before this conversation (the shop's record, oldest first): it orders
+    # the search hits through the ranking stage (agent/recommend/ltr.py), like the session's likes.
+    history: list[str] = Field(default_factory=list)
     rejected: list[str] = Field(default_factory=list)
     focus: str | None = None  # the item the conversation is about ("why that one?")
     recent: list[dict[str, str]] = Field(default_factory=list)  # last few messages, for prompts
@@ -96,11 +99,12 @@ class DialogueState(BaseModel):
         del self.recent[:-MAX_RECENT]
 
     def reset(self) -> None:
-        """Forget the constraints and history of this conversation, except what the shopper rejected.
+        """Forget the constraints and history of this conversation, except what the shopper rejected
+        and what they bought before it.
 
         The UI promises a rejected item "won't be shown again", and starting a new search is no
         change of mind about it (the thumbs down also stays in the session's feedback). The
         session id and the turn count stay too."""
-        fresh = DialogueState(catalog=self.catalog, turns=self.turns, rejected=list(self.rejected))
+        fresh = DialogueState(catalog=self.catalog, turns=self.turns, rejected=list(self.rejected), history=list(self.history))
         for name in DialogueState.model_fields:
             setattr(self, name, getattr(fresh, name))

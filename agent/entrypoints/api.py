@@ -298,7 +298,7 @@ class Serving:
 
     def new_session(self, body: SessionIn | None) -> SessionOut:
         catalog = self.catalog(body.catalog if body else None) or self.agent.default_catalog
-        return SessionOut(session_id=self.agent.new_session(catalog, owner=self.owner), catalog=catalog)
+        return SessionOut(session_id=self.agent.new_session(catalog, owner=self.owner, history=body.history if body else ()), catalog=catalog)
 
     def delete_session(self, session_id: str) -> None:
         self.agent.store.delete(session_id)

@@ -126,6 +126,7 @@ class TurnIn(_Body):
 
 class SessionIn(_Body):
     catalog: str | None = Field(None, description="The session's catalog (default: the server's); GET /v1/models lists them.")
+    history: list[str] = Field(default_factory=list, max_length=200, description="Item ids this shopper bought before, oldest first: they rank what the conversation finds.")
 
 
 class FeedbackIn(_Body):

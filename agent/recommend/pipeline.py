@@ -65,6 +65,9 @@ class RecommendRequest:
     # Features the shopper asked for ("quiet", "cross-cut"): items whose record states them are
     # lifted above the others after ranking, before the top k is cut (agent.recommend.must_have).
     must_have: tuple[str, ...] = ()
+    # Items made for the asked product rather than the product ("Shredder Oil" for a shredder): kept,
+    # but after the others, once must-haves are lifted and before the top k is cut.
+    demote: Callable[[Item], bool] | None = None
     # The shopper's own words when they open a topic ("I'm looking for index cards for recipes"):
     # searched too and fused with the query's hits (RRF), so the extracted need never loses what
     # the whole message would have found.
@@ -381,6 +384,9 @@ class Recommender:
         llm_valid = ranked.llm_valid and fallback is None
         fallback = fallback or ranked.fallback
         lifted, unmet = lift(ranked.items, req.must_have, lambda r: r.item)
+        if req.demote is not None:
+            last = [req.demote(r.item) for r in lifted]
+            lifted = [r for r, d in zip(lifted, last) if not d] + [r for r, d in zip(lifted, last) if d]
         top = lifted[: req.k]
         t2 = time.perf_counter()
 

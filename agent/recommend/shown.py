@@ -23,6 +23,7 @@ class ShownItem:
     id: str
     title: str
     brand: str
+    brand_source: str  # "" = the catalog's brand field; "title" = read off the title at import (retrieval/brands.py)
     category: str
     price: float | None
     currency: str  # ISO 4217, "" when the catalog names none
@@ -41,6 +42,7 @@ class ShownItem:
             item.id,
             display(item.title, name=True) or NO_TITLE,
             display(item.brand, name=True),
+            item.brand_source,
             display(item.category, name=True),
             item.price,
             item.currency,

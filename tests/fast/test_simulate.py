@@ -35,7 +35,7 @@ class Scripted:
         self.heard: list[str] = []
 
     def system(self) -> System:
-        def start() -> Scripted:
+        def start(history=()) -> Scripted:
             return self
 
         return System("scripted", "Scripted answers", start)
@@ -208,6 +208,9 @@ def test_brands_compare_without_marks_and_a_qualifier_category_reads_with_its_pa
     said = Said(brand="Scotch®")
     assert said.broken_by(Item("a", "Tape", brand="Scotch")) == []
     assert said.broken_by(Item("b", "Tape", brand="3M")) == ["brand"]
+    assert Said(brand="Epson").broken_by(Item("c", "Ink", brand="EPSON AMERICA, INC.")) == []  # one maker, two spellings
+    assert Said(avoid_brands={"Epson"}).broken_by(Item("d", "Ink", brand="Epson America")) == ["rejected brand"]
+    assert Said(brand="Epson").broken_by(Item("e", "Ink", brand="")) == ["brand"]
     target = Target("x", ("Office Electronics", "Calculators", "Basic"), "Casio", None, ())
     assert ScriptedShopper("vague").first_message(target) == "I'm looking for basic calculators"
 
@@ -258,3 +261,37 @@ def test_the_simulator_plays_a_catalog_from_another_domain_end_to_end():
         fake = Scripted([[i for i in items if i != item_id][:5]])
         dialogue = simulate(fake.system(), ScriptedShopper(), items[item_id], features.target(items[item_id]), items, 4)
         assert dialogue.success_turn is None and len(fake.heard) == 4 and all("office" not in m.lower() for m in fake.heard)
+
+
+def test_returning_shoppers_bring_their_history_to_the_agent_and_the_history_baseline(tiny_agent, fast_settings, tmp_path):
+    """--returning: the agent's session holds all the shopper's items but the target, none of them is
+    shown again, and the history-only system answers from the history with no words."""
+    agent = tiny_agent(rank_mode="none")
+    interactions = {"u1": ["s1", "s3", "s2"], "u2": ["p1", "p3", "p2"], "u3": ["d1", "d3", "d2"], "u4": ["l1", "l3", "l2"], "u5": ["s4", "s4"]}
+    cfg = SimulateConfig(catalog="tiny-shop", users=10, max_turns=3, returning=True, baseline=False, out=tmp_path / "out", progress=False)
+    result = run_simulate_eval(fast_settings, cfg, agent=agent, interactions=interactions)
+    assert set(result["systems"]) == {"retrieval", "history", "agent"} and result["config"]["returning"] is True
+    assert result["config"]["users_evaluated"] == 4  # u5's target is in its own history: it could never be shown
+    for name, dialogues in result["dialogues"].items():
+        assert result["systems"][name]["errors"] == 0, result["systems"][name]["error_examples"]
+        if name == "retrieval":
+            continue
+        for d in dialogues:
+            past = set(interactions[d["user"]][:-1])
+            assert not past & {i for t in d["turns"] for i in t["shown"]}, (name, d)
+    history = {d["user"]: d for d in result["dialogues"]["history"]}
+    assert history["u1"]["turns"][0]["shown"][0] in {"s2", "s4", "s5"}  # staplers, like the two it bought
+    assert "returning shoppers" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_session_keeps_the_history_it_was_given_and_refuses_unknown_ids(tiny_agent):
+    from agent.errors import UnknownItem
+
+    agent = tiny_agent(rank_mode="none")
+    session = agent.new_session("tiny-shop", history=["s1", "s3"])
+    shown = [i.id for i in agent.turn(session, "I'm looking for staplers").items]
+    assert shown and not {"s1", "s3"} & set(shown)
+    agent.turn(session, "start over")
+    assert agent.session_info(session)["state"]["history"] == ["s1", "s3"]  # a new topic keeps the shopper's past
+    with pytest.raises(UnknownItem, match="not in catalog"):
+        agent.new_session("tiny-shop", history=["s1", "nope"])
