@@ -1,15 +1,18 @@
 """aisle chat UI (Gradio): `python app.py` serves http://127.0.0.1:7860 on the default catalog.
 
-Streaming replies, one card per recommended item (title, brand, category, price, reason) with
-thumbs up/down stored in the session store, example prompts, a catalog selector and "New
-conversation". Works offline: analytics off, local fonts, no server-side rendering (no Node).
+Streaming replies, one card per recommended item (title, brand, category, price, availability, the
+shop's image, reason) with thumbs up/down stored in the session store, example prompts, a catalog
+selector and "New conversation". The chat says what was searched and what changed and points at the
+cards; it does not list the items again (the API and terminal replies do). Works offline: analytics
+off, local fonts, no server-side rendering (no Node); the only remote fetch is an item image from
+the shop's own feed, sent without a referrer.
 
 Everything shown comes from the catalog or the LLM, so it is untrusted: card fields are HTML-escaped
 and chat text is escaped for Markdown and HTML before Gradio renders it.
 Stable hooks for tests and custom CSS: #aisle-chat, #aisle-input, #aisle-send, #aisle-new,
 #aisle-catalog, cards #aisle-card-N (.aisle-card) with .aisle-title/.aisle-brand/.aisle-category/
-.aisle-price/.aisle-reason and buttons #aisle-up-N (.aisle-thumb-up) / #aisle-down-N (.aisle-thumb-down),
-and #aisle-status for the last feedback note.
+.aisle-price/.aisle-availability/.aisle-image/.aisle-reason and buttons #aisle-up-N (.aisle-thumb-up) /
+#aisle-down-N (.aisle-thumb-down), and #aisle-status for the last feedback note.
 """
 
 from __future__ import annotations
@@ -28,24 +31,39 @@ force_offline()  # before gradio is imported: no analytics, no hub
 import gradio as gr  # noqa: E402
 
 from agent.chat.agent import Agent, TurnResult  # noqa: E402
-from agent.chat.replies import EXAMPLES  # noqa: E402
+from agent.chat.replies import EXAMPLES, ItemLine  # noqa: E402
 from agent.chat.store import UnknownSession  # noqa: E402
 from agent.errors import AisleError  # noqa: E402
 from agent.text import money  # noqa: E402
+from retrieval.screen import web_url  # noqa: E402
 
 log = logging.getLogger("aisle.app")
 
 MAX_CARDS = 5
+IMAGE_PX = 72  # the card image's fixed size: a slow or odd-shaped image never moves the text
+# Gradio ships its 600-weight faces as stubs: SourceSansPro-SemiBold.woff2 maps 55 code points
+# (space, A, B, ...) against 1,615 in Regular and Bold (the same for IBM Plex Mono), so a 600-weight
+# title drew A and B in Source Sans and every other letter in a system fallback. Declaring only the
+# complete Regular and Bold files gives one typeface at every weight (600 resolves to Bold), still
+# served locally.
+FONT = (gr.themes.LocalFont("Source Sans Pro", weights=(400, 700)), "ui-sans-serif", "system-ui", "sans-serif")
+FONT_MONO = (gr.themes.LocalFont("IBM Plex Mono", weights=(400, 700)), "ui-monospace", "Consolas", "monospace")
 CSS = """
 .aisle-card { border: 1px solid var(--border-color-primary); border-radius: 10px; padding: 10px 12px !important; }
-.aisle-item .aisle-title { font-weight: 600; font-size: 1.0em; line-height: 1.3; }
+.aisle-item { display: flex; gap: 10px; align-items: flex-start; }
+.aisle-item .aisle-text { flex: 1; min-width: 0; }
+.aisle-item .aisle-image { flex: none; object-fit: contain; border-radius: 6px; background: var(--background-fill-secondary); }
+.aisle-item .aisle-title { font-weight: 700; font-size: 1.0em; line-height: 1.3; }
 .aisle-item .aisle-meta { color: var(--body-text-color-subdued); font-size: 0.88em; margin: 4px 0; }
+.aisle-item .aisle-offer { font-size: 0.92em; margin: 2px 0; }
+.aisle-item .aisle-price { font-weight: 700; }
+.aisle-item .aisle-out-of-stock { color: var(--error-text-color); }
 .aisle-item .aisle-reason { font-size: 0.92em; margin: 6px 0 0 0; }
 .aisle-item .aisle-vote { font-size: 0.85em; color: var(--color-accent); margin-top: 4px; }
 .aisle-item .aisle-flag { font-size: 0.8em; color: var(--body-text-color-subdued); }
 .aisle-thumbs button { min-width: 44px !important; }
 #aisle-status { min-height: 1.5em; }
-"""
+""" + f".aisle-item .aisle-image {{ width: {IMAGE_PX}px; height: {IMAGE_PX}px; }}\n"
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
 
@@ -56,24 +74,62 @@ def md_text(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
 
 
+class ChatReply:
+    """One answer's chat text as the UI shows it: the reply without its item lines (the cards list
+    the items, so each is shown once), with one line that points at the cards."""
+
+    def __init__(self) -> None:
+        self.lead = ""  # what was searched for, before the items
+        self.tail = ""  # notes after the items: what changed, what to try next
+        self.items = 0
+
+    def add(self, piece: str) -> None:
+        if isinstance(piece, ItemLine):
+            self.items += 1
+        elif self.items:
+            self.tail += piece
+        else:
+            self.lead += piece
+
+    def text(self) -> str:
+        pointer = ""
+        if self.items:
+            pointer = "The item I found is in “Recommended items”." if self.items == 1 else f"The {self.items} items I found are in “Recommended items”."
+        return "\n".join(p for p in (self.lead.strip(), pointer, self.tail.strip()) if p)
+
+
+
 def card_html(n: int, item: dict[str, Any], vote: int = 0) -> str:
+    """One recommended item as a card. The image is the catalog record's own http(s) image_url
+    (screened at import and again here), never a link; the browser sends no referrer with it."""
     e = lambda v: html.escape(str(v), quote=True)  # noqa: E731
     read_off = ' title="read from the product title: the catalog lists no brand"' if item.get("brand_source") == "title" else ""
     meta = [f'<span class="aisle-brand"{read_off}>{e(item["brand"])}</span>' if item.get("brand") else '<span class="aisle-brand aisle-flag">no brand listed</span>']
     if item.get("category"):
         meta.append(f'<span class="aisle-category">{e(item["category"])}</span>')
-    if item.get("price") is not None:
-        meta.append(f'<span class="aisle-price">{e(money(item["price"], item.get("currency", "")))}</span>')
     attrs = item.get("attributes") or {}
-    if attrs:  # plain text, escaped: shown, never rendered (url and image_url are not shown at all)
+    if attrs:  # plain text, escaped: shown, never rendered (url is not shown at all)
         meta.append(f'<span class="aisle-attributes">{e("; ".join(f"{k}: {v}" for k, v in list(attrs.items())[:4]))}</span>')
+    offer = []
+    if item.get("price") is not None:
+        offer.append(f'<span class="aisle-price">{e(money(item["price"], item.get("currency", "")))}</span>')
+    stock = item.get("availability") or ""  # only when the feed states it, as it states it
+    if stock:
+        offer.append(f'<span class="aisle-availability aisle-{e(stock.replace(" ", "-"))}">{e(stock.capitalize())}</span>')
+    image = item.get("image_url") or ""
+    img = (
+        f'<img class="aisle-image" src="{e(image)}" alt="{e(item["title"])}" width="{IMAGE_PX}" height="{IMAGE_PX}" loading="lazy" referrerpolicy="no-referrer" decoding="async">'
+        if web_url(image)
+        else ""
+    )
     flag = "" if item.get("grounded", True) else ' <span class="aisle-flag">(unverified)</span>'
     voted = {1: '<div class="aisle-vote">✓ Liked (saved)</div>', -1: '<div class="aisle-vote">✓ Hidden: it won\'t be shown again</div>'}.get(vote, "")
     return (
-        f'<div class="aisle-item" data-item-id="{e(item["id"])}">'
+        f'<div class="aisle-item" data-item-id="{e(item["id"])}">{img}<div class="aisle-text">'
         f'<div class="aisle-title">{n}. {e(item["title"])}</div>'
         f'<div class="aisle-meta">{" · ".join(meta)}</div>'
-        f'<p class="aisle-reason">{e(item["reason"])}{flag}</p>{voted}</div>'
+        + (f'<div class="aisle-offer">{" · ".join(offer)}</div>' if offer else "")
+        + f'<p class="aisle-reason">{e(item["reason"])}{flag}</p>{voted}</div></div>'
     )
 
 
@@ -91,7 +147,10 @@ def build_ui(agent: Agent, *, catalog: str | None = None) -> gr.Blocks:
             new_btn = gr.Button("New conversation", elem_id="aisle-new", scale=1)
         with gr.Row():
             with gr.Column(scale=3):
-                chat = gr.Chatbot(elem_id="aisle-chat", height=460, label="Conversation", buttons=[], sanitize_html=True)
+                # A heading, not the Chatbot's own label: that label floats over the message list,
+                # so the first line (and every line scrolled up) ran under it.
+                gr.Markdown("#### Conversation")
+                chat = gr.Chatbot(elem_id="aisle-chat", height=460, label="Conversation", show_label=False, buttons=[], sanitize_html=True)
                 with gr.Row():
                     box = gr.Textbox(placeholder="e.g. a heavy duty stapler, not Swingline", show_label=False, elem_id="aisle-input", scale=5, max_length=2000)
                     send = gr.Button("Send", variant="primary", elem_id="aisle-send", scale=1)
@@ -129,7 +188,7 @@ def build_ui(agent: Agent, *, catalog: str | None = None) -> gr.Blocks:
             history.append({"role": "user", "content": md_text(text)})
             history.append({"role": "assistant", "content": "…"})
             yield [history, "", sid, items, "", *[gr.update()] * len(card_outputs)]
-            reply = ""
+            reply = ChatReply()
             try:
                 if sid is None:
                     sid = agent.new_session(cat)
@@ -137,17 +196,17 @@ def build_ui(agent: Agent, *, catalog: str | None = None) -> gr.Blocks:
                     if isinstance(piece, TurnResult):
                         if piece.action == "recommend" and piece.items:
                             items = [i.to_dict() for i in piece.items]
-                            history[-1] = {"role": "assistant", "content": md_text(reply)}
+                            history[-1] = {"role": "assistant", "content": md_text(reply.text())}
                             yield [history, "", sid, items, "", *card_updates(items)]
                             return
                         if piece.action == "reset":
                             items = []
-                            history[-1] = {"role": "assistant", "content": md_text(reply)}
+                            history[-1] = {"role": "assistant", "content": md_text(reply.text())}
                             yield [history, "", sid, items, "", *card_updates(items)]
                             return
                     else:
-                        reply += piece
-                        history[-1] = {"role": "assistant", "content": md_text(reply)}
+                        reply.add(piece)
+                        history[-1] = {"role": "assistant", "content": md_text(reply.text())}
                         yield [history, "", sid, items, gr.update(), *[gr.update()] * len(card_outputs)]
             except UnknownSession:
                 sid = None
@@ -199,7 +258,7 @@ def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int = 7860, block:
     demo.launch(
         server_name=host,
         server_port=port,
-        theme=gr.themes.Default(),  # local fonts: nothing fetched from a font CDN
+        theme=gr.themes.Default(font=FONT, font_mono=FONT_MONO),  # local fonts: nothing fetched from a font CDN
         css=CSS,
         ssr_mode=False,
         pwa=False,

@@ -32,6 +32,7 @@ class Item:
     price: float | None = None
     currency: str = ""  # ISO 4217; "" when the feed gave none
     available: bool = True  # False: out of stock, never recommended
+    availability: str = ""  # as the feed states it: in stock | out of stock | preorder | backorder; "": not stated
     url: str = ""  # product page: data, never rendered as a link
     image_url: str = ""
     attributes: tuple[tuple[str, str], ...] = ()  # (name, value), sorted by name: colour, size ...
@@ -72,7 +73,7 @@ class Item:
     def to_record(self) -> dict[str, Any]:
         """The stored form (registry): only the schema's fields, empty ones left out."""
         record: dict[str, Any] = {"id": self.id, "title": self.title}
-        for name in ("description", "brand", "brand_source", "currency", "url", "image_url"):
+        for name in ("description", "brand", "brand_source", "currency", "availability", "url", "image_url"):
             if getattr(self, name):
                 record[name] = getattr(self, name)
         if self.categories:
@@ -97,6 +98,7 @@ class Item:
             price=record.get("price"),
             currency=record.get("currency", ""),
             available=record.get("available", True),
+            availability=record.get("availability", ""),
             url=record.get("url", ""),
             image_url=record.get("image_url", ""),
             attributes=tuple(sorted((record.get("attributes") or {}).items())),

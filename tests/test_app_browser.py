@@ -11,6 +11,7 @@ import shutil
 import socket
 import sqlite3
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -81,7 +82,7 @@ def test_chat_cards_and_thumbs_up(app, tmp_path):
         assert first.locator(".aisle-price").inner_text().startswith("$")
         item_id = first.get_attribute("data-item-id")
         chat_text = page.locator("#aisle-chat").inner_text()
-        assert "Looking for" in chat_text and "Running Shoe" in chat_text
+        assert "Looking for" in chat_text and "items I found are in" in chat_text and first.locator(".aisle-title").inner_text().split(". ", 1)[1] not in chat_text
 
         page.click("#aisle-up-0")
         page.wait_for_function("document.querySelector('#aisle-status') && document.querySelector('#aisle-status').innerText.includes('Saved')", timeout=60_000)
@@ -227,9 +228,9 @@ def test_no_payload_is_shown_in_the_browser(poisoned_app):
         page.goto(url, wait_until="load", timeout=120_000)
         page.wait_for_selector("#aisle-input textarea", timeout=60_000)
         for message in ["a stapler", "why the first?", "a quiet stapler", "tell me about the first one"]:
+            before = page.locator("#aisle-chat").inner_text().count(message)  # before sending: the message itself counts
             page.fill("#aisle-input textarea", message)
             page.click("#aisle-send")
-            before = page.locator("#aisle-chat").inner_text().count(message)
             page.wait_for_function("([m, k]) => document.querySelector('#aisle-chat').innerText.split(m).length - 1 > k", arg=[message, before], timeout=120_000)
             text, last = "", None
             for _ in range(240):  # until the streamed reply stops changing
@@ -248,3 +249,231 @@ def test_no_payload_is_shown_in_the_browser(poisoned_app):
     leaks = [(found, text[:200]) for text in shown if (found := payloads(text))]
     assert leaks == [], leaks[:3]
     assert outside == [], f"the page fetched from outside 127.0.0.1: {outside}"
+
+
+# --- products as cards: price, stock, the shop's image; the chat does not list them again -----------
+
+
+def test_card_shows_the_offer_and_only_the_shops_own_image():
+    """Price with its currency, stock as the feed states it, the record's http(s) image as an
+    <img> with an escaped src and alt, no referrer, lazy, fixed size; any other image_url is dropped."""
+    from app import card_html
+
+    item = {"id": "k1", "title": 'Aurora "Quiet" <Shredder>', "brand": "Aurora", "category": "Shredders", "price": 89.5, "currency": "EUR", "availability": "in stock", "image_url": "http://127.0.0.1:9/k1.png?w=72&h=72", "reason": "Quiet.", "grounded": True}
+    card = card_html(1, item)
+    assert '<span class="aisle-price">€89.50</span>' in card and ">In stock<" in card
+    assert '<img class="aisle-image" src="http://127.0.0.1:9/k1.png?w=72&amp;h=72" alt="Aurora &quot;Quiet&quot; &lt;Shredder&gt;"' in card
+    assert 'referrerpolicy="no-referrer"' in card and 'loading="lazy"' in card and 'width="72" height="72"' in card
+    assert ">Out of stock<" in card_html(1, {**item, "availability": "out of stock"}) and ">Backorder<" in card_html(1, {**item, "availability": "backorder"})
+    assert "aisle-availability" not in card_html(1, {**item, "availability": ""})  # the feed said nothing
+    assert money_shown(card_html(1, {**item, "price": 1299.0, "currency": "SEK"})) == "1,299 SEK"
+    for bad in ("javascript:alert(1)", "data:image/png;base64,AAAA", 'http://x.example/a.png" onerror="alert(1)', "//x.example/a.png", ""):
+        assert "<img" not in card_html(1, {**item, "image_url": bad}), bad
+
+
+def money_shown(card: str) -> str:
+    return card.split('<span class="aisle-price">', 1)[1].split("</span>", 1)[0]
+
+
+def test_chat_text_leaves_the_items_to_the_cards():
+    """The UI's chat text of an answer: what was searched, one line pointing at the cards, the notes;
+    the item lines of the reply (which the API and terminal show) are left out."""
+    from agent.chat.replies import ItemLine
+    from app import ChatReply
+
+    reply = ChatReply()
+    for piece in ["Looking for “shredder”.\n", ItemLine("1. Aurora Shredder (Aurora · €89.50)\n   Quiet.\n"), ItemLine("2. Royal Shredder\n   Cheap.\n"), "\n", "You can say “cheaper”."]:
+        reply.add(piece)
+    assert reply.text() == "Looking for “shredder”.\nThe 2 items I found are in “Recommended items”.\nYou can say “cheaper”."
+    plain = ChatReply()
+    plain.add("Nothing in the tiny catalog matches that.")
+    assert plain.text() == "Nothing in the tiny catalog matches that."
+
+
+def test_every_theme_font_face_has_the_glyphs_of_plain_text():
+    """Each local font face the theme declares draws all of printable ASCII, so no weight mixes
+    typefaces within a word (Gradio's SemiBold files hold a few glyphs such as A and B)."""
+    fontTools = pytest.importorskip("fontTools.ttLib")
+    from gradio.themes.utils.fonts import LocalFont, font_file_path
+
+    from app import FONT, FONT_MONO
+
+    faces = [(f.name, w) for f in (*FONT, *FONT_MONO) if isinstance(f, LocalFont) for w in f.weights]
+    assert faces
+    text = {ord(c) for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 .,;:!?$€£%&()-'\""}
+    for name, weight in faces:
+        path = font_file_path(name, weight)
+        missing = text - set(fontTools.TTFont(str(path)).getBestCmap())
+        assert not missing, f"{path.name} lacks {''.join(sorted(chr(c) for c in missing))}"
+
+
+def _png(rgb: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 48), rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def image_server():
+    """A shop's image host on 127.0.0.1: serves small PNGs and records each request's path and Referer."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    images = {f"/img/{k}.png": _png(c) for k, c in (("k1", (200, 60, 60)), ("k2", (60, 160, 80)), ("k3", (60, 90, 200)), ("k5", (0, 0, 0)))}
+    seen: list[tuple[str, str | None]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append((self.path, self.headers.get("Referer")))
+            body = images.get(self.path)
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", "image/png" if body else "text/plain")
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/img", seen
+    server.shutdown()
+    server.server_close()
+
+
+def priced_rows(base: str) -> list[dict[str, str]]:
+    """A shop feed with prices in several currencies, availability and image links (one not http)."""
+    office = "Office > Shredders"
+    return [
+        {"id": "k1", "title": "Aurora Quiet Paper Shredder, 8 Sheet Cross-Cut", "brand": "Aurora", "categories": office, "price": "89.50 EUR", "availability": "in stock", "image_url": f"{base}/k1.png", "description": "A quiet cross-cut shredder for the home office."},
+        {"id": "k2", "title": "Bonsaii Strip-Cut Paper Shredder, 6 Sheet", "brand": "Bonsaii", "categories": office, "price": "45 GBP", "availability": "backorder", "image_url": f"{base}/k2.png", "description": "Strip-cut shredder with a 3 gallon bin."},
+        {"id": "k3", "title": "AmazonBasics Micro-Cut Paper Shredder, 12 Sheet", "brand": "AmazonBasics", "categories": office, "price": "1299 SEK", "availability": "in stock", "image_url": f"{base}/k3.png", "description": "Micro-cut shredder for documents and cards."},
+        {"id": "k4", "title": "Royal Paper Shredder, 10 Sheet", "brand": "Royal", "categories": office, "price": "59.99 USD", "availability": "", "image_url": "javascript:alert(1)", "description": "A paper shredder with an auto start."},
+        {"id": "k5", "title": "Fellowes Powershred Paper Shredder, 8 Sheet", "brand": "Fellowes", "categories": office, "price": "99 USD", "availability": "out of stock", "image_url": f"{base}/k5.png", "description": "Cross-cut paper shredder."},
+        {"id": "t1", "title": "Swingline Heavy Duty Stapler", "brand": "Swingline", "categories": "Office > Staplers", "price": "39.99 USD", "availability": "in stock", "image_url": f"{base}/t1.png", "description": "A metal stapler."},
+        {"id": "t2", "title": "Pilot G2 Gel Pens, Black", "brand": "Pilot", "categories": "Office > Pens", "price": "12.99 USD", "availability": "in stock", "description": "Gel ink pens."},
+    ]
+
+
+@pytest.fixture(scope="module")
+def priced_app(tmp_path_factory, image_server):
+    """The UI on a shop catalog imported through the real feed import (registry, Chroma, MiniLM),
+    whose image links point at the local image server; the scripted engine stands in for the LLM."""
+    import json
+
+    import app as aisle_app
+    from agent.chat.agent import Agent
+    from agent.chat.store import SessionStore
+    from agent.settings import Settings
+    from retrieval.registry import FeedSpec, Registry
+    from retrieval.search import open_searcher
+    from tests.fast.conftest import ScriptedEngine, share_models
+
+    base, _ = image_server
+    tmp = tmp_path_factory.mktemp("ui-priced")
+    feed = tmp / "products.jsonl"
+    feed.write_text("\n".join(json.dumps(r) for r in priced_rows(base)))
+    home = share_models(tmp / "home")
+    settings = Settings(home=home, chroma_url=None, llm="transformers")
+    report = Registry(settings).add("priced-shop", FeedSpec(str(feed)), progress=False)
+    assert report.load.loaded == 7 and [w.field for w in report.load.warnings] == ["image_url"]
+    agent = Agent(settings, store=SessionStore(home / "sessions.sqlite"), engine=ScriptedEngine(), searchers={"priced-shop": open_searcher(settings, "priced-shop", progress=False)}, default_catalog="priced-shop", rank_mode="none")
+    demo = aisle_app.build_ui(agent)
+    port = _free_port()
+    aisle_app.launch(demo, port=port, block=False)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+    agent.store.close()
+
+
+def _boxes_meet(a: dict[str, float], b: dict[str, float]) -> bool:
+    return a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"] and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"]
+
+
+@needs_chromium
+def test_cards_show_prices_stock_and_images_and_the_chat_does_not_repeat_them(priced_app, image_server, tmp_path):
+    """One list of items per answer (the cards), each with its price and currency, stock and the
+    shop's image loaded from the shop's host without a referrer; the "Conversation" label covers no
+    message; the theme's font faces are the complete ones. Saves ui-products.png (the first answer)
+    and ui-products-scrolled.png (the end) in $AISLE_SCREENSHOT_DIR (default: the test's temporary folder)."""
+    import os
+
+    from playwright.sync_api import sync_playwright
+
+    base, requests = image_server
+    shot_dir = Path(os.environ.get("AISLE_SCREENSHOT_DIR") or tmp_path)
+    shot_dir.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(priced_app, wait_until="load", timeout=120_000)
+        page.wait_for_selector("#aisle-input textarea", timeout=60_000)
+
+        def say(message: str) -> str:
+            """Send a message; wait for its answer to finish; the answer's chat text."""
+            before = page.locator("#aisle-chat [data-testid=bot]").count()
+            page.fill("#aisle-input textarea", message)
+            page.click("#aisle-send")
+            page.wait_for_function("n => document.querySelectorAll('#aisle-chat [data-testid=bot]').length > n", arg=before, timeout=120_000)
+            page.wait_for_function("() => !document.querySelector('.eta-bar, .progress-text, .generating')", timeout=120_000)
+            page.wait_for_timeout(300)
+            return page.locator("#aisle-chat [data-testid=bot]").last.inner_text()
+
+        def cards() -> dict[str, dict[str, Any]]:
+            return {
+                c["id"]: c
+                for c in page.evaluate(
+                    """() => [...document.querySelectorAll('.aisle-card .aisle-item')].filter(e => e.offsetParent).map(e => {
+                        const img = e.querySelector('img.aisle-image'), text = s => (e.querySelector(s) || {}).innerText || null;
+                        return {id: e.dataset.itemId, title: text('.aisle-title').replace(/^\\d+\\. /, ''), price: text('.aisle-price'), stock: text('.aisle-availability'),
+                                img: img && {src: img.src, complete: img.complete, width: img.naturalWidth, alt: img.alt}};
+                    })"""
+                )
+            }
+
+        answer = say("a paper shredder")
+        page.wait_for_selector("#aisle-card-0 .aisle-reason", state="visible", timeout=60_000)
+        page.wait_for_function("() => [...document.querySelectorAll('.aisle-card img.aisle-image')].filter(i => i.offsetParent).every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
+        shown = cards()
+        assert set(shown) == {"k1", "k2", "k3", "k4"}, shown  # k5 is out of stock, the others are not shredders
+        assert {k: (c["price"], c["stock"]) for k, c in shown.items()} == {"k1": ("€89.50", "In stock"), "k2": ("£45", "Backorder"), "k3": ("1,299 SEK", "In stock"), "k4": ("$59.99", None)}
+        for k in ("k1", "k2", "k3"):
+            img = shown[k]["img"]
+            assert img and img["src"] == f"{base}/{k}.png" and img["width"] == 48 and img["alt"] == shown[k]["title"], img
+        assert shown["k4"]["img"] is None  # its feed link was not http(s): dropped at import
+        assert "The 4 items I found are in “Recommended items”" in answer, answer
+        page_text = page.locator("body").inner_text()
+        for c in shown.values():  # once per answer: in its card, not again in the chat
+            assert c["title"] not in answer and page_text.count(c["title"]) == 1, c["title"]
+        assert {path for path, _ in requests} == {"/img/k1.png", "/img/k2.png", "/img/k3.png"}
+        assert all(referer is None for _, referer in requests), requests
+        page.screenshot(path=str(shot_dir / "ui-products.png"), full_page=True)
+
+        answer = say("not Aurora")
+        page.wait_for_function("() => !document.querySelector('.aisle-card .aisle-item[data-item-id=\"k1\"]') || !document.querySelector('#aisle-card-0').offsetParent || document.querySelector('#aisle-card-0 .aisle-item').dataset.itemId !== 'k1'", timeout=60_000)
+        shown = cards()
+        assert shown and "k1" not in shown and all(c["title"] not in answer for c in shown.values()), (answer, shown)
+        say("why the first?")  # a long answer: the list scrolls under the chat's top edge
+
+        labels = page.evaluate(
+            """() => [...document.querySelectorAll('body *')].filter(e => e.childElementCount === 0 && e.innerText && e.innerText.trim() === 'Conversation' && e.offsetParent)
+                .map(e => e.getBoundingClientRect().toJSON())"""
+        )
+        messages = page.evaluate(
+            """() => { const box = document.querySelector('#aisle-chat').getBoundingClientRect();
+                return [...document.querySelectorAll('#aisle-chat [data-testid=user], #aisle-chat [data-testid=bot]')].map(e => e.getBoundingClientRect())
+                    .filter(r => r.bottom > box.top && r.top < box.bottom)  // the visible part: clipped to the chat's box
+                    .map(r => ({x: r.x, y: Math.max(r.top, box.top), width: r.width, height: Math.min(r.bottom, box.bottom) - Math.max(r.top, box.top)})); }"""
+        )
+        assert labels and messages
+        assert not [(lab, m) for lab in labels for m in messages if _boxes_meet(lab, m)]
+        weights = page.evaluate("() => [...document.fonts].filter(f => f.family.includes('Source Sans Pro')).map(f => f.weight).sort()")
+        assert weights == ["400", "700"], weights
+
+        page.screenshot(path=str(shot_dir / "ui-products-scrolled.png"), full_page=True)
+        browser.close()

@@ -79,9 +79,14 @@ def catalog_facts(item: Item) -> str:
     return "; ".join(bits)
 
 
-def item_line(n: int, item: Item, reason: str) -> str:
+class ItemLine(str):
+    """A reply piece that lists one recommended item. Text clients (API, terminal) show it like any
+    piece; a client that shows the items as cards (app.py) leaves it out, so each item is listed once."""
+
+
+def item_line(n: int, item: Item, reason: str) -> ItemLine:
     meta = [m for m in (item.brand, item.category, money(item.price, item.currency) if item.price is not None else "") if m]
-    return f"{n}. {item.title}" + (f" ({' · '.join(meta)})" if meta else "") + f"\n   {reason}\n"
+    return ItemLine(f"{n}. {item.title}" + (f" ({' · '.join(meta)})" if meta else "") + f"\n   {reason}\n")
 
 
 def quote_around(text: str, word_stems: list[str], width: int = 160) -> str:

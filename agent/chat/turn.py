@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from agent.chat.replies import (
     EXAMPLES,
     HINT,
+    ItemLine,
     catalog_facts,
     clarify,
     description_facts,
@@ -100,8 +101,8 @@ class Turn:
 
     def _emit(self, piece: str) -> str:
         """The piece as the shopper sees it: through the text screen, whatever built it (catalog
-        fields, the shopper's own words restated, the LLM's intro)."""
-        piece = display(piece)
+        fields, the shopper's own words restated, the LLM's intro); an item line stays one."""
+        piece = ItemLine(display(piece)) if isinstance(piece, ItemLine) else display(piece)
         self.pieces.append(piece)
         return piece
 

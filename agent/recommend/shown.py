@@ -27,6 +27,7 @@ class ShownItem:
     category: str
     price: float | None
     currency: str  # ISO 4217, "" when the catalog names none
+    availability: str  # in stock | out of stock | preorder | backorder, as the feed states it; "" when it says nothing
     attributes: dict[str, str]  # colour, size ... as the feed gives them
     url: str  # the shop's product page: data for the caller, never rendered as a link by aisle
     image_url: str
@@ -46,6 +47,7 @@ class ShownItem:
             display(item.category, name=True),
             item.price,
             item.currency,
+            item.availability,
             attributes,
             item.url if web_url(item.url) else "",
             item.image_url if web_url(item.image_url) else "",

@@ -63,6 +63,7 @@ AVAILABILITY: dict[str, bool] = {
     "out of stock": False, "out_of_stock": False, "outofstock": False, "sold out": False, "discontinued": False,
     "no": False, "false": False, "0": False,
 }
+STOCK_STATES = {"preorder": "preorder", "pre order": "preorder", "backorder": "backorder", "back order": "backorder"}  # the rest: in stock
 CURRENCY_SYMBOLS = {"$": "USD", "US$": "USD", "€": "EUR", "£": "GBP", "¥": "JPY", "₹": "INR", "C$": "CAD", "A$": "AUD", "CHF": "CHF"}
 
 MAX_ATTRIBUTE_CHARS = 80
@@ -228,15 +229,18 @@ def normalize(row: Mapping[str, Any], columns: dict[str, Any], fmap: FieldMap, f
     if price is not None and not currency:
         currency = fmap.default_currency
 
-    available = True
+    available, availability = True, ""
     value = raw("availability")
     if value not in (None, ""):
-        flag = AVAILABILITY.get(str(value).strip().casefold().replace("-", " ") if not isinstance(value, bool) else str(value).casefold())
+        key = str(value).strip().casefold().replace("-", " ") if not isinstance(value, bool) else str(value).casefold()
+        flag = AVAILABILITY.get(key)
         if flag is None:
-            flag = AVAILABILITY.get(str(value).strip().casefold())
+            key = str(value).strip().casefold()
+            flag = AVAILABILITY.get(key)
         if flag is None:
             return reject("availability", f"unknown availability {value!r}; use in stock, out of stock, preorder or backorder")
         available = flag
+        availability = "out of stock" if not flag else STOCK_STATES.get(key.replace("-", " "), "in stock")
 
     links: dict[str, str] = {}
     for name in ("url", "image_url"):
@@ -286,6 +290,7 @@ def normalize(row: Mapping[str, Any], columns: dict[str, Any], fmap: FieldMap, f
         price=price,
         currency=currency,
         available=available,
+        availability=availability,
         url=links["url"],
         image_url=links["image_url"],
         attributes=tuple(sorted(attributes.items())),

@@ -201,7 +201,7 @@ def test_langchain_runnable_and_tool(agent):
     out = shop.invoke({"message": "a USB microphone"})
     assert set(out) == {"session_id", "reply", "items"} and out["items"]
     # the one shown-item view, the same fields as the API's items
-    assert set(out["items"][0]) == {"id", "title", "brand", "brand_source", "category", "price", "currency", "attributes", "url", "image_url", "reason", "grounded", "reason_source", "score"}
+    assert set(out["items"][0]) == {"id", "title", "brand", "brand_source", "category", "price", "currency", "availability", "attributes", "url", "image_url", "reason", "grounded", "reason_source", "score"}
     nxt = shop.invoke({"session_id": out["session_id"], "message": "what's the price of the first one?"})
     assert nxt["session_id"] == out["session_id"] and out["items"][0]["title"] in nxt["reply"]
 

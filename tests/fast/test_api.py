@@ -17,7 +17,7 @@ from agent.entrypoints.api import BodyLimit, create_app
 from agent.entrypoints.protocol import MAX_BODY_BYTES, lone_surrogate_at, visible
 
 KEY = "k"
-ITEM_FIELDS = {"id", "title", "brand", "brand_source", "category", "price", "currency", "attributes", "url", "image_url", "reason", "grounded", "reason_source", "score"}
+ITEM_FIELDS = {"id", "title", "brand", "brand_source", "category", "price", "currency", "availability", "attributes", "url", "image_url", "reason", "grounded", "reason_source", "score"}
 OTHER_CATALOG = "amazon-office-2014"  # known to the agent (a built-in), never loaded by these tests
 
 

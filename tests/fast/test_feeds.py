@@ -76,6 +76,19 @@ def test_google_merchant_tsv(registry, tmp_path):
     assert dict(a1.attributes) == {"colour": "red"}
 
 
+def test_availability_is_shown_only_as_the_feed_states_it(registry, tmp_path):
+    """Stock reaches the shown item (and the UI's card) only from a feed that states it, as it states
+    it (a backorder is not "in stock"); a feed without the column says nothing."""
+    from agent.recommend.shown import ShownItem
+
+    registry.add("gm", FeedSpec(write(tmp_path / "products.tsv", MERCHANT_TSV), preset="google-merchant"), progress=False)
+    registry.add("shop", FeedSpec(write(tmp_path / "shop.csv", FOREIGN_CSV), map=["id=SKU Code", "title=Product Name", "price=Cost"]), progress=False)
+    gm, shop = registry.load("gm"), registry.load("shop")  # read back from the stored records
+    shown = lambda item: ShownItem.of(item, reason="", grounded=True, reason_source="", score=0.0).to_dict()["availability"]  # noqa: E731
+    assert [shown(gm.items[i]) for i in ("A1", "A2", "A3")] == ["in stock", "out of stock", "preorder"]
+    assert shown(shop.items["P-1"]) == "" and shop.items["P-1"].available
+
+
 def test_google_merchant_xml(registry, tmp_path):
     xml = """<?xml version="1.0"?>
 <rss version="2.0" xmlns:g="http://base.google.com/ns/1.0"><channel><title>Shop</title>
