@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from agent.entrypoints.cli_app import fail, settings_of
 from agent.settings import Settings
 
 catalog_app = typer.Typer(help="Register a shop's own catalog and history, keep it in sync, list, check, remove.", no_args_is_help=True)
@@ -27,16 +28,6 @@ FormatOpt = Annotated[Optional[str], typer.Option("--format", help="jsonl | csv 
 MapOpt = Annotated[Optional[list[str]], typer.Option("--map", help="FIELD=COLUMN for a column with another name (repeatable), e.g. --map title='Product Name' --map attributes.colour=Colour.")]
 PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="google-merchant | shopify (feeds shops already export).")]
 NoIndexOpt = Annotated[bool, typer.Option("--no-index", help="Import only; index later with `aisle index --catalog NAME`.")]
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    parent = ctx.find_root().obj
-    return parent if isinstance(parent, Settings) else Settings()
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(code)
 
 
 def index_catalog(settings: Settings, name: str, *, progress: bool = True) -> str:
@@ -61,7 +52,7 @@ def _import_result(settings: Settings, report, *, no_index: bool, started: float
     try:
         typer.echo(index_catalog(settings, report.catalog), err=True)
     except (VectorStoreError, FileNotFoundError) as exc:
-        _fail(f"imported, but indexing failed: {exc}. Fix it and run `aisle index --catalog {report.catalog}` (only what is missing is embedded).")
+        fail(f"imported, but indexing failed: {exc}. Fix it and run `aisle index --catalog {report.catalog}` (only what is missing is embedded).")
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     typer.echo(f"done in {time.perf_counter() - started:.1f} s (peak memory {rss_mb:.0f} MB)", err=True)
 
@@ -86,16 +77,16 @@ def add(
     from retrieval.registry import FeedSpec, Registry
 
     if not items:
-        _fail("--items FILE is required: the product feed (CSV, TSV, JSONL, Parquet, JSON or XML)")
+        fail("--items FILE is required: the product feed (CSV, TSV, JSONL, Parquet, JSON or XML)")
     if currency and not known_currency(currency):
-        _fail(f"--currency {currency!r} is not an ISO 4217 code (USD, EUR, GBP ...)")
-    settings = _settings(ctx)
+        fail(f"--currency {currency!r} is not an ISO 4217 code (USD, EUR, GBP ...)")
+    settings = settings_of(ctx)
     started = time.perf_counter()
     spec = FeedSpec(items=items, format=format, preset=preset, map=list(map or []), interactions=interactions, interactions_format=interactions_format, currency=currency.upper(), max_bad_share=max_bad_share)
     try:
         report = Registry(settings).add(name, spec)
     except CatalogError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _import_result(settings, report, no_index=no_index, started=started)
 
 
@@ -115,12 +106,12 @@ def update(
     from retrieval.catalog import CatalogError
     from retrieval.registry import Registry
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     started = time.perf_counter()
     try:
         report = Registry(settings).update(name, items=items, interactions=interactions, map=list(map) if map else None, max_bad_share=max_bad_share)
     except CatalogError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _import_result(settings, report, no_index=no_index, started=started)
 
 
@@ -135,7 +126,7 @@ def check(
     from retrieval.catalog import CatalogError
     from retrieval.registry import ImportRefused, Registry
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     registry = Registry(settings)
     try:
         report = registry.check(name, items=items, interactions=interactions)
@@ -143,7 +134,7 @@ def check(
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     except CatalogError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(report.summary())
     entry = registry.entry(name)
     typer.echo(f"now: {entry.n_items} items ({entry.n_items - entry.n_available} out of stock, {entry.n_cold} without description), {entry.n_users} users, {entry.n_events} events")
@@ -157,7 +148,7 @@ def list_catalogs(
     """Registered catalogs with their size, history and feed."""
     from retrieval.registry import Registry
 
-    entries = Registry(_settings(ctx)).entries()
+    entries = Registry(settings_of(ctx)).entries()
     if as_json:
         rows = [
             {"name": e.name, "builtin": e.builtin, "imported": e.version > 0, "items": e.n_items, "in_stock": e.n_available, "cold": e.n_cold, "users": e.n_users, "events": e.n_events, "feed": e.spec.items, "updated_at": e.updated_at}
@@ -183,12 +174,12 @@ def remove(
     from retrieval.index import VectorStoreError, drop_catalog_collections, make_chroma_client
     from retrieval.registry import Registry
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     registry = Registry(settings)
     try:
         entry = registry.entry(name)
     except CatalogError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if not yes and not typer.confirm(f"remove catalog {name!r} ({entry.n_items} items, {entry.n_events} events) and its index?"):
         raise typer.Exit(1)
     registry.remove(name)

@@ -1,5 +1,6 @@
-"""`aisle` command line: one subcommand per job. Heavy imports happen inside the commands so
-`aisle --help` stays instant."""
+"""`aisle` command line: the top-level commands, one per job. Heavy imports happen inside the
+commands, so a command loads only what it uses (`aisle search` no LLM, torch or ranking stage).
+The app, its global options and `fail` live in cli_app.py, which the command groups import."""
 
 from __future__ import annotations
 
@@ -11,43 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from agent.copy.select import DEFAULT_DRAFTS
-from agent.settings import Settings
-
-app = typer.Typer(
-    name="aisle",
-    help="Conversational product recommender with grounded explanations.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-CatalogOpt = Annotated[Optional[str], typer.Option("--catalog", "-c", help="A registered catalog (aisle catalog list); default: AISLE_CATALOG or amazon-office-2014.")]
-
-
-@app.callback()
-def main_options(
-    ctx: typer.Context,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Shared data folder (env AISLE_DATA_DIR; default ../shared/data).")] = None,
-    home: Annotated[Optional[Path], typer.Option("--home", help="Local state folder: index, models, sessions (env AISLE_HOME; default .aisle).")] = None,
-    chroma_url: Annotated[Optional[str], typer.Option("--chroma-url", help="Use a Chroma server instead of the embedded store (env AISLE_CHROMA_URL).")] = None,
-    llm: Annotated[Optional[str], typer.Option("--llm", help="LLM engine: transformers | vllm | openai (env AISLE_LLM).")] = None,
-    llm_model: Annotated[Optional[Path], typer.Option("--llm-model", help="Local HF model folder, .gguf, or an added model's name (aisle models list; env AISLE_LLM_MODEL).")] = None,
-    llm_url: Annotated[Optional[str], typer.Option("--llm-url", help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1 (env AISLE_LLM_URL).")] = None,
-) -> None:
-    overrides = {k: v for k, v in dict(data_dir=data_dir, home=home, chroma_url=chroma_url, llm=llm, llm_model=llm_model, llm_url=llm_url).items() if v is not None}
-    try:
-        ctx.obj = Settings(**overrides)
-    except Exception as exc:  # pydantic ValidationError: say which setting is wrong
-        fail(f"bad setting: {exc}")
-
-
-def settings_of(ctx: typer.Context) -> Settings:
-    return ctx.obj if isinstance(ctx.obj, Settings) else Settings()
-
-
-def fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(code)
+from agent.entrypoints.cli_app import CatalogOpt, app, fail, settings_of
 
 
 @app.command()
@@ -427,24 +392,7 @@ def describe(
     typer.echo(f"{idx.name}: {index_report}")
 
 
-def register_subcommands() -> None:
-    """Add the `catalog`, `sessions`, `eval`, `train` and `models` command groups (once; at run time, so `aisle --help` stays quick)."""
-    from agent.entrypoints.catalog_cli import catalog_app
-    from agent.entrypoints.models_cli import models_app
-    from agent.entrypoints.sessions_cli import sessions_app
-    from agent.entrypoints.train_cli import train_app
-    from evals.cli import eval_app
-
-    if not any(group.name == "catalog" for group in app.registered_groups):
-        app.add_typer(catalog_app, name="catalog")
-        app.add_typer(sessions_app, name="sessions")
-        app.add_typer(eval_app, name="eval")
-        app.add_typer(train_app, name="train")
-        app.add_typer(models_app, name="models")
-
-
 def main() -> None:
-    register_subcommands()
     app()
 
 
