@@ -258,6 +258,14 @@ class Registry:
             raise CatalogError(f"catalog {name!r} has no interactions; add them with `aisle catalog update {name} --interactions FILE` or POST /v1/events")
         return {user: _in_order(events) for user, events in out.items()}
 
+    def users(self, name: str) -> list[tuple[str, int]]:
+        """(user id, events in the user's history), longest history first: the ids that
+        `interactions` is keyed by, counted in SQL without reading the histories."""
+        self.ensure_imported(name)  # raises CatalogError for an unknown catalog
+        with self._db() as con:
+            rows = con.execute("SELECT user_id, COUNT(*) FROM events WHERE catalog=? GROUP BY user_id", (name,)).fetchall()
+        return sorted(((str(user), int(n)) for user, n in rows), key=lambda r: (-r[1], r[0]))
+
     # --- changing ------------------------------------------------------------------------------------
 
     def add(self, name: str, spec: FeedSpec, *, progress: bool = True) -> ImportReport:

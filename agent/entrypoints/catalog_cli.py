@@ -1,9 +1,11 @@
-"""`aisle catalog ...`: bring a shop's own catalog and history, keep it in sync, list, check, remove.
+"""`aisle catalog ...`: bring a shop's own catalog and history, keep it in sync, list, check, remove;
+list its users.
 
     aisle catalog add shop --items products.csv --interactions orders.csv --map title="Product Name"
     aisle catalog update shop --items products-today.csv     # a diff: only changed text re-embedded
     aisle catalog check shop --items products-today.csv      # what an update would do; changes nothing
     aisle catalog list
+    aisle catalog users shop --limit 5                       # user ids for `aisle recommend --user`
     aisle catalog remove shop
 """
 
@@ -20,7 +22,7 @@ import typer
 from agent.entrypoints.cli_app import fail, settings_of
 from agent.settings import Settings
 
-catalog_app = typer.Typer(help="Register a shop's own catalog and history, keep it in sync, list, check, remove.", no_args_is_help=True)
+catalog_app = typer.Typer(help="Register a shop's own catalog and history, keep it in sync, list, check, remove; list its users.", no_args_is_help=True)
 
 ItemsOpt = Annotated[Optional[str], typer.Option("--items", help="Product feed: a file, or a pattern like 'feeds/*.jsonl'.")]
 InteractionsOpt = Annotated[Optional[str], typer.Option("--interactions", help="History: user_id, item_id[, timestamp, event, value] rows, or a JSON object user -> [item ids].")]
@@ -161,6 +163,38 @@ def list_catalogs(
     for e in entries:
         size = f"{e.n_items:>8} {e.n_available:>8} {e.n_cold:>6}" if e.version else f"{'(not imported yet)':>24}"
         typer.echo(f"{e.name:<24} {size} {e.n_users:>7} {e.n_events:>8}  {e.spec.items}{'  [built-in]' if e.builtin else ''}")
+
+
+@catalog_app.command("users")
+def users(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A registered catalog.")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=0, help="Show at most N users (0: all).")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """User ids of the catalog's history with their history length, longest first: the ids `aisle recommend --user` takes."""
+    from retrieval.catalog import CatalogError
+    from retrieval.registry import Registry
+
+    try:
+        rows = Registry(settings_of(ctx)).users(name)
+    except CatalogError as exc:
+        fail(str(exc))
+    shown = rows[:limit] if limit else rows
+    if as_json:
+        json.dump([{"user_id": user, "events": n} for user, n in shown], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    if not rows:
+        typer.echo(f"catalog {name!r} has no history yet; add one with `aisle catalog update {name} --interactions FILE`", err=True)
+        return
+    width = max(len("user"), *(len(user) for user, _ in shown))
+    typer.echo(f"{'user':<{width}}  {'events':>6}")
+    for user, n in shown:
+        typer.echo(f"{user:<{width}}  {n:>6}")
+    if len(shown) < len(rows):
+        typer.echo(f"({len(shown)} of {len(rows)} users; --limit 0 lists all)", err=True)
+    typer.echo(f"try: aisle recommend --catalog {name} --user {shown[0][0]}", err=True)
 
 
 @catalog_app.command("remove")

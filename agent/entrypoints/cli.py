@@ -98,7 +98,9 @@ def search(
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Item ids to leave out (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Hybrid (dense + BM25) search with filters."""
+    """Hybrid (dense + BM25) search with filters. Titles, brands and categories are shown through
+    the text screen, as in the chat's cards."""
+    from agent.recommend.shown import ShownItem
     from retrieval.catalog import CatalogError
     from retrieval.index import VectorStoreError
     from retrieval.search import SearchFilters, open_searcher
@@ -114,15 +116,17 @@ def search(
         hits = searcher.search(query, k, filters=filters, exclude_ids=exclude or ())
     except (CatalogError, VectorStoreError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+    shown = [ShownItem.of(hit.item, reason="", grounded=False, reason_source="", score=hit.score) for hit in hits]
     if as_json:
-        json.dump({"query": query, "catalog": searcher.catalog.name, "results": [h.to_dict() for h in hits]}, sys.stdout, indent=2)
+        results = [{**hit.to_dict(), "title": item.title, "brand": item.brand, "category": item.category} for hit, item in zip(hits, shown)]
+        json.dump({"query": query, "catalog": searcher.catalog.name, "results": results}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
     if not hits:
         typer.echo("no items match; loosen the filters")
-    for rank, hit in enumerate(hits, start=1):
-        price = f"  ${hit.item.price:.2f}" if hit.item.price is not None else ""
-        typer.echo(f"{rank:>3}. [{hit.item.id}] {hit.item.title}  ({hit.item.brand or 'no brand'}; {hit.item.category}){price}  score={hit.score:.4f}")
+    for rank, item in enumerate(shown, start=1):
+        price = f"  ${item.price:.2f}" if item.price is not None else ""
+        typer.echo(f"{rank:>3}. [{item.id}] {item.title}  ({item.brand or 'no brand'}; {item.category}){price}  score={item.score:.4f}")
 
 
 @app.command()
@@ -252,7 +256,7 @@ def mcp_server(
 @app.command()
 def recommend(
     ctx: typer.Context,
-    user: Annotated[str, typer.Option("--user", "-u", help="User id from the catalog's interactions (their history is the input).")],
+    user: Annotated[str, typer.Option("--user", "-u", help="User id from the catalog's interactions (their history is the input; `aisle catalog users NAME` lists them).")],
     catalog: CatalogOpt = None,
     query: Annotated[Optional[str], typer.Option("--query", "-q", help="What the user is looking for (optional).")] = None,
     k: Annotated[Optional[int], typer.Option("--k", min=1, max=50, help="How many items (default: AISLE_K, 5).")] = None,
@@ -288,7 +292,7 @@ def recommend(
     except CatalogError as exc:
         fail(f"{exc} (--user needs a catalog with purchase histories)")
     if user not in interactions:
-        fail(f"unknown user {user!r} in catalog {name!r} ({len(interactions)} users; ids look like {', '.join(sorted(interactions)[:3])}, ...)")
+        fail(f"unknown user {user!r} in catalog {name!r} ({len(interactions)} users; ids look like {', '.join(sorted(interactions)[:3])}, ...); list them with: aisle catalog users {name}")
     try:
         rec = Recommender(settings, name, n_candidates=n_candidates)
         must_have = must_haves(feature_words(query)) if query else ()
@@ -301,8 +305,9 @@ def recommend(
         sys.stdout.write("\n")
         return
     from retrieval.collab import distinct_history
+    from retrieval.screen import display
 
-    history = [rec.catalog.items[i].title for i in distinct_history(interactions[user])[-3:] if i in rec.catalog.items]
+    history = [display(rec.catalog.items[i].title, name=True) for i in distinct_history(interactions[user])[-3:] if i in rec.catalog.items]
     typer.echo(f"user {user}: {len(interactions[user])} items bought, latest: " + " | ".join(h[:50] for h in history))
     if result.fallback:
         typer.secho(f"note: LLM ranking not used, retriever order shown ({result.fallback})", err=True, fg=typer.colors.YELLOW)
@@ -312,10 +317,11 @@ def recommend(
         typer.echo("no items match")
     for rank, r in enumerate(result.items, start=1):
         llm = f" llm={r.llm_score:.3f}" if r.llm_score is not None else ""
-        typer.echo(f"{rank:>3}. [{r.item.id}] {r.item.title}  ({r.item.brand or 'no brand'}; {r.item.category})  score={r.score:.3f} retrieval={r.retrieval_score:.4f}{llm}")
-        if r.reason_source:
-            flag = "grounded" if r.grounded else "NOT grounded"
-            typer.echo(f"       why: {r.reason}  [{r.reason_source}, {flag}]")
+        item = r.shown()  # screened for display, like the chat's cards
+        typer.echo(f"{rank:>3}. [{item.id}] {item.title}  ({item.brand or 'no brand'}; {item.category})  score={r.score:.3f} retrieval={r.retrieval_score:.4f}{llm}")
+        if item.reason_source:
+            flag = "grounded" if item.grounded else "NOT grounded"
+            typer.echo(f"       why: {item.reason}  [{item.reason_source}, {flag}]")
     t = result.timings_ms
     typer.echo(f"({result.n_candidates} candidates; retrieval {t['retrieval']:.0f} ms, rank {t['rank']:.0f} ms, reasons {t['reasons']:.0f} ms, total {t['total']:.0f} ms)", err=True)
 
