@@ -200,9 +200,9 @@ class _OnnxEncoder:
                 batches[-1].append(i)
             else:
                 batches.append([i])
-        from tqdm import tqdm
+        from retrieval.progress import job_bar
 
-        for batch in tqdm(batches, desc="embedding", unit="batch", disable=not show_progress):
+        for batch in job_bar(batches, desc="embedding", unit="batch", enabled=show_progress):
             width = len(ids[batch[0]])
             input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
             mask = np.zeros((len(batch), width), dtype=np.int64)

@@ -13,14 +13,15 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
-from tqdm import tqdm
 
 from retrieval.catalog import Catalog, Item
 from retrieval.config import StoreConfig
 from retrieval.embed import Embedder
+from retrieval.progress import job_bar
 
 UPSERT_BATCH = 256
 
@@ -138,10 +139,10 @@ class _LazyBar:
     first write are counted into the bar's start."""
 
     def __init__(self, *, total: int | None, desc: str, unit: str, enabled: bool) -> None:
-        self.kwargs = {"total": total, "desc": desc, "unit": unit, "mininterval": 0.5}
+        self.kwargs = {"total": total, "desc": desc, "unit": unit}
         self.enabled = enabled
         self.skipped = 0
-        self.bar: tqdm | None = None
+        self.bar: Any = None
 
     def skip(self, n: int) -> None:
         if self.bar is None:
@@ -151,7 +152,7 @@ class _LazyBar:
 
     def update(self, n: int) -> None:
         if self.bar is None:
-            self.bar = tqdm(initial=self.skipped, disable=not self.enabled, **self.kwargs)
+            self.bar = job_bar(initial=self.skipped, enabled=self.enabled, **self.kwargs)
         self.bar.update(n)
 
     def close(self) -> None:
