@@ -36,7 +36,7 @@ class LazyGroups(TyperGroup):
     def list_commands(self, ctx: typer.Context) -> list[str]:
         return [*super().list_commands(ctx), *(name for name in GROUPS if name not in self.commands)]
 
-    def get_command(self, ctx: typer.Context, cmd_name: str):  # noqa: ANN201 - a click command
+    def get_command(self, ctx: typer.Context, cmd_name: str):  # -> a click command (typer vendors click)
         if cmd_name not in self.commands and cmd_name in GROUPS:
             module, _, attribute = GROUPS[cmd_name].partition(":")
             group = typer.main.get_group(getattr(importlib.import_module(module), attribute))
