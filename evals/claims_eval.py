@@ -364,7 +364,9 @@ def claims_command(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default eval-out/claims-<timestamp>, git-ignored).")] = None,
 ) -> None:
     """Planted false claims against the reason gate: false accepts (must be 0) and honest reasons rejected."""
-    settings = ctx.obj if isinstance(ctx.obj, Settings) else Settings()
+    from agent.entrypoints.cli_app import settings_of
+
+    settings = settings_of(ctx)
     out = out or Path("eval-out") / f"claims-{time.strftime('%Y%m%d-%H%M%S')}"
     result = run_claims_eval(None if shops_only else settings, per_catalog=per_catalog, seed=settings.seed if seed is None else seed, out=out)
     typer.echo(markdown(result).split("\n## ")[0])

@@ -130,7 +130,7 @@ def sample_command(
 ) -> None:
     """Write a blind sample of kept copy to read: set each line's "verdict" to ok or invented."""
     from agent.copy.writer import copy_evidence
-    from agent.entrypoints.cli import fail, settings_of
+    from agent.entrypoints.cli_app import fail, settings_of
     from retrieval.catalog import CatalogError
     from retrieval.registry import load_catalog
 
@@ -156,7 +156,7 @@ def score_command(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the result JSON here.")] = None,
 ) -> None:
     """Un-blind a read audit: invented share per copywriter, and the specific-words signal's match."""
-    from agent.entrypoints.cli import fail
+    from agent.entrypoints.cli_app import fail
     from evals.report import save_json
 
     key_path = Path(f"{audit}.key.json")

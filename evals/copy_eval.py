@@ -474,23 +474,22 @@ def copy_command(
     """Hide human descriptions, generate copy, and measure grounding, similarity and retrieval;
     base model and fine-tuned copywriter (when an adapter is given or found) on the same items."""
     from agent.engines.base import EngineError
+    from agent.entrypoints.cli_app import fail, settings_of
     from agent.prompts import PromptError
     from agent.train.copywriter import resolve_copy_adapter
     from evals.report import save_json
     from retrieval.catalog import CatalogError
 
-    settings = ctx.obj if isinstance(getattr(ctx, "obj", None), Settings) else Settings()
+    settings = settings_of(ctx)
     if adapter is not None and no_adapter:
-        typer.secho("error: --adapter and --no-adapter exclude each other", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2)
+        fail("--adapter and --no-adapter exclude each other")
     try:
         chosen = resolve_copy_adapter(settings, catalog, adapter, use_adapter=not no_adapter)
         result = run_copy_eval(settings, catalog_name=catalog, n_items=items, seed=seed, batch_size=batch_size,
                                max_tokens=max_tokens, prompt=prompt, pool=pool, work_dir=work_dir, adapter=chosen,
                                exclude_titles_of=exclude_titles_of, ban_unsupported=not no_ban, drafts=drafts)
     except (CatalogError, EngineError, PromptError, FileNotFoundError, ValueError) as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2) from exc
+        fail(str(exc))
     typer.echo(format_report(result))
     if out:
         typer.echo(f"wrote {save_json(result, out)}")

@@ -160,7 +160,7 @@ def copy_loss_command(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the result JSON here.")] = None,
 ) -> None:
     """Held-out target loss of the base model and copywriter adapters: a quick way to choose a run."""
-    from agent.entrypoints.cli import fail, settings_of
+    from agent.entrypoints.cli_app import fail, settings_of
     from evals.report import save_json
     from retrieval.catalog import CatalogError
 

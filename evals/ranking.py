@@ -70,7 +70,9 @@ class RankingConfig:
 
 def eval_options(ctx: typer.Context, engine: str | None, prompt: Sequence[str] | None, default: tuple[str, ...]) -> tuple[Settings, tuple[str, ...]]:
     """Settings (with --engine applied) and the checked --prompt list, shared by the eval commands."""
-    settings = ctx.obj if isinstance(getattr(ctx, "obj", None), Settings) else Settings()
+    from agent.entrypoints.cli_app import settings_of
+
+    settings = settings_of(ctx)
     if engine:
         if engine not in ("transformers", "vllm", "openai"):
             raise typer.BadParameter(f"unknown engine {engine!r}; use transformers, vllm or openai", param_hint="--engine")

@@ -149,17 +149,31 @@ def _pooling_mode(model_path: Path) -> str:
     return modes[0]
 
 
+def _fast_tokenizer(model_path: Path):  # noqa: ANN202 - tokenizers.Tokenizer, imported here
+    """The folder's tokenizer.json run by the `tokenizers` library directly: the same ids as
+    transformers' AutoTokenizer (tests/retrieval/test_embed.py) without importing transformers and
+    torch, which cost a query-time command like `aisle search` ~5 s of its start."""
+    from tokenizers import Tokenizer
+
+    path = model_path / "tokenizer.json"
+    if not path.is_file():
+        raise ValueError(f"{model_path} has no tokenizer.json (a fast tokenizer), which the ONNX backends read; use embed_backend='torch'")
+    return Tokenizer.from_file(str(path))
+
+
 class _OnnxEncoder:
     """Tokenise like sentence-transformers, run the exported transformer, pool, normalise."""
 
     def __init__(self, model_path: Path, onnx_path: Path) -> None:
         import onnxruntime as ort
-        from transformers import AutoTokenizer
 
         self.pooling = _pooling_mode(model_path)
         st_config = _read_json(model_path / "sentence_bert_config.json")
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
-        self.max_seq_length = int(st_config.get("max_seq_length") or min(self.tokenizer.model_max_length, 512))
+        self.tokenizer = _fast_tokenizer(model_path)
+        tok_config = _read_json(model_path / "tokenizer_config.json")
+        self.max_seq_length = int(st_config.get("max_seq_length") or min(int(tok_config.get("model_max_length") or 512), 512))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.max_seq_length)
         self.lowercase = bool(st_config.get("do_lower_case", False))
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -170,12 +184,13 @@ class _OnnxEncoder:
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.dim = int(self.session.get_outputs()[0].shape[-1])
-        self.pad_id = self.tokenizer.pad_token_id or 0
+        pad = tok_config.get("pad_token")
+        self.pad_id = (self.tokenizer.token_to_id(pad.get("content", "") if isinstance(pad, dict) else pad) if pad else None) or 0
 
     def encode(self, texts: list[str], batch_size: int, *, show_progress: bool = False) -> np.ndarray:
         if self.lowercase:
             texts = [t.lower() for t in texts]
-        ids = self.tokenizer(texts, truncation=True, max_length=self.max_seq_length, add_special_tokens=True)["input_ids"]
+        ids = [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)]
         # Longest first, batches capped by text count and padded size: little padding, cache-sized calls.
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         out = np.empty((len(ids), self.dim), dtype=np.float32)
@@ -185,9 +200,9 @@ class _OnnxEncoder:
                 batches[-1].append(i)
             else:
                 batches.append([i])
-        from tqdm import tqdm
+        from retrieval.progress import job_bar
 
-        for batch in tqdm(batches, desc="embedding", unit="batch", disable=not show_progress):
+        for batch in job_bar(batches, desc="embedding", unit="batch", enabled=show_progress):
             width = len(ids[batch[0]])
             input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
             mask = np.zeros((len(batch), width), dtype=np.int64)

@@ -13,14 +13,15 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
-from tqdm import tqdm
 
 from retrieval.catalog import Catalog, Item
 from retrieval.config import StoreConfig
 from retrieval.embed import Embedder
+from retrieval.progress import job_bar
 
 UPSERT_BATCH = 256
 
@@ -132,6 +133,33 @@ class IndexReport:
         return f"added {self.added}, re-embedded {self.updated}, metadata only {self.restamped}, unchanged {self.unchanged}, deleted {self.deleted}"
 
 
+class _LazyBar:
+    """A tqdm bar that appears only once there is work to show: a sync that finds every item
+    unchanged (every `aisle search` on a built index) prints nothing. Items skipped before the
+    first write are counted into the bar's start."""
+
+    def __init__(self, *, total: int | None, desc: str, unit: str, enabled: bool) -> None:
+        self.kwargs = {"total": total, "desc": desc, "unit": unit}
+        self.enabled = enabled
+        self.skipped = 0
+        self.bar: Any = None
+
+    def skip(self, n: int) -> None:
+        if self.bar is None:
+            self.skipped += n
+        else:
+            self.bar.update(n)
+
+    def update(self, n: int) -> None:
+        if self.bar is None:
+            self.bar = job_bar(initial=self.skipped, enabled=self.enabled, **self.kwargs)
+        self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 class CatalogIndex:
     """Chroma collection for one catalog + embedding model.
 
@@ -205,14 +233,14 @@ class CatalogIndex:
         seen: set[str] = set()
         todo: list[tuple[Item, str, str]] = []
         restamp: list[tuple[Item, str, str]] = []
-        bar = tqdm(total=total, desc=f"indexing {self.catalog_name}", unit="item", disable=not progress, mininterval=0.5)
+        bar = _LazyBar(total=total, desc=f"indexing {self.catalog_name}", unit="item", enabled=progress)
         for item in items:
             seen.add(item.id)
             digest, meta_digest = content_hash(item, self.embedder.model_id), metadata_hash(item)
             old = stored.get(item.id)
             if old == (digest, meta_digest):
                 report.unchanged += 1
-                bar.update(1)
+                bar.skip(1)
             elif old is not None and old[0] == digest:
                 report.restamped += 1
                 restamp.append((item, digest, meta_digest))

@@ -36,6 +36,7 @@ import numpy as np
 
 from retrieval.candidates import Scored, Shopper, SourceSet
 from retrieval.collab import RRF_K
+from retrieval.progress import job_bar
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +216,10 @@ class LearnedRanker:
         self.report = TrainReport()
         self.meta: dict[str, Any] = {}
 
-    def fit(self, groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> TrainReport:
+    def fit(self, groups: Sequence[tuple[np.ndarray, np.ndarray]], *, progress: bool = False) -> TrainReport:
         """groups: (features (n_i, n_features), labels (n_i,)) per shopper. Groups without a
-        positive label are dropped (they carry no lambdarank gradient)."""
+        positive label are dropped (they carry no lambdarank gradient). `progress`: one bar of
+        boosting rounds with the validation NDCG@10 (early stopping ends it before the total)."""
         import time
 
         import lightgbm as lgb
@@ -256,14 +258,23 @@ class LearnedRanker:
             "num_threads": cfg.threads,
             "verbosity": -1,
         }
-        self.booster = lgb.train(
-            params,
-            train_set,
-            num_boost_round=cfg.n_estimators,
-            valid_sets=[valid_set],
-            valid_names=["valid"],
-            callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
-        )
+        bar = job_bar(desc="ranker", unit="round", total=cfg.n_estimators, enabled=progress)
+
+        def show(env: Any) -> None:
+            bar.update(1)
+            bar.set_postfix({name: f"{value:.4f}" for _, name, value, *_ in env.evaluation_result_list}, refresh=False)
+
+        try:
+            self.booster = lgb.train(
+                params,
+                train_set,
+                num_boost_round=cfg.n_estimators,
+                valid_sets=[valid_set],
+                valid_names=["valid"],
+                callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False), show],
+            )
+        finally:
+            bar.close()
         gains = self.booster.feature_importance(importance_type="gain", iteration=self.booster.best_iteration or None)
         total = float(gains.sum()) or 1.0
         best = self.booster.best_score.get("valid", {}).get("ndcg@10")

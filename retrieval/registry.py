@@ -282,6 +282,16 @@ class Registry:
             return {}
         return {k: spec.path(v, Path(self.config.data_dir)) for k, v in files.items()}
 
+    def users(self, name: str) -> list[tuple[str, int]]:
+        """(user id, events in the user's history), longest history first: the ids that
+        `interactions` is keyed by, counted in SQL without reading the histories."""
+        self.ensure_imported(name)  # raises CatalogError for an unknown catalog
+        with self._db() as con:
+            rows = con.execute("SELECT user_id, COUNT(*) FROM events WHERE catalog=? GROUP BY user_id", (name,)).fetchall()
+        if not rows and self.split_files(name):  # a history made of published row splits, not an event log
+            rows = [(user, len(items)) for user, items in self.interactions(name).items()]
+        return sorted(((str(user), int(n)) for user, n in rows), key=lambda r: (-r[1], r[0]))
+
     # --- changing ------------------------------------------------------------------------------------
 
     def add(self, name: str, spec: FeedSpec, *, progress: bool = True) -> ImportReport:

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from retrieval.collab import ScoringRecommender, id_sort_key, leave_one_out
+from retrieval.progress import job_bar
 
 if TYPE_CHECKING:
     from retrieval.config import StoreConfig
@@ -292,7 +292,8 @@ class SASRecRecommender(ScoringRecommender):
         order_rng = torch.Generator().manual_seed(cfg.seed)
         report = FitReport()
         best_state: dict[str, torch.Tensor] | None = None
-        bar = tqdm(range(1, epochs + 1), desc=self.name, unit="epoch", disable=not progress)
+        desc = self.name if val_users else f"{self.name} refit"  # the refit on all history has no validation
+        bar = job_bar(range(1, epochs + 1), desc=desc, unit="epoch", enabled=progress)
         for epoch in bar:
             net.train()
             total, count = 0.0, 0
@@ -319,11 +320,12 @@ class SASRecRecommender(ScoringRecommender):
                     report.best_val_ndcg10, report.best_epoch = ndcg, epoch
                     best_state = copy.deepcopy(net.state_dict())
                 elif epoch - report.best_epoch >= patience:
-                    bar.set_postfix(postfix)
+                    bar.set_postfix({**postfix, "best_epoch": str(report.best_epoch)}, refresh=False)
                     break
+                postfix["best_epoch"] = str(report.best_epoch)  # early stopping ends the bar before its total
             else:
                 report.best_epoch = epoch
-            bar.set_postfix(postfix)
+            bar.set_postfix(postfix, refresh=False)
         bar.close()
         if best_state is not None:
             net.load_state_dict(best_state)

@@ -1,9 +1,11 @@
-"""`aisle catalog ...`: bring a shop's own catalog and history, keep it in sync, list, check, remove.
+"""`aisle catalog ...`: bring a shop's own catalog and history, keep it in sync, list, check, remove;
+list its users.
 
     aisle catalog add shop --items products.csv --interactions orders.csv --map title="Product Name"
     aisle catalog update shop --items products-today.csv     # a diff: only changed text re-embedded
     aisle catalog check shop --items products-today.csv      # what an update would do; changes nothing
     aisle catalog list
+    aisle catalog users shop --limit 5                       # user ids for `aisle recommend --user`
     aisle catalog remove shop
 """
 
@@ -17,9 +19,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from agent.entrypoints.cli_app import fail, settings_of
 from agent.settings import Settings
 
-catalog_app = typer.Typer(help="Register a shop's own catalog and history, keep it in sync, list, check, remove.", no_args_is_help=True)
+catalog_app = typer.Typer(help="Register a shop's own catalog and history, keep it in sync, list, check, remove; list its users.", no_args_is_help=True)
 
 ItemsOpt = Annotated[Optional[str], typer.Option("--items", help="Product feed: a file, or a pattern like 'feeds/*.jsonl'.")]
 ValidRowsOpt = Annotated[Optional[str], typer.Option("--valid-rows", help="Published valid split: CSV rows user_id, history_item_id (list of ids), item_id (with --test-rows).")]
@@ -29,16 +32,6 @@ FormatOpt = Annotated[Optional[str], typer.Option("--format", help="jsonl | csv 
 MapOpt = Annotated[Optional[list[str]], typer.Option("--map", help="FIELD=COLUMN for a column with another name (repeatable), e.g. --map title='Product Name' --map attributes.colour=Colour.")]
 PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="google-merchant | shopify (feeds shops already export).")]
 NoIndexOpt = Annotated[bool, typer.Option("--no-index", help="Import only; index later with `aisle index --catalog NAME`.")]
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    parent = ctx.find_root().obj
-    return parent if isinstance(parent, Settings) else Settings()
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(code)
 
 
 def index_catalog(settings: Settings, name: str, *, progress: bool = True) -> str:
@@ -63,7 +56,7 @@ def _import_result(settings: Settings, report, *, no_index: bool, started: float
     try:
         typer.echo(index_catalog(settings, report.catalog), err=True)
     except (VectorStoreError, FileNotFoundError) as exc:
-        _fail(f"imported, but indexing failed: {exc}. Fix it and run `aisle index --catalog {report.catalog}` (only what is missing is embedded).")
+        fail(f"imported, but indexing failed: {exc}. Fix it and run `aisle index --catalog {report.catalog}` (only what is missing is embedded).")
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     typer.echo(f"done in {time.perf_counter() - started:.1f} s (peak memory {rss_mb:.0f} MB)", err=True)
 
@@ -90,12 +83,12 @@ def add(
     from retrieval.registry import FeedSpec, Registry
 
     if not items:
-        _fail("--items FILE is required: the product feed (CSV, TSV, JSONL, Parquet, JSON or XML)")
+        fail("--items FILE is required: the product feed (CSV, TSV, JSONL, Parquet, JSON or XML)")
     if currency and not known_currency(currency):
-        _fail(f"--currency {currency!r} is not an ISO 4217 code (USD, EUR, GBP ...)")
+        fail(f"--currency {currency!r} is not an ISO 4217 code (USD, EUR, GBP ...)")
     if bool(valid_rows) != bool(test_rows):
-        _fail("--valid-rows and --test-rows go together: models are chosen on the valid rows and scored on the test rows")
-    settings = _settings(ctx)
+        fail("--valid-rows and --test-rows go together: models are chosen on the valid rows and scored on the test rows")
+    settings = settings_of(ctx)
     started = time.perf_counter()
     spec = FeedSpec(
         items=items, format=format, preset=preset, map=list(map or []), interactions=interactions, interactions_format=interactions_format,
@@ -104,7 +97,7 @@ def add(
     try:
         report = Registry(settings).add(name, spec)
     except CatalogError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _import_result(settings, report, no_index=no_index, started=started)
 
 
@@ -126,14 +119,14 @@ def update(
     from retrieval.catalog import CatalogError
     from retrieval.registry import Registry
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     started = time.perf_counter()
     try:
         report = Registry(settings).update(
             name, items=items, interactions=interactions, map=list(map) if map else None, max_bad_share=max_bad_share, valid_rows=valid_rows, test_rows=test_rows
         )
     except CatalogError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _import_result(settings, report, no_index=no_index, started=started)
 
 
@@ -148,7 +141,7 @@ def check(
     from retrieval.catalog import CatalogError
     from retrieval.registry import ImportRefused, Registry
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     registry = Registry(settings)
     try:
         report = registry.check(name, items=items, interactions=interactions)
@@ -156,7 +149,7 @@ def check(
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     except CatalogError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(report.summary())
     entry = registry.entry(name)
     typer.echo(f"now: {entry.n_items} items ({entry.n_items - entry.n_available} out of stock, {entry.n_cold} without description), {entry.n_users} users, {entry.n_events} events")
@@ -170,7 +163,7 @@ def list_catalogs(
     """Registered catalogs with their size, history and feed."""
     from retrieval.registry import Registry
 
-    entries = Registry(_settings(ctx)).entries()
+    entries = Registry(settings_of(ctx)).entries()
     if as_json:
         rows = [
             {"name": e.name, "builtin": e.builtin, "imported": e.version > 0, "items": e.n_items, "in_stock": e.n_available, "cold": e.n_cold, "users": e.n_users, "events": e.n_events, "feed": e.spec.items, "updated_at": e.updated_at}
@@ -185,6 +178,38 @@ def list_catalogs(
         typer.echo(f"{e.name:<24} {size} {e.n_users:>7} {e.n_events:>8}  {e.spec.items}{'  [built-in]' if e.builtin else ''}")
 
 
+@catalog_app.command("users")
+def users(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A registered catalog.")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=0, help="Show at most N users (0: all).")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """User ids of the catalog's history with their history length, longest first: the ids `aisle recommend --user` takes."""
+    from retrieval.catalog import CatalogError
+    from retrieval.registry import Registry
+
+    try:
+        rows = Registry(settings_of(ctx)).users(name)
+    except CatalogError as exc:
+        fail(str(exc))
+    shown = rows[:limit] if limit else rows
+    if as_json:
+        json.dump([{"user_id": user, "events": n} for user, n in shown], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    if not rows:
+        typer.echo(f"catalog {name!r} has no history yet; add one with `aisle catalog update {name} --interactions FILE`", err=True)
+        return
+    width = max(len("user"), *(len(user) for user, _ in shown))
+    typer.echo(f"{'user':<{width}}  {'events':>6}")
+    for user, n in shown:
+        typer.echo(f"{user:<{width}}  {n:>6}")
+    if len(shown) < len(rows):
+        typer.echo(f"({len(shown)} of {len(rows)} users; --limit 0 lists all)", err=True)
+    typer.echo(f"try: aisle recommend --catalog {name} --user {shown[0][0]}", err=True)
+
+
 @catalog_app.command("remove")
 def remove(
     ctx: typer.Context,
@@ -196,12 +221,12 @@ def remove(
     from retrieval.index import VectorStoreError, drop_catalog_collections, make_chroma_client
     from retrieval.registry import Registry
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     registry = Registry(settings)
     try:
         entry = registry.entry(name)
     except CatalogError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if not yes and not typer.confirm(f"remove catalog {name!r} ({entry.n_items} items, {entry.n_events} events) and its index?"):
         raise typer.Exit(1)
     registry.remove(name)

@@ -1,5 +1,6 @@
-"""`aisle` command line: one subcommand per job. Heavy imports happen inside the commands so
-`aisle --help` stays instant."""
+"""`aisle` command line: the top-level commands, one per job. Heavy imports happen inside the
+commands, so a command loads only what it uses (`aisle search` no LLM, torch or ranking stage).
+The app, its global options and `fail` live in cli_app.py, which the command groups import."""
 
 from __future__ import annotations
 
@@ -11,43 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from agent.copy.select import DEFAULT_DRAFTS
-from agent.settings import Settings
-
-app = typer.Typer(
-    name="aisle",
-    help="Conversational product recommender with grounded explanations.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-CatalogOpt = Annotated[Optional[str], typer.Option("--catalog", "-c", help="A registered catalog (aisle catalog list); default: AISLE_CATALOG or amazon-office-2014.")]
-
-
-@app.callback()
-def main_options(
-    ctx: typer.Context,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Shared data folder (env AISLE_DATA_DIR; default ../shared/data).")] = None,
-    home: Annotated[Optional[Path], typer.Option("--home", help="Local state folder: index, models, sessions (env AISLE_HOME; default .aisle).")] = None,
-    chroma_url: Annotated[Optional[str], typer.Option("--chroma-url", help="Use a Chroma server instead of the embedded store (env AISLE_CHROMA_URL).")] = None,
-    llm: Annotated[Optional[str], typer.Option("--llm", help="LLM engine: transformers | vllm | openai (env AISLE_LLM).")] = None,
-    llm_model: Annotated[Optional[Path], typer.Option("--llm-model", help="Local HF model folder, .gguf, or an added model's name (aisle models list; env AISLE_LLM_MODEL).")] = None,
-    llm_url: Annotated[Optional[str], typer.Option("--llm-url", help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1 (env AISLE_LLM_URL).")] = None,
-) -> None:
-    overrides = {k: v for k, v in dict(data_dir=data_dir, home=home, chroma_url=chroma_url, llm=llm, llm_model=llm_model, llm_url=llm_url).items() if v is not None}
-    try:
-        ctx.obj = Settings(**overrides)
-    except Exception as exc:  # pydantic ValidationError: say which setting is wrong
-        fail(f"bad setting: {exc}")
-
-
-def settings_of(ctx: typer.Context) -> Settings:
-    return ctx.obj if isinstance(ctx.obj, Settings) else Settings()
-
-
-def fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(code)
+from agent.entrypoints.cli_app import CatalogOpt, app, fail, settings_of
 
 
 @app.command()
@@ -133,7 +98,9 @@ def search(
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Item ids to leave out (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Hybrid (dense + BM25) search with filters."""
+    """Hybrid (dense + BM25) search with filters. Titles, brands and categories are shown through
+    the text screen, as in the chat's cards."""
+    from agent.recommend.shown import ShownItem
     from retrieval.catalog import CatalogError
     from retrieval.index import VectorStoreError
     from retrieval.search import SearchFilters, open_searcher
@@ -149,15 +116,17 @@ def search(
         hits = searcher.search(query, k, filters=filters, exclude_ids=exclude or ())
     except (CatalogError, VectorStoreError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+    shown = [ShownItem.of(hit.item, reason="", grounded=False, reason_source="", score=hit.score) for hit in hits]
     if as_json:
-        json.dump({"query": query, "catalog": searcher.catalog.name, "results": [h.to_dict() for h in hits]}, sys.stdout, indent=2)
+        results = [{**hit.to_dict(), "title": item.title, "brand": item.brand, "category": item.category} for hit, item in zip(hits, shown)]
+        json.dump({"query": query, "catalog": searcher.catalog.name, "results": results}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return
     if not hits:
         typer.echo("no items match; loosen the filters")
-    for rank, hit in enumerate(hits, start=1):
-        price = f"  ${hit.item.price:.2f}" if hit.item.price is not None else ""
-        typer.echo(f"{rank:>3}. [{hit.item.id}] {hit.item.title}  ({hit.item.brand or 'no brand'}; {hit.item.category}){price}  score={hit.score:.4f}")
+    for rank, item in enumerate(shown, start=1):
+        price = f"  ${item.price:.2f}" if item.price is not None else ""
+        typer.echo(f"{rank:>3}. [{item.id}] {item.title}  ({item.brand or 'no brand'}; {item.category}){price}  score={item.score:.4f}")
 
 
 @app.command()
@@ -287,7 +256,7 @@ def mcp_server(
 @app.command()
 def recommend(
     ctx: typer.Context,
-    user: Annotated[str, typer.Option("--user", "-u", help="User id from the catalog's interactions (their history is the input).")],
+    user: Annotated[str, typer.Option("--user", "-u", help="User id from the catalog's interactions (their history is the input; `aisle catalog users NAME` lists them).")],
     catalog: CatalogOpt = None,
     query: Annotated[Optional[str], typer.Option("--query", "-q", help="What the user is looking for (optional).")] = None,
     k: Annotated[Optional[int], typer.Option("--k", min=1, max=50, help="How many items (default: AISLE_K, 5).")] = None,
@@ -323,7 +292,7 @@ def recommend(
     except CatalogError as exc:
         fail(f"{exc} (--user needs a catalog with purchase histories)")
     if user not in interactions:
-        fail(f"unknown user {user!r} in catalog {name!r} ({len(interactions)} users; ids look like {', '.join(sorted(interactions)[:3])}, ...)")
+        fail(f"unknown user {user!r} in catalog {name!r} ({len(interactions)} users; ids look like {', '.join(sorted(interactions)[:3])}, ...); list them with: aisle catalog users {name}")
     try:
         rec = Recommender(settings, name, n_candidates=n_candidates)
         must_have = must_haves(feature_words(query)) if query else ()
@@ -336,8 +305,9 @@ def recommend(
         sys.stdout.write("\n")
         return
     from retrieval.collab import distinct_history
+    from retrieval.screen import display
 
-    history = [rec.catalog.items[i].title for i in distinct_history(interactions[user])[-3:] if i in rec.catalog.items]
+    history = [display(rec.catalog.items[i].title, name=True) for i in distinct_history(interactions[user])[-3:] if i in rec.catalog.items]
     typer.echo(f"user {user}: {len(interactions[user])} items bought, latest: " + " | ".join(h[:50] for h in history))
     if result.fallback:
         typer.secho(f"note: LLM ranking not used, retriever order shown ({result.fallback})", err=True, fg=typer.colors.YELLOW)
@@ -347,10 +317,11 @@ def recommend(
         typer.echo("no items match")
     for rank, r in enumerate(result.items, start=1):
         llm = f" llm={r.llm_score:.3f}" if r.llm_score is not None else ""
-        typer.echo(f"{rank:>3}. [{r.item.id}] {r.item.title}  ({r.item.brand or 'no brand'}; {r.item.category})  score={r.score:.3f} retrieval={r.retrieval_score:.4f}{llm}")
-        if r.reason_source:
-            flag = "grounded" if r.grounded else "NOT grounded"
-            typer.echo(f"       why: {r.reason}  [{r.reason_source}, {flag}]")
+        item = r.shown()  # screened for display, like the chat's cards
+        typer.echo(f"{rank:>3}. [{item.id}] {item.title}  ({item.brand or 'no brand'}; {item.category})  score={r.score:.3f} retrieval={r.retrieval_score:.4f}{llm}")
+        if item.reason_source:
+            flag = "grounded" if item.grounded else "NOT grounded"
+            typer.echo(f"       why: {item.reason}  [{item.reason_source}, {flag}]")
     t = result.timings_ms
     typer.echo(f"({result.n_candidates} candidates; retrieval {t['retrieval']:.0f} ms, rank {t['rank']:.0f} ms, reasons {t['reasons']:.0f} ms, total {t['total']:.0f} ms)", err=True)
 
@@ -427,24 +398,7 @@ def describe(
     typer.echo(f"{idx.name}: {index_report}")
 
 
-def register_subcommands() -> None:
-    """Add the `catalog`, `sessions`, `eval`, `train` and `models` command groups (once; at run time, so `aisle --help` stays quick)."""
-    from agent.entrypoints.catalog_cli import catalog_app
-    from agent.entrypoints.models_cli import models_app
-    from agent.entrypoints.sessions_cli import sessions_app
-    from agent.entrypoints.train_cli import train_app
-    from evals.cli import eval_app
-
-    if not any(group.name == "catalog" for group in app.registered_groups):
-        app.add_typer(catalog_app, name="catalog")
-        app.add_typer(sessions_app, name="sessions")
-        app.add_typer(eval_app, name="eval")
-        app.add_typer(train_app, name="train")
-        app.add_typer(models_app, name="models")
-
-
 def main() -> None:
-    register_subcommands()
     app()
 
 

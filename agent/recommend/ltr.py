@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from retrieval.candidates import DEFAULT_DEPTHS, HISTORY_SOURCES, Scored, Shopper, SourceSet, union
 from retrieval.collab import CooccurrenceRecommender, PopularityRecommender, leave_one_out, sample_users
 from retrieval.learned_ranker import ItemTable, LearnedRanker, RankerConfig, feature_names, features
+from retrieval.progress import job_bar
 
 log = logging.getLogger(__name__)
 
@@ -396,7 +396,7 @@ def train_llm_stage(
     sources, table = build_sources(catalog, val_hist, searcher, val_models)
     stage = RankingStage(sources, table, LearnedRanker.load(ranker_path(settings, catalog_name)))
     groups: list[tuple[np.ndarray, np.ndarray]] = []
-    for u in tqdm(users, desc=f"{llm.name} stage: training users", unit="user", disable=not progress, leave=False):
+    for u in job_bar(users, desc=f"{llm.name} stage: training users", unit="user", enabled=progress, leave=False):
         ranked = stage.recommend(Shopper(history=val_hist[u]), STAGE2_DEPTH)
         ids = [i for i, _ in ranked]
         if val_targets[u] not in ids:
@@ -443,7 +443,7 @@ def training_groups(
     groups: list[tuple[np.ndarray, np.ndarray]] = []
     hits = 0
     position = stage.sources.position
-    with tqdm(total=len(users), desc=desc, unit="user", disable=not progress, leave=False) as bar:
+    with job_bar(total=len(users), desc=desc, unit="user", enabled=progress, leave=False) as bar:
         for start in range(0, len(users), batch):
             chunk = list(users[start : start + batch])
             shoppers = [Shopper(history=histories[u]) for u in chunk]
@@ -504,7 +504,7 @@ def train_ranking_stage(
     stage = RankingStage(sources, table, None, depths)
     groups, recall = training_groups(stage, val_hist, val_targets, chosen, progress=progress)
     ranker = LearnedRanker(feature_names(stage.feature_sources), config)
-    report = ranker.fit(groups)
+    report = ranker.fit(groups, progress=progress)
     ranker.meta = {
         "catalog": catalog_name,
         "fingerprint": stage_fingerprint(sources.item_ids, train, models, config, depths),

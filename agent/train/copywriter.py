@@ -424,7 +424,7 @@ def register(app: typer.Typer) -> None:
         out: o.out_option("copywriter") = None,
         prompt: o.prompt_option("the copywriter's, describe.v1") = None,
     ) -> None:
-        from agent.entrypoints.cli import fail, settings_of
+        from agent.entrypoints.cli_app import fail, settings_of
         from retrieval.catalog import CatalogError
 
         settings = settings_of(ctx)

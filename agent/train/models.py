@@ -40,7 +40,7 @@ def models_command(
     ] = False,
 ) -> None:
     """Train SASRec, the text-aware sequential model and the learned ranker of a catalog."""
-    from agent.entrypoints.cli import fail, settings_of
+    from agent.entrypoints.cli_app import fail, settings_of
     from agent.recommend.ltr import SourceModels, train_ranking_stage
     from retrieval.catalog import CatalogError
     from retrieval.registry import load_interactions

@@ -56,7 +56,7 @@ HISTORIES = {"u-staples": ["s1", "s3", "s5"], "u-pens": ["p1", "p2"], "u-labels"
 @pytest.fixture(scope="module")
 def home(settings, tmp_path_factory) -> Path:
     """A home with the catalog "shop" (indexed, with histories) and "cold" (registered, not indexed)."""
-    from agent.entrypoints.cli import app, register_subcommands
+    from agent.entrypoints.cli import app
 
     tmp = tmp_path_factory.mktemp("mcp")
     items = tmp / "items.jsonl"
@@ -71,7 +71,6 @@ def home(settings, tmp_path_factory) -> Path:
                 t += 1
                 writer.writerow([user, item, t])
     home = share_models(tmp / "home")
-    register_subcommands()
     runner = CliRunner()
     base = ["--home", str(home), "--data-dir", str(settings.data_dir), "catalog", "add"]
     added = runner.invoke(app, [*base, "shop", "--items", str(items), "--interactions", str(orders)])

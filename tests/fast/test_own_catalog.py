@@ -57,7 +57,7 @@ def histories() -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory) -> dict[str, Any]:
     """`aisle catalog add` through the real CLI into a fresh home."""
-    from agent.entrypoints.cli import app, register_subcommands
+    from agent.entrypoints.cli import app
 
     tmp = tmp_path_factory.mktemp("own-catalog")
     rows = [dict(r, colour="red" if r["id"] in ("s1", "p4") else "") for r in SHOP_ROWS]
@@ -69,7 +69,6 @@ def shop(tmp_path_factory) -> dict[str, Any]:
         for t, (user, item) in enumerate(histories()):
             writer.writerow([user, item, 1_700_000_000 + t])
     home = share_models(tmp / "home")
-    register_subcommands()
     result = CliRunner().invoke(app, ["--home", str(home), "catalog", "add", "myshop", "--items", str(feed), "--interactions", str(orders), *sum((["--map", m] for m in MAP), [])])
     assert result.exit_code == 0, result.output
     settings = Settings(home=home, chroma_url=None, llm="transformers", catalog="myshop")

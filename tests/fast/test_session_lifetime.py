@@ -141,9 +141,8 @@ def test_bad_store_at_start_up_is_one_clear_line(tmp_path, breakage):
 
 
 def test_sessions_cli(tmp_path):
-    from agent.entrypoints.cli import app, register_subcommands
+    from agent.entrypoints.cli import app
 
-    register_subcommands()
     home = tmp_path / "home"
     store = SQLiteSessionStore(home / "sessions.sqlite")
     ids = [store.create("tiny-shop", {}) for _ in range(3)]

@@ -94,3 +94,23 @@ def test_fast_backend_needs_a_cache_dir_and_a_known_name():
         Embedder(backend="onnx-int8")
     with pytest.raises(ValueError, match="unknown embedding backend"):
         Embedder(backend="openvino")  # type: ignore[arg-type]
+
+
+def test_onnx_tokenizer_gives_transformers_ids(office_catalog):
+    """The ONNX backends tokenise with `tokenizers` alone (no transformers/torch import at query
+    time); over every title and description of the catalog, plus accents, emoji and over-long
+    text, the ids are AutoTokenizer's, truncated at the same length."""
+    from transformers import AutoTokenizer
+
+    path = embed.default_embed_model_path()
+    fast = embed._fast_tokenizer(path)
+    fast.no_padding()
+    fast.enable_truncation(256)
+    reference = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    texts = [t for it in office_catalog.items.values() for t in (title_text(it), description_text(it)) if t]
+    texts += ["Crème brûlée ÉTUI naïve café", "pens 🖊️ x12 — ½ price", "word " * 600, ""]
+    ours = [e.ids for e in fast.encode_batch(texts, add_special_tokens=True)]
+    theirs = reference(texts, truncation=True, max_length=256, add_special_tokens=True)["input_ids"]
+    mismatched = [t[:80] for t, a, b in zip(texts, ours, theirs) if a != b]
+    assert not mismatched, mismatched[:5]
+    assert max(len(ids) for ids in ours) == 256
