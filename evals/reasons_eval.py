@@ -120,7 +120,7 @@ def names_any(text: str, values: Sequence[str]) -> bool:
     return any(find_seq(said, stems(v)) or set(stems(v)) <= set(said) for v in values if stems(v))
 
 
-_FORM_WORDING = re.compile(r"[“”\"]|\b(?:title|titles|description)\b", re.I)
+_FORM_WORDING = re.compile(r"[“”]|(?<!\d)\"|\b(?:title|titles|description)\b", re.I)  # an inch mark ('22"') is no quote
 _GLUE = frozenset(w.casefold() for w in EXPLANATION_WORDS)
 SHAPES_OVER = 100
 
