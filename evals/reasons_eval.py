@@ -21,6 +21,12 @@ Metrics per mode (over all reasons of all answers unless said):
 - repetition: answers with two identical reasons, and the mean word overlap (Jaccard) between
   two reasons of one answer;
 - keyword-list reasons: reasons built as a list of quoted words (`is_keyword_list`), must be 0;
+- form wording: share of reasons quoting catalog text or pointing at a field ("its title says",
+  "its description mentions"): a form, not a shop assistant; and the number of distinct sentence
+  shapes (`sentence_shape`: the reason with its item words masked) over the first 100 reasons;
+- returning shoppers (`--shoppers`, users of the catalog's interactions, no query): the share of
+  reasons citing a purchase, and of those the share citing a purchase of the item's own kind
+  (`same_type`) rather than only the latest one;
 - latency per answer (all its reasons), p50 / p95.
 """
 
@@ -38,8 +44,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from agent.facts import has_feature, item_facts, must_haves
-from agent.lexicon import NOISE_WORDS, is_non_brand
+from agent.facts import has_feature, item_facts, must_haves, same_type
+from agent.grounding import history_spans
+from agent.lexicon import EXPLANATION_WORDS, NOISE_WORDS, is_non_brand
 from agent.recommend.reasons import ReasonContext, _same, answer_reasons, is_keyword_list, item_noun, title_marks
 from agent.settings import Settings
 from agent.text import find_seq, stems
@@ -113,6 +120,39 @@ def names_any(text: str, values: Sequence[str]) -> bool:
     return any(find_seq(said, stems(v)) or set(stems(v)) <= set(said) for v in values if stems(v))
 
 
+_FORM_WORDING = re.compile(r"[“”]|(?<!\d)\"|\b(?:title|titles|description)\b", re.I)  # an inch mark ('22"') is no quote
+_GLUE = frozenset(w.casefold() for w in EXPLANATION_WORDS)
+SHAPES_OVER = 100
+
+
+def form_wording(text: str) -> bool:
+    """Does the reason quote catalog text or name a record field ("its title says")?"""
+    return bool(_FORM_WORDING.search(text))
+
+
+def sentence_shape(text: str) -> str:
+    """The reason with everything but its explanation words masked ("a X by X. it takes X."):
+    two reasons of one shape differ only in their item's words."""
+    text = re.sub(r"[“\"][^”\"]*[”\"]", " Q ", text)
+    out: list[str] = []
+    for tok in re.findall(r"[A-Za-z0-9][A-Za-z0-9'’-]*|[.!?,;:]", text):
+        word = tok.casefold()
+        shape = word if word in _GLUE or not word[0].isalnum() else "X"
+        if not (shape == "X" and out and out[-1] == "X"):
+            out.append(shape)
+    return " ".join(out)
+
+
+def cited_purchases(text: str, history: Sequence[Item]) -> list[Item]:
+    """The history items a reason's purchase claims cite: the ones whose title has every content
+    word of a claim."""
+    out: list[Item] = []
+    for s, e in history_spans(text):
+        words = {st for st in stems(text[s:e])} - {st for w in _GLUE for st in stems(w)}
+        out.extend(h for h in history if words <= set(stems(h.title)) and h not in out)
+    return out
+
+
 @dataclass
 class ModeStats:
     reasons: int = 0
@@ -123,6 +163,8 @@ class ModeStats:
     need_items: int = 0
     need_met: int = 0
     keyword_lists: int = 0
+    form_worded: int = 0
+    shapes: list[str] = field(default_factory=list)
     answers: int = 0
     answers_with_repeats: int = 0
     overlaps: list[float] = field(default_factory=list)
@@ -153,6 +195,8 @@ class ModeStats:
                 self.need_items += 1
                 self.need_met += mentions(text, req.feature)
             self.keyword_lists += is_keyword_list(text)
+            self.form_worded += form_wording(text)
+            self.shapes.append(sentence_shape(text))
         if len(self.examples) < 4:
             self.examples.append({"query": req.query, "reasons": [{"id": it.id, "title": it.title, "reason": t} for it, t in zip(items, texts)]})
 
@@ -169,6 +213,9 @@ class ModeStats:
             "answers_with_identical_reasons": self.answers_with_repeats,
             "mean_pairwise_word_overlap": sum(self.overlaps) / len(self.overlaps) if self.overlaps else None,
             "keyword_list_reasons": self.keyword_lists,
+            "form_wording": rate(self.form_worded, self.reasons),
+            "distinct_shapes": len(set(self.shapes[:SHAPES_OVER])),
+            "shapes_over": min(SHAPES_OVER, len(self.shapes)),
             "llm_written": rate(self.llm_written, self.reasons),
             "latency": latency_summary(self.latency_ms),
             "examples": self.examples,
@@ -176,10 +223,60 @@ class ModeStats:
 
 
 @dataclass
+class HistoryStats:
+    """Template reasons for returning shoppers (history, no query)."""
+
+    reasons: int = 0
+    grounded: int = 0
+    citing: int = 0
+    citing_same_type: int = 0
+    citing_latest_only: int = 0
+    same_type_in_history: int = 0
+    form_worded: int = 0
+    shapes: list[str] = field(default_factory=list)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, history: Sequence[Item], items: Sequence[Item], texts: Sequence[str], grounded: Sequence[bool]) -> None:
+        seen = history[-HISTORY_SHOWN:]
+        for item, text, ok in zip(items, texts, grounded):
+            self.reasons += 1
+            self.grounded += ok
+            self.form_worded += form_wording(text)
+            self.shapes.append(sentence_shape(text))
+            related = [h for h in seen if same_type(item, h)]
+            self.same_type_in_history += bool(related)
+            cited = cited_purchases(text, seen)
+            if cited:
+                self.citing += 1
+                self.citing_same_type += any(h in related for h in cited)
+                self.citing_latest_only += cited == [seen[-1]] and not any(h in related for h in cited)
+        if len(self.examples) < 4:
+            self.examples.append({"history": [h.title for h in seen], "reasons": [{"id": it.id, "title": it.title, "reason": t} for it, t in zip(items, texts)]})
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "reasons": self.reasons,
+            "grounding": rate(self.grounded, self.reasons),
+            "citing_a_purchase": rate(self.citing, self.reasons),
+            "citations_of_the_same_kind": rate(self.citing_same_type, self.citing),
+            "citations_of_only_the_latest_unrelated": rate(self.citing_latest_only, self.citing),
+            "items_with_a_purchase_of_their_kind": self.same_type_in_history,
+            "form_wording": rate(self.form_worded, self.reasons),
+            "distinct_shapes": len(set(self.shapes[:SHAPES_OVER])),
+            "shapes_over": min(SHAPES_OVER, len(self.shapes)),
+            "examples": self.examples,
+        }
+
+
+HISTORY_SHOWN = 3  # the writer's default `history_items`: the purchases a reason may cite
+
+
+@dataclass
 class ReasonsConfig:
     catalog: str = "amazon-office-2014"
     queries: int = 50
     llm_queries: int = 10
+    shoppers: int = 20
     seed: int = 0
     out: Path = field(default_factory=lambda: Path("eval-out/reasons"))
 
@@ -211,6 +308,7 @@ def run_reasons_eval(settings: Settings, cfg: ReasonsConfig, *, recommender: Any
         grounded = [writer.check(tx, it, ctx, prose=False).ok for it, tx in zip(shown, texts)]
         modes["template"].add(req, shown, texts, grounded, ms, ["template"] * len(shown))
     notes: list[str] = []
+    returning = _returning_shoppers(settings, cfg, recommender, writer, notes) if cfg.shoppers else None
     llm_info: dict[str, Any] = {}
     if cfg.llm_queries > 0:
         try:
@@ -246,6 +344,7 @@ def run_reasons_eval(settings: Settings, cfg: ReasonsConfig, *, recommender: Any
             **{f"env_{k}": v for k, v in env.items()},
         },
         "modes": {name: s.summary() for name, s in modes.items()},
+        "returning": returning.summary() if returning else None,
         "requests": [{"query": r.query, "feature": r.feature, "category": r.category, "shown": [i.id for i in s]} for r, s in answers],
         "notes": notes,
     }
@@ -254,7 +353,35 @@ def run_reasons_eval(settings: Settings, cfg: ReasonsConfig, *, recommender: Any
     return result
 
 
-HEADER = ["mode", "answers", "grounding", "specificity", "specificity (items with a distinct fact)", "need coverage", "answers with identical reasons", "mean word overlap", "keyword-list reasons", "LLM-written", "p50/answer", "p95/answer"]
+def _returning_shoppers(settings: Settings, cfg: ReasonsConfig, recommender: Any, writer: Any, notes: list[str]) -> HistoryStats | None:
+    """Template reasons for `cfg.shoppers` sampled users of the catalog's interactions: their
+    history (all but the last item) and no query, as `aisle serve` answers a returning shopper."""
+    from agent.recommend.pipeline import RecommendRequest
+    from retrieval.collab import distinct_history
+    from retrieval.registry import load_interactions
+
+    try:
+        interactions = load_interactions(settings, cfg.catalog)
+    except Exception as exc:  # a catalog without interactions has no returning shoppers
+        notes.append(f"returning shoppers not run: {type(exc).__name__}: {exc}"[:300])
+        return None
+    items = recommender.catalog.items
+    users = sorted(u for u, ids in interactions.items() if len(ids) >= 3)
+    stats = HistoryStats()
+    for u in random.Random(cfg.seed).sample(users, min(cfg.shoppers, len(users))):
+        history = [items[i] for i in distinct_history(interactions[u][:-1]) if i in items]
+        res = recommender.recommend(RecommendRequest(history=[h.id for h in history], k=K, rank_mode="none", with_reasons=False))
+        shown = [r.item for r in res.items]
+        if not shown:
+            continue
+        ctx = ReasonContext(history_titles=[h.title for h in history])
+        texts = answer_reasons(shown, ctx)
+        stats.add(history, shown, texts, [writer.check(t, it, ctx, prose=False).ok for it, t in zip(shown, texts)])
+    return stats
+
+
+HEADER = ["mode", "answers", "grounding", "specificity", "specificity (items with a distinct fact)", "need coverage", "answers with identical reasons", "mean word overlap", "keyword-list reasons", "form wording", "sentence shapes", "LLM-written", "p50/answer", "p95/answer"]
+RETURNING_HEADER = ["reasons", "grounding", "citing a purchase", "citations of the item's kind", "citations of only the latest (unrelated)", "items with a purchase of their kind", "form wording", "sentence shapes"]
 
 
 def summary_rows(result: Mapping[str, Any]) -> list[list[Any]]:
@@ -263,9 +390,17 @@ def summary_rows(result: Mapping[str, Any]) -> list[list[Any]]:
         rows.append([
             name, s["answers"], rep.pct(s["grounding"]), rep.pct(s["specificity"]), rep.pct(s["specificity_of_items_with_a_distinct_fact"]),
             f"{rep.pct(s['need_coverage'])} of {s['need_items']}", s["answers_with_identical_reasons"], rep.fmt(s["mean_pairwise_word_overlap"], 2),
-            s["keyword_list_reasons"], rep.pct(s["llm_written"]), rep.ms(s["latency"]["p50_ms"]), rep.ms(s["latency"]["p95_ms"]),
+            s["keyword_list_reasons"], rep.pct(s["form_wording"]), f"{s['distinct_shapes']} of {s['shapes_over']}", rep.pct(s["llm_written"]), rep.ms(s["latency"]["p50_ms"]), rep.ms(s["latency"]["p95_ms"]),
         ])
     return rows
+
+
+def returning_rows(result: Mapping[str, Any]) -> list[list[Any]]:
+    r = result.get("returning")
+    if not r:
+        return []
+    return [[r["reasons"], rep.pct(r["grounding"]), rep.pct(r["citing_a_purchase"]), rep.pct(r["citations_of_the_same_kind"]),
+             rep.pct(r["citations_of_only_the_latest_unrelated"]), r["items_with_a_purchase_of_their_kind"], rep.pct(r["form_wording"]), f"{r['distinct_shapes']} of {r['shapes_over']}"]]
 
 
 def markdown(result: Mapping[str, Any]) -> str:
@@ -287,6 +422,12 @@ def markdown(result: Mapping[str, Any]) -> str:
             lines.append(f"**{ex['query']}**")
             lines += [f"- {r['title'][:70]}: {r['reason']}" for r in ex["reasons"]]
             lines.append("")
+    if result.get("returning"):
+        lines += ["## Returning shoppers (template, history only)", "", rep.md_table(RETURNING_HEADER, returning_rows(result)), ""]
+        for ex in result["returning"]["examples"][:3]:
+            lines.append("**bought: " + "; ".join(t[:50] for t in ex["history"]) + "**")
+            lines += [f"- {r['title'][:70]}: {r['reason']}" for r in ex["reasons"]]
+            lines.append("")
     if result.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
     lines += ["## Configuration", "", rep.md_table(["key", "value"], rep.config_rows(cfg)), ""]
@@ -303,6 +444,7 @@ def reasons_command(
     catalog: Annotated[Optional[str], typer.Option("--catalog", "-c", help="Catalog (default: AISLE_CATALOG).")] = None,
     queries: Annotated[int, typer.Option("--queries", "-n", min=1, help="Requests (one per leaf category, seeded).")] = 50,
     llm_queries: Annotated[int, typer.Option("--llm-queries", min=0, help="Requests whose reasons the LLM mode also writes (slow on CPU); 0 skips it.")] = 10,
+    shoppers: Annotated[int, typer.Option("--shoppers", min=0, help="Returning shoppers (history, no query) whose template reasons are measured; 0 skips it.")] = 20,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default: AISLE_SEED).")] = None,
     engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine for the LLM mode: transformers | vllm | openai.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default eval-out/reasons-<timestamp>, git-ignored).")] = None,
@@ -312,9 +454,11 @@ def reasons_command(
 
     settings, _ = eval_options(ctx, engine, None, ())
     out = out or Path("eval-out") / f"reasons-{time.strftime('%Y%m%d-%H%M%S')}"
-    cfg = ReasonsConfig(catalog=catalog or settings.catalog, queries=queries, llm_queries=llm_queries, seed=settings.seed if seed is None else seed, out=out)
+    cfg = ReasonsConfig(catalog=catalog or settings.catalog, queries=queries, llm_queries=llm_queries, shoppers=shoppers, seed=settings.seed if seed is None else seed, out=out)
     result = run_reasons_eval(settings, cfg)
     typer.echo(rep.md_table(HEADER, summary_rows(result)))
+    if result.get("returning"):
+        typer.echo("\nreturning shoppers (template):\n" + rep.md_table(RETURNING_HEADER, returning_rows(result)))
     for n in result["notes"]:
         typer.echo(f"note: {n}")
     typer.echo(f"\nwrote {out / rep.RESULTS_FILE}, {out / rep.REPORT_FILE} ({result['total_seconds']} s)")

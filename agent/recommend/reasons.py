@@ -25,12 +25,12 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from agent.engines.base import EngineError, LLMEngine, Message
-from agent.facts import Fact, field_text, has_feature, item_facts, must_haves
+from agent.facts import Fact, field_text, has_feature, item_facts, must_haves, product_type, same_type
 from agent.facts import _extract as extract_facts
 from agent.grounding import GroundingReport, check_grounding, item_evidence, screen_text
-from agent.lexicon import NOISE_WORDS, PRODUCT_TYPES, is_non_brand
+from agent.lexicon import COMPATIBILITY, EXPLANATION_WORDS, FEATURE_PHRASES, NOISE_WORDS, PRODUCT_TYPES, SHOPPING_FEATURES, is_non_brand
 from agent.prompts import DEFAULT_PROMPTS, canonical_name, data_text, render_chat
-from agent.text import find_seq, money, stem, stems
+from agent.text import FILLER_STEMS, content_stems, find_seq, money, stem, stems
 from retrieval.catalog import Item
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,6 @@ _SAY_FROM_DESCRIPTION = frozenset({"noise", "cut", "capacity", "compatibility"})
 _VAGUE = frozenset({"small", "medium", "large", "wide", "fine", "bold", "fast", "cheap", "durable", "compact", "color", "colour", "clear", "standard", "surface"})
 # Adjectives in the order English puts them: "a quiet 8-sheet black cross-cut shredder".
 _ADJ_ORDER = {"noise": 0, "feature": 1, "capacity": 2, "size": 3, "power": 4, "colour": 5, "material": 6, "cut": 7}
-_ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 
 
 @dataclass(frozen=True)
@@ -227,6 +226,8 @@ def _sayable(item: Item, f: Fact) -> bool:
         return False  # "32\" x 1": a number pair, not a size
     if f.kind == "capacity" and f.field == "description" and re.match(r"\d{3,}", f.value):
         return False  # "600 sheets" in prose is usually a daily duty, not a capacity per pass
+    if f.kind in ("capacity", "pack") and not re.search(r"\d", f.quote(item)):
+        return False  # "single sheet" describes a feed, it does not count sheets
     return bool(_quotable(f.quote(item), 80, record=True))
 
 
@@ -295,22 +296,6 @@ def _adjective(item: Item, f: Fact) -> str | None:
     return None
 
 
-def _after_noun(f: Fact) -> str:
-    if f.kind == "power":
-        return "that runs on batteries" if f.value == "battery" else f"that is {f.value}"
-    if f.kind == "capacity":
-        return f"that holds {f.value}"
-    if f.kind == "pack":
-        return f"in a pack of {f.value.split()[0]}"
-    if f.kind == "compatibility":
-        return f"for use with {f.value}"
-    if f.kind == "size":
-        return f"measuring {f.value}"
-    if f.kind == "noise":
-        return f"rated at {f.value}"
-    return f"with {f.value}"
-
-
 def _singular(word: str) -> str:
     low = word.casefold()
     if low.endswith("ies") and len(low) > 4:
@@ -348,8 +333,8 @@ def item_noun(item: Item, context: ReasonContext | None = None) -> str:
     for n in (3, 2, 1):
         for i in range(len(words) - n + 1):
             run = asked_stems[i : i + n]
-            if not set(run) & types or set(run) & wished:
-                continue
+            if not set(run) & types or set(run) & wished or words[i + n - 1].casefold().endswith("ing"):
+                continue  # "laminating" names a use, not the thing
             for j in find_seq(title_stems, run):
                 found = title_words[j : j + n]
                 if all(_singular(a.casefold()) == _singular(b.casefold()) for a, b in zip(found, words[i : i + n])):
@@ -369,7 +354,8 @@ def item_noun(item: Item, context: ReasonContext | None = None) -> str:
 
 def title_marks(item: Item, others: Sequence[Item], limit: int = 3) -> str | None:
     """Words of the item's title that no other shown item's title has ("Monochrome", "Twin
-    Turbo"), as written: the first such run of up to `limit` words, letters-only words first."""
+    Turbo"), as written: the first such run of up to `limit` words with only spaces between them,
+    letters-only words first."""
     theirs = {stem(w) for o in others for w in re.findall(r"[A-Za-z0-9][A-Za-z0-9'-]*|[A-Za-z0-9]+", o.title)}
     theirs |= {stem(w) for o in others for w in re.findall(r"[A-Za-z0-9]+", o.title)}
     skip = set(stems(item.brand)) | set(stems(item.category))
@@ -385,7 +371,7 @@ def title_marks(item: Item, others: Sequence[Item], limit: int = 3) -> str | Non
         for i, m in enumerate(words):
             if mark(m[0]) and (m[0].replace("-", "").replace("'", "").isalpha() or not letters_only):
                 j = i
-                while j + 1 < len(words) and j + 1 - i < limit and mark(words[j + 1][0]):
+                while j + 1 < len(words) and j + 1 - i < limit and mark(words[j + 1][0]) and item.title[words[j].end() : words[j + 1].start()] == " ":
                     j += 1
                 return _quotable(item.title[m.start() : words[j].end()], 40, record=True)
     return None
@@ -422,7 +408,7 @@ def _quote_around(item: Item, f: Fact, words: int = 4) -> str | None:
 
 
 def _article(word: str) -> str:
-    return "An" if re.match(r"(?i)[aeio]|u(?![sn]i)|8|11|18", word) and not re.match(r"(?i)one|uni|use", word) else "A"
+    return "An" if re.match(r"(?i)[aeio]|u(?!s|ni)|8|11|18", word) and not re.match(r"(?i)one|uni|use", word) else "A"
 
 
 _FIELD_NAMES = {"title": "title", "description": "description"}
@@ -433,6 +419,8 @@ def _where(f: Fact) -> str:
 
 
 def _price_note(item: Item, items: Sequence[Item], context: ReasonContext) -> str | None:
+    """The item's price, with what makes it worth saying: the shopper's budget, or the lowest of
+    three or more priced items shown."""
     if item.price is None:
         return None
     price = money(item.price, item.currency)
@@ -452,113 +440,311 @@ def _sentence(text: str) -> str:
     return (text[0].upper() + text[1:]).rstrip(" ,") + ("" if text.endswith((".", "!", "?")) else ".")
 
 
-def realise(item: Item, uses: Sequence[FactUse], context: ReasonContext, *, index: int = 0, items: Sequence[Item] = (), others: Sequence[Item] | None = None) -> str:
-    """One or two sentences for `item` from its chosen facts (see `answer_reasons`)."""
-    noun = item_noun(item, context)
-    noun_stems = set(stems(noun))
-    adjectives: list[str] = []
-    after: list[str] = []
-    asked_in_desc: list[FactUse] = []
-    asked_in_title: list[FactUse] = []
-    said_distinct = False  # a fact none of the other shown items states is in the text
-    # "a 12-sheet shredder that holds 7 gallons": the sheets are the adjective
-    uses = sorted(uses, key=lambda u: u.fact.kind == "capacity" and not u.fact.value.endswith(("sheet", "sheets")))
+# --- facts in plain words ----------------------------------------------------------------------------
+# A fact is said as what the item does or has ("takes up to 28 sheets", "comes in black"), never as
+# a field of its record ("its title says") or a quoted fragment of it: quotes of catalog text read
+# like a form and carry its noise. Each word is the fact's value (the record's words) or an
+# explanation word of the gate's closed vocabulary.
+
+# Features named as something the item has, or a device it works with, rather than what it is.
+_HAS = frozenset({"usb", "dect", "bluetooth", "wifi", "wi-fi", "hdmi", "ethernet", "duplex", "refill", "refills", "fine point", "fine tip", "long battery", "noise cancel", "nfc", "led", "lightning", "usb-c"})
+_WORKS_WITH = frozenset({"mac", "windows", "android", "iphone", "ipad", "ios", "kindle", "chromebook", "macbook", "imac", "laser", "inkjet"})
+_IS = (SHOPPING_FEATURES | COMPATIBILITY | frozenset(FEATURE_PHRASES)) - _HAS - _WORKS_WITH - {"battery", "batteries", "compatible", "color", "colour", "cheap"}
+# Asked qualities a number of the record backs: "heavy duty" is met by how many sheets it takes.
+_BACKED_BY_CAPACITY = frozenset({"heavy duty", "heavy-duty", "high capacity", "industrial", "commercial", "professional"})
+_MATERIAL_ADJECTIVES = frozenset({"magnetic", "metallic", "wooden", "stainless", "faux"})  # "is magnetic", not "comes in magnetic"
+_CUT_SHORT = re.compile(r"\s*(?:-\s*)?\d+/\d+|-\d")  # "9 x 11" of "9 x 11-1/2": a size cut before its fraction
+
+
+def _surface(item: Item, f: Fact) -> str:
+    """The fact as the record writes it when that is a short run of words ("USB"), else its value."""
+    quote = " ".join(f.quote(item).split())
+    return quote if quote and len(quote.split()) <= 3 and re.fullmatch(r"[A-Za-z0-9 -]+", quote) else f.value
+
+
+def _predicate(item: Item, f: Fact) -> str | None:
+    """The fact as what the item does or has ("takes up to 8 sheets", "comes in black", "is
+    cross-cut"), or None when plain words would say more than the record."""
+    v = f.value
+    if f.kind == "capacity":
+        return f"takes up to {v}" if v.endswith(("sheet", "sheets")) else f"holds {v}"
+    if f.kind == "pack":
+        return f"comes in a pack of {v.split()[0]}"
+    if f.kind == "cut":
+        return f"is {v}"
+    if f.kind == "material" and v.casefold() in _MATERIAL_ADJECTIVES:
+        return f"is {v.casefold()}"
+    if f.kind in ("colour", "material"):
+        return f"comes in {v if f.field.startswith('attribute:') else v.casefold()}"
+    if f.kind == "size":
+        if _CUT_SHORT.match(field_text(item, f.field)[f.span[1] :]):
+            return None
+        return f"measures {v}" if re.search(r"\d", v) else f"is {v}"
+    if f.kind == "compatibility":
+        return f"works with {v}"
+    if f.kind == "power":
+        return "runs on batteries" if v == "battery" else f"is {v}"
+    if f.kind == "noise":
+        return f"is rated at {v}" if re.search(r"\d", v) else None if v in ("whisper", "quieter") else f"is {v}"
+    low = v.casefold()
+    if low in _HAS:
+        return f"has {_surface(item, f)}"
+    if low in _WORKS_WITH:
+        printers = "printer" in stems(item.title + " " + item.description[:2000])
+        if low in ("laser", "inkjet"):
+            return f"works with {low} printers" if printers else f"works with {low}"
+        return f"works with {_surface(item, f)}"
+    if low in _IS:
+        return f"is {v}"
+    return None
+
+
+def _amount(item: Item, kind: str) -> float | None:
+    """The sheets an item takes ("capacity") or the items in its pack ("pack"), as its title or
+    fields state them."""
+    for f in item_facts(item):
+        if f.kind == kind and f.field != "description" and (kind != "capacity" or f.value.endswith(("sheet", "sheets"))):
+            return float(f.value.split()[0])
+    return None
+
+
+_STANDOUT_KINDS = frozenset({"colour", "material", "cut", "power", "noise", "feature", "compatibility"})
+
+
+def _standout(item: Item, uses: Sequence[FactUse], others: Sequence[Item], index: int) -> tuple[FactUse, str] | None:
+    """A sentence on what sets the item apart from the other items shown, from its facts: more
+    sheets or a bigger pack than every other that states one, or a quality none of them states
+    ("the only one here that is cross-cut"), in plain words. Nothing for an item shown alone."""
+    if not others:
+        return None
     for u in uses:
-        if u.asked and u.fact.field != "title":
-            asked_in_desc.append(u)
+        f = u.fact
+        if f.kind not in ("capacity", "pack") or u.asked or f.field == "description" or f.kind == "capacity" and not f.value.endswith(("sheet", "sheets")):
             continue
-        if u.asked:
-            asked_in_title.append(u)
-        adj = _adjective(item, u.fact) if u.fact.field != "description" or u.fact.kind in _SAY_FROM_DESCRIPTION else None
-        if adj is None and u.fact.field == "description" and u.fact.kind not in _SAY_FROM_DESCRIPTION:
-            continue  # said as "its description mentions …" below
-        if u.fact.kind == "capacity" and any(v.fact.kind == "capacity" for v in uses[: uses.index(u)] if not v.asked):
-            adj = None  # one capacity before the noun; another reads "that holds 7 gallons"
-        if adj and item.brand and set(stems(adj)) <= set(stems(item.brand)):
-            continue  # "a Samsung fax machine by Samsung"
-        if adj and not set(stems(adj)) <= noun_stems and len(adjectives) < 3:
-            adjectives.append(adj)
-            said_distinct = said_distinct or u.distinct
-        elif not adj and len(after) < 1:
-            after.append(_after_noun(u.fact))
-            said_distinct = said_distinct or u.distinct
+        mine = float(f.value.split()[0])
+        theirs = [n for n in (_amount(o, f.kind) for o in others) if n is not None]
+        if theirs and mine > max(theirs):
+            return u, f"It {_predicate(item, f)}, more than the others shown"
+    for u in uses:
+        said = _predicate(item, u.fact)
+        if u.distinct and said and not u.asked and u.fact.kind in _STANDOUT_KINDS:
+            forms = (f"It is the only one here that {said}", f"Unlike the others shown, it {said}")
+            return u, forms[index % len(forms)]
+    return None
+
+
+def _asked_sentence(item: Item, lead: FactUse, backing: FactUse | None, index: int) -> str:
+    """What the shopper asked for, tied to the fact of the record that meets it."""
+    said = _quotable(lead.asked, 40) or lead.fact.value
+    pred = _predicate(item, lead.fact) or ""
+    if backing is not None:  # "heavy duty": say the number that backs it
+        forms = (f"It {pred}, as you asked: it {_predicate(item, backing.fact)}", f"You asked for {said}, and it {_predicate(item, backing.fact)}")
+        return forms[index % len(forms)]
+    if set(stems(said)) != set(stems(lead.fact.value)):  # "quiet" met by "silent": say both
+        return f"You asked for {said}, and it {pred}"
+    forms = (f"It {pred}, as you asked", f"As you asked, it {pred}", f"It {pred}, which is what you asked for")
+    return forms[index % len(forms)]
+
+
+def _colour_clash(item: Item, f: Fact) -> bool:
+    """A colour only the description names while the title or a field gives another: the
+    description is as likely to be about a sibling product."""
+    return f.kind == "colour" and f.field == "description" and any(g.kind == "colour" and g.field != "description" and g.value.casefold() != f.value.casefold() for g in item_facts(item))
+
+
+def realise(
+    item: Item,
+    uses: Sequence[FactUse],
+    context: ReasonContext,
+    *,
+    index: int = 0,
+    items: Sequence[Item] = (),
+    others: Sequence[Item] | None = None,
+    history_items: int = 3,
+) -> str:
+    """One to three sentences for `item` from its chosen facts (see `answer_reasons`): what it is
+    ("A 28-sheet stapler by Swingline"), then the fact that meets what the shopper asked for, or
+    what sets it apart from the others shown, or the purchase of theirs it relates to."""
+    noun = item_noun(item, context)
+    shown_others = list(others or [])
+    lead = next((u for u in uses if u.asked and _predicate(item, u.fact) and not _colour_clash(item, u.fact)), None)
+    backing = None
+    if lead is not None and lead.fact.value.casefold() in _BACKED_BY_CAPACITY:
+        backing = next((u for u in uses if u.fact.kind == "capacity" and not u.asked), None)
+        if backing is None:
+            backing = next((FactUse(f) for f in item_facts(item) if f.kind == "capacity" and _sayable(item, f)), None)
+    standout = None if lead is not None and (lead.distinct or len(uses) < 2) else _standout(item, [u for u in uses if u is not lead and u is not backing], shown_others, index)
+    in_s2 = {id(u) for u in (lead, backing, standout[0] if standout else None) if u is not None}
+    phrase, after = _described(item, [u for u in uses if id(u) not in in_s2], noun)
     maker = _quotable(item.brand, 60, record=True) if item.brand and not is_non_brand(item.brand) else None
-    adjectives.sort(key=lambda a: _ADJ_ORDER.get(next((u.fact.kind for u in uses if _adjective(item, u.fact) == a), ""), 9))
-    phrase = " ".join([*adjectives, noun])
-    first = f"{_article(phrase)} {phrase}"
-    if maker:
+    bought = None
+    if not asked_features(context) and context.history_titles and history_items:
+        bought = related_purchase(item, list(context.history_titles)[-history_items:])
+    first = f"{'Another' if bought and bought.relation == 'type' else _article(phrase)} {phrase}"
+    if maker and not (bought and bought.relation == "maker"):
         first += f" by {maker}"
     if after:
-        first += " " + after[0]
+        first += " " + after
     price = _price_note(item, items or [item], context)
-    if price:
+    if price and bought is None:
         first += f", at {price}"
+    if bought is not None:  # the purchase closes the sentence: what follows a "you bought" is about it
+        first = _with_purchase(first, bought, maker)
     sentences = [_sentence(first)]
-    if asked_in_desc:
-        u = asked_in_desc[0]
-        quote = _quote_around(item, u.fact)
-        said = _quotable(u.asked, 40) or u.fact.value
-        forms = (
-            "You asked for {a}, and its {w} says “{q}”",
-            "It meets your ask for {a}: its {w} says “{q}”",
-            "If you want {it}{a}, this one's {w} says so: “{q}”",
-        )
-        it = "it " if " " not in said and not re.search(r"\d", said) else ""
-        said_distinct = said_distinct or u.distinct
-        if quote:
-            sentences.append(_sentence(forms[index % len(forms)].format(a=said, it=it, w=_where(u.fact), q=quote)))
-        else:
-            sentences.append(_sentence(f"You asked for {said}, and its {_where(u.fact)} says {u.fact.value}"))
-    elif asked_in_title:  # the adjective is in the first sentence; say where it comes from
-        u = asked_in_title[0]
-        said = _quotable(u.asked, 40) or u.fact.value
-        forms = ("Its title says {a}, as you asked", "{A}, as you asked: its title says so", "Its title names the {a} you asked for")
-        sentences.append(_sentence(forms[index % len(forms)].format(a=said, A=said[:1].upper() + said[1:])))
-    elif not any(u.asked for u in uses):
-        extra = next((u for u in uses if u.distinct and u.fact.field == "description"), None)
-        if not asked_features(context) and context.history_titles:
-            bought = _quotable(context.history_titles[-1], 70)
-            if bought:
-                sentences.insert(0, f"Suggested because you bought “{bought}”.")
-        elif extra is not None:
-            quote = _quote_around(item, extra.fact)
-            if quote:
-                sentences.append(_sentence(f"Its description mentions “{quote}”"))
-                said_distinct = True
-    if not said_distinct and len(sentences) < 3:  # say what sets it apart, in a short sentence
-        extra = next((u for u in uses if u.distinct and not u.asked and u.fact.field == "description"), None)
-        quote = _quote_around(item, extra.fact) if extra else None
-        if quote:
-            sentences.append(_sentence(f"Its description also mentions “{quote}”"))
-            said_distinct = True
-    if not said_distinct and others is not None and len(sentences) < 3:
-        maker_distinct = bool(maker) and not any(o.brand.casefold() == item.brand.casefold() for o in others)
-        mark = None if maker_distinct else title_marks(item, others)
-        if mark:  # nothing in its facts sets it apart: the title's own words do
-            sentences.append(_sentence(_MARK_FORMS[index % len(_MARK_FORMS)].format(m=mark)))
+    if price and bought is not None:
+        sentences.append(_sentence(f"It costs {price}"))
+    if lead is not None:
+        sentences.append(_sentence(_asked_sentence(item, lead, backing, index)))
+    if standout is not None and len(sentences) < 3:
+        sentences.append(_sentence(standout[1]))
     return " ".join(sentences[:3])
 
 
-_MARK_FORMS = ("What sets it apart is in its title: “{m}”", "Its title marks it out: “{m}”", "Unlike the others, its title says “{m}”")
+def _described(item: Item, uses: Sequence[FactUse], noun: str) -> tuple[str, str]:
+    """The item's noun with its facts before it ("quiet 8-sheet cross-cut shredder") and at most
+    one after it ("that holds 7 gallons", "in a pack of 12"); facts of the description only when
+    they say how much or how it cuts."""
+    noun_stems = set(stems(noun))
+    adjectives: list[tuple[int, str]] = []
+    after: list[str] = []
+    # "a 12-sheet shredder that holds 7 gallons": the sheets are the adjective
+    ordered = sorted(uses, key=lambda u: u.fact.kind == "capacity" and not u.fact.value.endswith(("sheet", "sheets")))
+    for u in ordered:
+        if u.asked and u.fact.field == "description":
+            continue
+        if u.fact.field == "description" and u.fact.kind not in _SAY_FROM_DESCRIPTION:
+            continue
+        adj = _adjective(item, u.fact)
+        if u.fact.kind == "feature" and u.fact.value.casefold() in _HAS | _WORKS_WITH and not u.asked:
+            adj = None  # "a wireless ios printer": a device is not an adjective
+        if u.fact.kind == "capacity" and any(v.fact.kind == "capacity" for v in ordered[: ordered.index(u)]):
+            adj = None  # one capacity before the noun; another reads "that holds 7 gallons"
+        if u.fact.kind == "size" and _predicate(item, u.fact) is None:
+            continue  # a size cut short of its fraction
+        if adj and item.brand and set(stems(adj)) <= set(stems(item.brand)):
+            continue  # "a Samsung fax machine by Samsung"
+        if adj and not set(stems(adj)) <= noun_stems and len(adjectives) < 3:
+            adjectives.append((_ADJ_ORDER.get(u.fact.kind, 9), adj))
+        elif not adj and not after and (pred := _predicate(item, u.fact)):
+            after.append(_after_noun(u.fact, pred))
+    return " ".join([*(a for _, a in sorted(adjectives, key=lambda x: x[0])), noun]), after[0] if after else ""
 
 
-def answer_reasons(items: Sequence[Item], context: ReasonContext | None = None) -> list[str]:
+def _after_noun(f: Fact, predicate: str) -> str:
+    """The fact after the noun: "that takes up to 8 sheets", "in a pack of 12"."""
+    if f.kind == "pack":
+        return f"in a pack of {f.value.split()[0]}"
+    if f.kind == "size" and predicate.startswith("measures"):
+        return f"measuring {f.value}"
+    return f"that {predicate}"
+
+
+def _with_purchase(first: str, bought: Purchase, maker: str | None) -> str:
+    """The opening sentence tied to the purchase it relates to, naming that purchase in its own
+    title's words: "Another stapler by Swingline, like the Bostitch one you bought"."""
+    if bought.relation == "type":
+        return f"{first}, like the {bought.detail} one you bought" if bought.detail else f"{first}, like one you bought before"
+    if bought.relation == "maker" and maker:
+        like = f"like the {bought.name} you bought" if bought.name else "like one of your past purchases"
+        return f"From {maker}, {like}: {first[0].lower()}{first[1:]}"
+    return f"Suggested because you bought the {bought.name}. {first}"
+
+
+# --- the shopper's history -----------------------------------------------------------------------------
+
+
+_TYPE_STEMS = frozenset(stem(t) for t in PRODUCT_TYPES)
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """The purchase a reason cites: how it relates to the item ("type" | "maker" | "words"),
+    what it was in its title's words ("laptop stand"), and for one of the same type a fact of its
+    title that tells it apart ("20-sheet")."""
+
+    relation: str
+    name: str
+    detail: str = ""
+
+
+def _purchase(title: str) -> Item:
+    return Item(id="", title=title)
+
+
+def related_purchase(item: Item, titles: Sequence[str]) -> Purchase | None:
+    """The purchase most related to `item`: one of its product type, else one of its maker, else
+    the one sharing most words of its title (two at least), the latest first on a tie; None when
+    nothing bought relates to it (a file folder is not suggested "because you bought a
+    chalkboard"). Only `titles` (the purchases the reason writer shows) are looked at."""
+    maker = [] if not item.brand or is_non_brand(item.brand) else stems(item.brand)
+    mine = {s for s in content_stems(item.title) if not s.isdigit()} - set(maker)
+    mine_type = product_type(item)
+    best: tuple[tuple[bool, bool, int, int], str] | None = None
+    for age, title in enumerate(reversed(list(titles))):
+        bought = _purchase(title)
+        same = mine_type is not None and product_type(bought) is not None and same_type(item, bought)
+        by_maker = bool(maker) and bool(find_seq(stems(title), maker))
+        overlap = len(mine & set(content_stems(title)))
+        key = (same, by_maker, overlap, -age)
+        if (same or by_maker or overlap >= 2) and (best is None or key > best[0]):
+            best = key, title
+    if best is None:
+        return None
+    (same, by_maker, _, _), title = best
+    name = _purchase_name(title)
+    if same:
+        mine_facts = {(f.kind, f.value.casefold()) for f in item_facts(item)}
+        theirs = [f for f in item_facts(_purchase(title)) if f.kind in ("capacity", "colour", "cut", "power", "material") and (f.kind, f.value.casefold()) not in mine_facts]
+        detail = next((a for f in theirs if (a := _adjective(_purchase(title), f))), "")
+        return Purchase("type", name, detail)
+    if by_maker:
+        return Purchase("maker", name)
+    return Purchase("words", name) if name else None
+
+
+def _purchase_name(title: str) -> str:
+    """What a bought item was, in its title's words: its product type and the word before it
+    when that is not the title's first word (the maker, as often as not): "laptop stand"."""
+    kind = product_type(_purchase(title))
+    if kind is None or kind.field != "title" or stem(kind.value) not in _TYPE_STEMS:
+        return ""  # "Retail Packaging": a title's last noun is not always what was bought
+    before = list(re.finditer(r"[A-Za-z]+", title[: kind.span[0]]))
+    prev = before[-1] if len(before) >= 2 and title[before[-1].end() : kind.span[0]] == " " and title[before[-1].start() - 1] == " " else None
+    if prev is not None and prev[0].isalpha() and not prev[0].isupper() and stem(prev[0]) not in FILLER_STEMS:
+        return f"{prev[0].casefold()} {kind.value}"
+    return kind.value
+
+
+def answer_reasons(items: Sequence[Item], context: ReasonContext | None = None, *, history_items: int = 3) -> list[str]:
     """Template reasons for the items of one answer, written together: each names what the
     shopper asked for when its record states it, and what sets it apart from the other items
-    shown. No two reasons of an answer are the same text."""
+    shown; for a returning shopper, the purchase most related to it among the last
+    `history_items` (the ones the reason writer shows, so the gate can check the citation). No two
+    reasons of an answer are the same text."""
     context = context or ReasonContext()
     asked = asked_features(context)
     out: list[str] = []
+    said: list[frozenset[str]] = []
     for i, item in enumerate(items):
         others = [o for j, o in enumerate(items) if j != i]
         uses = choose_facts(item, others, asked)
-        text = realise(item, uses, context, index=i, items=items, others=others)
-        if text in out:  # still the same words: name the record's own wording
-            mark = title_marks(item, [o for o, t in zip(items, out) if t == text])
-            title = _quotable(item.title, 70, record=True)
-            text = f"{text} Its title says “{mark}”." if mark else f"{text} Its title reads “{title}”." if title else f"{text} Listed under {item.category or 'the catalog'}."
+        text = realise(item, uses, context, index=i, items=items, others=others, history_items=history_items)
+        key = _item_words(text)
+        if key in said:  # the same facts in other words: name what its title calls it
+            mark = title_marks(item, [o for o, k in zip(items, said) if k == key])
+            noun = item_noun(item, context)
+            text = f"{text} This one is the {mark} {noun}." if mark else f"{text} This one is listed under {item.category}." if item.category else f"{text} This is another one like it."
         out.append(text)
+        said.append(key)
     return out
+
+
+def _item_words(text: str) -> frozenset[str]:
+    """The words of a reason that say something about its item (the explanation words left out)."""
+    return frozenset(stems(text)) - _GLUE_STEMS
+
+
+_GLUE_STEMS = frozenset(st for w in EXPLANATION_WORDS for st in stems(w))
 
 
 def is_keyword_list(text: str) -> bool:
@@ -673,7 +859,7 @@ class ReasonWriter:
         templates: dict[int, str] = {}
         for members in groups.values():
             if any(i in pending for i in members):
-                texts = answer_reasons([jobs[i][0] for i in members], jobs[members[0]][1])
+                texts = answer_reasons([jobs[i][0] for i in members], jobs[members[0]][1], history_items=self.history_items)
                 templates.update(zip(members, texts))
         for i in pending:
             item, context = jobs[i]
