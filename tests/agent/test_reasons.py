@@ -46,10 +46,10 @@ def test_claim_that_fails_twice_is_replaced_by_the_template(scripted_engine, bic
 
 
 def test_true_reason_passes_first_time(scripted_engine, bic_pen, brands):
-    engine = scripted_engine(batch_answers=[[TRUE_REASON + " Extra third sentence here. And a fourth."]])
+    engine = scripted_engine(batch_answers=[[TRUE_REASON + " It is a black pen. And a fourth."]])
     [reason] = ReasonWriter(engine, catalog_brands=brands).write([bic_pen], CONTEXT)
     assert (reason.source, reason.grounded, reason.first_try_ok) == ("llm", True, True)
-    assert reason.text == TRUE_REASON + " Extra third sentence here."  # two sentences at most
+    assert reason.text == TRUE_REASON + " It is a black pen."  # two sentences at most
     assert len(engine.calls) == 1  # no retry
 
 
