@@ -10,6 +10,7 @@ descriptions) extraction takes about 0.65 ms per item, 1.6 s for the catalog.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -290,6 +291,23 @@ def sold_on_its_own(items: Iterable[Item], noun_stems: Iterable[str]) -> bool:
         elif serves_other(item, want):
             made_for += 1
     return own >= made_for
+
+
+def common_kinds(items: Iterable[Item], n: int) -> list[str]:
+    """The catalog's `n` most common kinds of product, to name when a shopper asks what it has: the
+    most specific category, else the title's product noun (`product_type`); "Pens" and "pen" count
+    as one kind, named in its most common form."""
+    counts: Counter[tuple[str, ...]] = Counter()
+    forms: dict[tuple[str, ...], Counter[str]] = {}
+    for item in items:
+        kind = product_type(item)
+        name = item.categories[-1] if item.categories else kind.value if kind is not None else ""
+        key = tuple(stems(name))
+        if not key or any(ch.isdigit() for ch in name):
+            continue
+        counts[key] += 1
+        forms.setdefault(key, Counter())[name.casefold()] += 1
+    return [forms[key].most_common(1)[0][0] for key, _ in counts.most_common(n)]
 
 
 def same_type(item: Item, other: Item) -> bool:

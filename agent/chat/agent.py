@@ -54,7 +54,7 @@ from agent.errors import (
     UnknownItem,
     VectorStoreUnavailable,
 )
-from agent.facts import sold_on_its_own
+from agent.facts import common_kinds, sold_on_its_own
 from agent.recommend.pipeline import Recommender
 from agent.recommend.shown import ShownItem
 from agent.settings import Settings
@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 turn_log = logging.getLogger("aisle.turns")
 
 MAX_MESSAGE_CHARS = 2000
+MAX_KINDS = 8  # product kinds a catalog names when asked what it has
 __all__ = [
     "Agent",
     "ConcurrentUpdate",
@@ -141,6 +142,7 @@ class CatalogParts:
     vocab: CatalogVocab
     understander: Understander
     _sold_alone: dict[tuple[str, ...], bool] = field(default_factory=dict, repr=False)
+    _kinds: list[str] | None = field(default=None, repr=False)
 
     def sold_on_its_own(self, noun_stems: Sequence[str]) -> bool:
         """`agent.facts.sold_on_its_own` over this catalog, once per noun."""
@@ -148,6 +150,12 @@ class CatalogParts:
         if key not in self._sold_alone:
             self._sold_alone[key] = sold_on_its_own(self.items.values(), key)
         return self._sold_alone[key]
+
+    def kinds(self, n: int) -> list[str]:
+        """`agent.facts.common_kinds` of this catalog, computed once."""
+        if self._kinds is None:
+            self._kinds = common_kinds(self.items.values(), MAX_KINDS)
+        return self._kinds[:n]
 
     @property
     def items(self) -> dict[str, Item]:

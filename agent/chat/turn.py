@@ -140,6 +140,9 @@ class Turn:
 
     def _recommend(self) -> Iterator[str]:
         state, plan, parts = self.state, self.plan, self.parts
+        if plan.browse:
+            yield from self._browse()
+            return
         if not state.has_constraints() and not state.avoid_brands and state.price_max is None and state.price_min is None:
             yield clarify(state.catalog)
             return
@@ -173,7 +176,32 @@ class Turn:
         missing = unmet([r.item for r in found], must_haves(state.features))
         if missing:  # a stated constraint is never broken silently
             self.notes.append(f"Nothing I found says {' or '.join(f'“{f}”' for f in missing)}; these are the closest matches.")
+        yield from self._list(found)
 
+    def _browse(self) -> Iterator[str]:
+        """"What do you have?": the ranking stage's picks (the catalog's most popular items for a new
+        shopper, what goes with their history for a returning one) and a question naming a few kinds
+        of product the catalog sells; only the question when there is nothing to rank by (a catalog
+        without a history, or the stage still loading)."""
+        kinds = self.parts.kinds(4)
+        question = (
+            "To narrow it down, what kind of product are you after? For example: " + ", ".join(kinds[:-1]) + f" or {kinds[-1]}."
+            if len(kinds) > 1
+            else clarify(self.state.catalog)
+        )
+        found, _ = self._search()
+        if not found:
+            self.notes = [n for n in self.notes if n not in PENDING_NOTES.values()]  # no order to explain
+            yield question
+            return
+        returning = any(i in self.parts.items for i in [*self.state.history, *self.state.liked])
+        yield "Here are picks that go with what you bought before.\n" if returning else "Here are some of the catalog's most popular items.\n"
+        self.notes.insert(0, question)
+        yield from self._list(found)
+
+    def _list(self, found: list[Recommendation]) -> Iterator[str]:
+        """The found items as numbered lines with their reasons; records them as shown."""
+        state = self.state
         t = time.perf_counter()
         templates = state_reasons([r.item for r in found], state)  # aisle#16: one answer's reasons together
         liked = self._liked()
@@ -235,7 +263,7 @@ class Turn:
             req.relevant = ok
             if head and liked is None and parts.sold_on_its_own(noun):
                 req.demote = made_for
-            if req.query is None and not req.history:
+            if req.query is None and not req.history and not self.plan.browse:
                 break
             result = parts.recommender.recommend(req)
             self.searches_left -= 1
@@ -296,6 +324,9 @@ class Turn:
             # no text to search, so the query and the user's messages stay out of this request.
             history = list(state.similar_to)
             query = None
+            conversation = [m for m in conversation if m["role"] != "user"]
+        elif self.plan.browse:
+            # "what do you have?" is no product: the ranking stage orders the catalog without words.
             conversation = [m for m in conversation if m["role"] != "user"]
         elif not query:
             query = " ".join(state.categories + state.brands) or None

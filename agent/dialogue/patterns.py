@@ -103,6 +103,16 @@ MORE_RE = re.compile(r"\b(?:show\s+(?:me\s+)?more|more\s+(?:options|items|result
 AGAIN_RE = re.compile(r"\b(?:show|see|list)\s+(?:me\s+)?(?:them|those|these|it|the\s+\w+(?:\s+\w+)?)\s+again\b|\bagain\s+please\b|\bgo\s+back\s+to\s+(?:those|the\s+previous)\b", re.I)
 # "something for a student": an open request for someone or some use, not a detail of the current product.
 OPEN_REQUEST_RE = re.compile(r"^\s*(?:(?:i\s+(?:need|want)|i'?m\s+looking\s+for|looking\s+for|show\s+me|any\s+ideas\s+for)\s+)?(?:something|anything|a\s+gift|gift\s+ideas?|ideas?)\s+(?:for|to\s+use\s+(?:for|in|at|with))\b", re.I)
+# "what do you have?", "show me something", "anything good?": a broad request that names no product;
+# answered with popular items (or picks from the shopper's history) and a question that narrows it down.
+BROWSE_RE = re.compile(
+    r"\bwhat\s+(?:do|can|would)\s+you\s+(?:have|sell|carry|offer|stock|recommend|suggest)\b|\bwhat\s+have\s+you\s+got\b"
+    r"|\bwhat(?:'s|\s+is|\s+are)\s+(?:good|popular|(?:your\s+)?(?:best\s*sellers?|top\s+picks?|favou?rites?))\b"
+    r"|\b(?:show|give)\s+me\s+(?:something|anything|some\s+(?:stuff|things|items|products|ideas)|what\s+you(?:'ve)?\s+(?:have|got))\b"
+    r"|\b(?:anything|something)\s+(?:good|nice|interesting|popular)\b|\b(?:any|some)\s+(?:recommendations?|suggestions?|ideas)\b"
+    r"|\brecommend\s+(?:me\s+)?(?:something|anything)\b|\bsurprise\s+me\b|\b(?:i'?m\s+)?just\s+browsing\b",
+    re.I,
+)
 # "a cross-cut one", "the black ones": the current product with a detail.
 ONE_NOUN_RE = re.compile(r"\bones?\b", re.I)
 SWITCH_RE = re.compile(r"\b(?:now|instead|also\s+(?:need|want|looking)|what\s+about|how\s+about|actually|rather|switch\s+to|let'?s\s+look\s+(?:at|for))\b", re.I)

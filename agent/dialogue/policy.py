@@ -37,6 +37,7 @@ class Plan:
     cheapest: bool = False  # "the cheapest one": the current product's matches, cheapest first
     opening: str | None = None  # the shopper's own words when this message opens a topic (searched too)
     no_repeats: bool = False  # cheaper / pricier / other brand / more: earlier items would not answer it
+    browse: bool = False  # "what do you have?" with no product yet: popular items (or history picks) and a question
 
 
 def apply(u: Understanding, state: DialogueState, items: dict[str, Item]) -> Plan:
@@ -44,7 +45,7 @@ def apply(u: Understanding, state: DialogueState, items: dict[str, Item]) -> Pla
     notes = list(u.notes)
     if "reset" in u.flags:
         state.reset()
-        if u.action in ("reset", "clarify") or not u.has_product_signal():
+        if u.action in ("reset", "clarify") or not (u.has_product_signal() or "browse" in u.flags):
             return Plan("reset", notes=notes)
 
     last_shown = [i for i in state.last_shown if i in items]
@@ -110,6 +111,7 @@ def apply(u: Understanding, state: DialogueState, items: dict[str, Item]) -> Pla
         cheapest=cheapest,
         opening=P.shopper_text(u.raw_text).strip() or None if opens_topic else None,
         no_repeats=bool(u.flags & {"more", "cheaper", "pricier", "other_brand"}),
+        browse="browse" in u.flags and not state.has_constraints(),
     )
 
 

@@ -36,7 +36,7 @@ class Understanding:
     """The rules' (and optionally the LLM's) reading of one message."""
 
     action: Action = "recommend"
-    flags: set[str] = field(default_factory=set)  # cheaper, cheapest, pricier, other_brand, all_brands, more, again, similar, reject_all, topic_switch, open_request, reset
+    flags: set[str] = field(default_factory=set)  # cheaper, cheapest, pricier, other_brand, all_brands, more, again, similar, reject_all, topic_switch, open_request, browse, reset
     brands: list[str] = field(default_factory=list)
     avoid_brands: list[str] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)
@@ -143,6 +143,7 @@ class Understander:
         m = P.USE_CASE_RE.search(msg.text)
         if m:
             u.use_case = re.sub(r"\s+", " ", m.group("use")).strip(" ,.")
+        browse = msg.consume_all(P.BROWSE_RE)  # "what do you have?": not product words
         u.need = _need_words(msg.remaining())
         u.head = self._head_word(msg)
         if P.SWITCH_RE.search(msg.text) and (u.need or u.categories):
@@ -150,7 +151,10 @@ class Understander:
         if P.OPEN_REQUEST_RE.match(msg.text) and u.head is None and not u.categories:
             u.flags.add("open_request")
         if not u.has_product_signal() and not u.flags - {"reset"} and u.feedback == 0:
-            u.action = "reset" if "reset" in u.flags else "clarify"
+            if browse:
+                u.flags.add("browse")
+            else:
+                u.action = "reset" if "reset" in u.flags else "clarify"
         return u
 
     # --- what kind of message -----------------------------------------------------------------------------
