@@ -182,21 +182,31 @@ class Turn:
         """"What do you have?": the ranking stage's picks (the catalog's most popular items for a new
         shopper, what goes with their history for a returning one) and a question naming a few kinds
         of product the catalog sells; only the question when there is nothing to rank by (a catalog
-        without a history, or the stage still loading)."""
+        without a history, or the stage still loading). "Something else", "cheaper" or "not that
+        brand" after such a list go on browsing with the new filters."""
         kinds = self.parts.kinds(4)
         question = (
             "To narrow it down, what kind of product are you after? For example: " + ", ".join(kinds[:-1]) + f" or {kinds[-1]}."
             if len(kinds) > 1
             else clarify(self.state.catalog)
         )
+        asked = "browse" in self.understanding.flags  # not a follow-up ("something else") of a browse list
         found, _ = self._search()
+        if not found and relax_cheaper(self.state, self.plan):
+            self.searches_left = max(self.searches_left, 1)
+            found, _ = self._search()
+            if found:
+                self.notes.insert(0, f"Nothing is cheaper than everything I showed, so these are under their average price ({money(self.state.price_max)}).")
         if not found:
             self.notes = [n for n in self.notes if n not in PENDING_NOTES.values()]  # no order to explain
-            yield question
+            if self.plan.cheaper_than is not None:
+                keep_budget(self.state, self.plan)
+            yield question if asked else nothing_found(self.state, self.plan)
             return
         returning = any(i in self.parts.items for i in [*self.state.history, *self.state.liked])
         yield "Here are picks that go with what you bought before.\n" if returning else "Here are some of the catalog's most popular items.\n"
-        self.notes.insert(0, question)
+        if asked:
+            self.notes.insert(0, question)
         yield from self._list(found)
 
     def _list(self, found: list[Recommendation]) -> Iterator[str]:

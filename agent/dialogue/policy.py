@@ -37,7 +37,7 @@ class Plan:
     cheapest: bool = False  # "the cheapest one": the current product's matches, cheapest first
     opening: str | None = None  # the shopper's own words when this message opens a topic (searched too)
     no_repeats: bool = False  # cheaper / pricier / other brand / more: earlier items would not answer it
-    browse: bool = False  # "what do you have?" with no product yet: popular items (or history picks) and a question
+    browse: bool = False  # "what do you have?" with no product yet: popular items (or history picks)
 
 
 def apply(u: Understanding, state: DialogueState, items: dict[str, Item]) -> Plan:
@@ -111,7 +111,8 @@ def apply(u: Understanding, state: DialogueState, items: dict[str, Item]) -> Pla
         cheapest=cheapest,
         opening=P.shopper_text(u.raw_text).strip() or None if opens_topic else None,
         no_repeats=bool(u.flags & {"more", "cheaper", "pricier", "other_brand"}),
-        browse="browse" in u.flags and not state.has_constraints(),
+        # and what follows a browse list without naming a product ("something else", "cheaper")
+        browse=not state.has_constraints() and ("browse" in u.flags or bool(last_shown)),
     )
 
 

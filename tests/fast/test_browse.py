@@ -69,8 +69,17 @@ def test_a_new_shopper_asking_what_there_is_gets_the_popular_items_and_a_questio
     assert shown and shown[0] == "p3", shown  # bought by every shopper of the history
     assert "most popular" in result.reply
     assert "what kind of product are you after? For example: staplers, pens" in result.reply
-    cheaper = agent.turn(result.session_id, "something cheaper")  # the conversation goes on from what was shown
-    assert cheaper.action == "recommend" and "most popular" not in cheaper.reply
+    more = agent.turn(result.session_id, "Show me something else.")  # browsing goes on, no repeats
+    assert more.items and not {i.id for i in more.items} & set(shown), more.reply
+    assert "what kind of product" not in more.reply  # asked once
+
+
+def test_cheaper_after_browsing_keeps_browsing_with_a_lower_budget(agent):
+    sid = agent.new_session(CATALOG)
+    first = agent.turn(sid, "What do you have?").items
+    cheaper = agent.turn(sid, "cheaper please").items
+    average = sum(i.price for i in first) / len(first)  # nothing is below the Bic pens: under the average, then
+    assert cheaper and max(i.price for i in cheaper) < average and not {i.id for i in cheaper} & {i.id for i in first}, (first, cheaper)
 
 
 def test_a_returning_shopper_gets_picks_from_their_history(agent):
