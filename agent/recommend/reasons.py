@@ -504,8 +504,13 @@ def _amount(item: Item, kind: str) -> float | None:
     fields state them."""
     for f in item_facts(item):
         if f.kind == kind and f.field != "description" and (kind != "capacity" or f.value.endswith(("sheet", "sheets"))):
-            return float(f.value.split()[0])
+            return _count(f.value)
     return None
+
+
+def _count(value: str) -> float:
+    """The number leading a fact's value: "5,000 sheets" -> 5000."""
+    return float(value.split()[0].replace(",", ""))
 
 
 _STANDOUT_KINDS = frozenset({"colour", "material", "cut", "power", "noise", "feature", "compatibility"})
@@ -521,7 +526,7 @@ def _standout(item: Item, uses: Sequence[FactUse], others: Sequence[Item], index
         f = u.fact
         if f.kind not in ("capacity", "pack") or u.asked or f.field == "description" or f.kind == "capacity" and not f.value.endswith(("sheet", "sheets")):
             continue
-        mine = float(f.value.split()[0])
+        mine = _count(f.value)
         theirs = [n for n in (_amount(o, f.kind) for o in others) if n is not None]
         if theirs and mine > max(theirs):
             return u, f"It {_predicate(item, f)}, more than the others shown"

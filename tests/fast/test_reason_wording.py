@@ -79,3 +79,12 @@ def test_only_the_purchases_the_writer_shows_are_cited():
     assert "bought" not in text, text
     [reason] = ReasonWriter(None, catalog_brands=BRANDS, history_items=2).write([ITEMS["s2"]], context)
     assert reason.text == text and reason.grounded
+
+
+def test_a_count_written_with_a_thousands_comma_is_compared_as_a_number():
+    paper = make_catalog([
+        {"id": "c1", "title": "Copy Paper, 8.5 x 11, 5,000 Sheets", "brand": "Hammermill"},
+        {"id": "c2", "title": "Copy Paper, 8.5 x 11, 500 Sheets", "brand": "Boise"},
+    ])
+    texts = answer_reasons(list(paper.items.values()), ReasonContext(query="copy paper"))
+    assert "more than the others shown" in texts[0], texts
