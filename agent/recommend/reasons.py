@@ -429,6 +429,8 @@ def _price_note(item: Item, items: Sequence[Item], context: ReasonContext) -> st
         return f"{price}, within your {money(lo)}–{money(hi)} range"
     if hi is not None:
         return f"{price}, within your {money(hi)} limit"
+    if any(i.price is not None and i.currency != item.currency for i in items):
+        return price  # prices in other currencies: "less than the others" would compare unlike amounts
     priced = sorted({i.price for i in items if i.price is not None})
     if len(priced) >= 3 and item.price == priced[0]:
         return f"{price}, less than the others shown"

@@ -73,3 +73,12 @@ def test_the_template_never_repeats_a_payload_from_the_shopper():
 def test_engine_failure_gives_grounded_templates():
     reasons = ReasonWriter(ScriptedEngine(raise_error=EngineTimeout("slow")), catalog_brands=BRANDS).write(STAPLERS, CONTEXT)
     assert all(r.source == "template" and r.grounded for r in reasons)
+
+
+def test_cheapest_note_never_compares_prices_in_other_currencies():
+    from retrieval.catalog import Item
+
+    mixed = [Item("a", "Shredder A", price=45.0, currency="GBP"), Item("b", "Shredder B", price=89.5, currency="EUR"), Item("c", "Shredder C", price=1299.0, currency="SEK")]
+    same = [Item("a", "Shredder A", price=45.0, currency="EUR"), Item("b", "Shredder B", price=89.5, currency="EUR"), Item("c", "Shredder C", price=99.0, currency="EUR")]
+    assert not any("less than the others" in r for r in answer_reasons(mixed, ReasonContext(query="a shredder")))
+    assert "less than the others" in answer_reasons(same, ReasonContext(query="a shredder"))[0]
