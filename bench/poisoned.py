@@ -83,7 +83,7 @@ def main(verbose: bool) -> None:
             for body in dirty[:3]:
                 for path, found, text in P.reply_payloads(body)[:4]:
                     print("    ", path, found, repr(text[:140]))
-    hostile.close()
+    hostile.stop()
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ the payloads planted here; it does not use aisle's screen.
 from __future__ import annotations
 
 import json
-import threading
 import unicodedata
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from tests.fast.conftest import SHOP_ROWS
+from tests.openai_stub import StubHandler, StubServer
 
 ZW = "\u200b"
 POISONED_ROWS: list[dict[str, Any]] = [
@@ -158,48 +157,20 @@ def write_feed(path: Path, rows: list[dict[str, Any]] = ROWS) -> Path:
     return path
 
 
-class _Handler(BaseHTTPRequestHandler):
-    answers = 0
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _send(self, obj: Any) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        self._send({"object": "list", "data": [{"id": "hostile", "object": "model", "created": 0, "owned_by": "attacker"}]})
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-        cls = type(self)
-        cls.answers += 1
-        content = json.dumps(HOSTILE_JSON, ensure_ascii=False) if body.get("response_format") else HOSTILE_TEXTS[cls.answers % len(HOSTILE_TEXTS)]
-        choices = [{"index": i, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"} for i in range(int(body.get("n") or 1))]
-        self._send({"id": "x", "object": "chat.completion", "created": 0, "model": "hostile", "choices": choices})
+def _hostile(handler: StubHandler, body: dict[str, Any]) -> None:
+    """Every answer an attacker's text (JSON for a schema-constrained call), in rotation."""
+    n = len(handler.requests)
+    content = json.dumps(HOSTILE_JSON, ensure_ascii=False) if body.get("response_format") else HOSTILE_TEXTS[n % len(HOSTILE_TEXTS)]
+    choices = [{"index": i, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"} for i in range(int(body.get("n") or 1))]
+    handler.send_json({"id": "x", "object": "chat.completion", "created": 0, "model": "hostile", "choices": choices})
 
 
-class HostileLLM:
+class HostileLLM(StubServer):
     """An OpenAI-compatible server on 127.0.0.1 that answers every request with an attacker's text."""
 
     def __init__(self) -> None:
-        handler = type("Handler", (_Handler,), {"answers": 0})
-        self.handler = handler
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
+        super().__init__(_hostile, model_id="hostile")
 
     @property
     def answers(self) -> int:
-        return self.handler.answers
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        return len(self.requests)

@@ -206,7 +206,7 @@ def poisoned_app(tmp_path_factory):
     yield f"http://127.0.0.1:{port}/", hostile
     demo.close()
     agent.store.close()
-    hostile.close()
+    hostile.stop()
 
 
 @needs_chromium
@@ -232,11 +232,12 @@ def test_no_payload_is_shown_in_the_browser(poisoned_app):
             page.fill("#aisle-input textarea", message)
             page.click("#aisle-send")
             page.wait_for_function("([m, k]) => document.querySelector('#aisle-chat').innerText.split(m).length - 1 > k", arg=[message, before], timeout=120_000)
-            text, last = "", None
-            for _ in range(240):  # until the streamed reply stops changing
+            text, last, still = "", None, 0
+            for _ in range(240):  # until the streamed reply has stopped changing for 3 s (the LLM's calls pause it)
                 page.wait_for_timeout(500)
                 text = page.locator("#aisle-chat").inner_text()
-                if text == last and not text.rstrip().endswith("…"):
+                still = still + 1 if text == last else 0
+                if still >= 6 and not text.rstrip().endswith("…"):
                     break
                 last = text
             shown.append(text)

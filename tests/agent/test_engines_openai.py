@@ -7,12 +7,9 @@ real `vllm serve` live in test_engines_vllm.py (slow).
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -20,12 +17,9 @@ import pytest
 from agent.engines.base import ContextOverflow, EngineError, EngineTimeout, EngineUnavailable, InvalidOutput
 from agent.engines.openai_engine import OpenAIEngine
 from agent.settings import Settings
+from tests.openai_stub import Behaviour, StubHandler, StubServer
 
 MSGS = [{"role": "user", "content": "hi"}]
-
-# What a handler does for one POST /v1/chat/completions: gets the JSON body, writes the reply.
-Behaviour = Callable[["_Handler", dict[str, Any]], None]
-
 
 def _completion(content: str, *, finish: str = "stop", logprobs: list[tuple[str, float]] | None = None) -> dict[str, Any]:
     choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}
@@ -33,55 +27,6 @@ def _completion(content: str, *, finish: str = "stop", logprobs: list[tuple[str,
         top = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in logprobs]
         choice["logprobs"] = {"content": [{**top[0], "top_logprobs": top}]}
     return {"id": "x", "object": "chat.completion", "created": 0, "model": "stub", "choices": [choice]}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    behaviour: Behaviour
-    requests: list[dict[str, Any]]
-
-    def log_message(self, *args: Any) -> None:  # keep pytest output clean
-        pass
-
-    def send_json(self, obj: Any, status: int = 200) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        if self.path.endswith("/models"):
-            self.send_json({"object": "list", "data": [{"id": "stub-model", "object": "model", "created": 0, "owned_by": "me"}]})
-        else:
-            self.send_json({"error": {"message": "not found"}}, 404)
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append(body)
-        type(self).behaviour(self, body)
-
-
-class StubServer:
-    """A real HTTP server on 127.0.0.1:<free port> running in a thread."""
-
-    def __init__(self, behaviour: Behaviour) -> None:
-        handler = type("Handler", (_Handler,), {"behaviour": staticmethod(behaviour), "requests": []})
-        self.handler = handler
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    @property
-    def requests(self) -> list[dict[str, Any]]:
-        return self.handler.requests
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -143,7 +88,7 @@ def test_server_stopped_mid_test_is_unavailable(serve: Callable[[Behaviour], Stu
 
 
 def test_connection_dropped_mid_stream_is_unavailable(serve: Callable[[Behaviour], StubServer]) -> None:
-    def half_stream(h: _Handler, body: dict[str, Any]) -> None:
+    def half_stream(h: StubHandler, body: dict[str, Any]) -> None:
         h.send_response(200)
         h.send_header("Content-Type", "text/event-stream")
         h.send_header("Transfer-Encoding", "chunked")
@@ -172,7 +117,7 @@ def test_sleeping_server_times_out(serve: Callable[[Behaviour], StubServer]) -> 
 
 
 def test_stream_that_stalls_times_out(serve: Callable[[Behaviour], StubServer]) -> None:
-    def stall(h: _Handler, body: dict[str, Any]) -> None:
+    def stall(h: StubHandler, body: dict[str, Any]) -> None:
         h.send_response(200)
         h.send_header("Content-Type", "text/event-stream")
         h.end_headers()
@@ -225,7 +170,7 @@ def test_chat_json_sends_schema_and_rejects_invalid(serve: Callable[[Behaviour],
 
 def test_score_choices_renormalises_and_falls_back_once(serve: Callable[[Behaviour], StubServer]) -> None:
     # A server that does not know vLLM's structured_outputs (400), then answers unconstrained.
-    def behaviour(h: _Handler, body: dict[str, Any]) -> None:
+    def behaviour(h: StubHandler, body: dict[str, Any]) -> None:
         if "structured_outputs" in body:
             h.send_json({"error": {"message": "Unrecognized request argument supplied: structured_outputs"}}, 400)
         else:
@@ -246,7 +191,7 @@ def test_score_choices_renormalises_and_falls_back_once(serve: Callable[[Behavio
 
 
 def test_batch_keeps_order(serve: Callable[[Behaviour], StubServer]) -> None:
-    def echo(h: _Handler, body: dict[str, Any]) -> None:
+    def echo(h: StubHandler, body: dict[str, Any]) -> None:
         text = body["messages"][-1]["content"]
         time.sleep(0.05 if text.endswith("0") else 0.0)  # the first one finishes last
         h.send_json(_completion(text.upper()))

@@ -68,7 +68,7 @@ def server(settings, tmp_path_factory) -> Iterator[tuple[str, HostileLLM]]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-        hostile.close()
+        hostile.stop()
 
 
 def test_no_payload_reaches_a_reply_of_a_real_server(server):

@@ -26,7 +26,7 @@ API_KEY = "k"
 def hostile():
     server = HostileLLM()
     yield server
-    server.close()
+    server.stop()
 
 
 @pytest.fixture(scope="module")
