@@ -82,19 +82,29 @@ def restrict(group: Group, names: Sequence[str], sources: Sequence[str], depths:
     x, y = group
     if len(y) == 0:
         return group
+    keep, nominated, rrf = _nominations(x, names, sources, depths)
+    out = x[keep].copy()
     col = {n: i for i, n in enumerate(names)}
-    nominated = np.zeros(len(y))
-    rrf = np.zeros(len(y))
+    out[:, col["n_sources"]] = nominated[keep]
+    out[:, col["rrf"]] = rrf[keep]
+    return out, y[keep]
+
+
+def kept(x: np.ndarray, names: Sequence[str], sources: Sequence[str], depths: Mapping[str, int]) -> np.ndarray:
+    """Which rows of `x` `restrict` keeps (to filter whatever rides along with them, e.g. the candidates)."""
+    return _nominations(x, names, sources, depths)[0]
+
+
+def _nominations(x: np.ndarray, names: Sequence[str], sources: Sequence[str], depths: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    col = {n: i for i, n in enumerate(names)}
+    nominated = np.zeros(len(x))
+    rrf = np.zeros(len(x))
     for s in sources:
         score, rank = x[:, col[f"{s}_score"]], x[:, col[f"{s}_rank"]].astype(np.float64)
         in_top = np.isfinite(score) & np.isfinite(rank) & (rank <= depths.get(s, 0))
         nominated += in_top
         rrf += np.where(in_top, 1.0 / (RRF_K + np.nan_to_num(rank, nan=MAX_RANK)), 0.0)
-    keep = nominated > 0
-    out = x[keep].copy()
-    out[:, col["n_sources"]] = nominated[keep]
-    out[:, col["rrf"]] = rrf[keep]
-    return out, y[keep]
+    return nominated > 0, nominated, rrf
 
 
 def ndcg10(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -136,19 +146,23 @@ def select(
     base: RankerConfig,
     *,
     grid: Sequence[Mapping[str, Any]] = RANKER_GRID,
+    owners: Sequence[str] | None = None,
     seed: int = 0,
 ) -> Selection:
     """Choose the depth profile and ranker settings on held-out users of `groups` (one per
-    validation user, computed at `deepest(profiles)`; a user whose item no source nominated has
-    an all-zero label). The first profile and grid entry are the defaults."""
+    validation user, or per row with `owners` naming each row's user, computed at
+    `deepest(profiles)`; a group whose item no source nominated has an all-zero label). The
+    first profile and grid entry are the defaults."""
     t0 = time.perf_counter()
     first = next(iter(profiles))
-    order = np.random.default_rng(seed + 11).permutation(len(groups))
-    n_hold = int(len(groups) * HOLDOUT_SHARE)
+    owners = list(owners) if owners is not None else [str(i) for i in range(len(groups))]
+    users = sorted(set(owners))
+    held = set(np.random.default_rng(seed + 11).permutation(users)[: int(len(users) * HOLDOUT_SHARE)].tolist())
+    n_hold = len(held)
     if n_hold < MIN_HOLDOUT:
         return Selection(first, dict(profiles[first]), base, [{"why": f"only {n_hold} held-out users; need {MIN_HOLDOUT}: defaults kept"}], n_hold, time.perf_counter() - t0)
-    hold = [groups[i] for i in order[:n_hold]]
-    fit = [groups[i] for i in order[n_hold:]]
+    hold = [g for g, o in zip(groups, owners) if o in held]
+    fit = [g for g, o in zip(groups, owners) if o not in held]
     tried: list[dict[str, Any]] = []
 
     def score(profile: str, overrides: Mapping[str, Any]) -> np.ndarray:

@@ -128,3 +128,42 @@ def test_the_search_never_reads_the_test_items(trained):
     a, b = (out[n][0] for n in ("search-a", "search-b"))
     assert a.meta["search"]["tried"] == b.meta["search"]["tried"]
     assert a.meta["depths"] == b.meta["depths"] and a.config == b.config
+
+
+def _write_splits(folder, *, test_elsewhere: bool):
+    """The tiny shop with published splits for 150 shoppers: valid row = second-to-last item,
+    test row = last item (moved to another product group with `test_elsewhere`)."""
+    import csv
+
+    from retrieval.registry import FeedSpec
+
+    spec = write_shop(folder, users=150)
+    histories = json.loads((folder / "events.json").read_text())
+    files = {}
+    for period in ("valid", "test"):
+        files[period] = folder / f"{period}.csv"
+        with files[period].open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["user_id", "history_item_id", "item_id"])
+            for n, (user, seq) in enumerate(histories.items()):
+                if period == "valid":
+                    writer.writerow([user, json.dumps(seq[:-2]), seq[-2]])
+                else:
+                    writer.writerow([user, json.dumps(seq[:-1]), SHOP_GROUPS[(n + 1) % 4][0] if test_elsewhere else seq[-1]])
+    return FeedSpec(spec.items, valid_rows=str(files["valid"]), test_rows=str(files["test"]))
+
+
+def test_the_row_protocol_chooses_its_settings_on_valid_rows_only(tmp_path):
+    from agent.settings import Settings
+    from evals.ranking_rows import RowsConfig, run_rows_eval
+
+    settings = Settings(home=own_models(tmp_path / "home"), chroma_url=None, llm="transformers")
+    searches = []
+    for name, changed in (("rows-a", False), ("rows-b", True)):
+        Registry(settings).add(name, _write_splits(tmp_path / name, test_elsewhere=changed), progress=False)
+        cfg = RowsConfig(catalog=name, rows="test", sources=("popularity", "cooc", "dense_hist", "bm25_hist"), out=tmp_path / f"out-{name}", progress=False)
+        result = run_rows_eval(settings, cfg)
+        searches.append(result["ranker"]["search"])
+        assert "union:ltr" in result["systems"]
+    assert searches[0]["holdout_users"] == 30 and len(searches[0]["tried"]) == 5
+    assert searches[0] == {**searches[1], "seconds": searches[0]["seconds"]}
