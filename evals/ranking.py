@@ -584,7 +584,7 @@ def ranking_command(
 
     settings, prompts = eval_options(ctx, engine, prompt, DEFAULT_PROMPTS)
     if rows is not None:
-        _rows_command(settings, catalog, rows, out, seed)
+        _rows_command(settings, catalog or settings.catalog, rows, out, settings.seed if seed is None else seed)
         return
     out = out or Path("eval-out") / f"ranking-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = RankingConfig(

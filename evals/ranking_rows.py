@@ -7,11 +7,13 @@ from the same ranking) is reported beside it.
 
 What models see (`retrieval.rows.training_histories`):
 - `--rows valid` (every choice is made here): what precedes the valid period. SASRec stops early
-  on the valid rows, so its valid figure includes that one choice; the learned ranker is
-  cross-fitted (trained on the other folds' users, scored on a fold's rows).
+  on the valid rows, so its valid figure includes that one choice; the candidate depths and the
+  ranker's trees are chosen on held-out users of the valid rows (`retrieval.ranker_search`), and
+  the ranker is then cross-fitted (trained on the other folds' users, scored on a fold's rows):
+  its valid figure includes that choice too.
 - `--rows test`: the valid rows (history + target) and each test user's first-row history.
   SASRec is refitted on them for the epoch count the valid run chose; the learned ranker trains
-  on the valid rows (features from the valid-period sources), then scores test rows with the
+  with the settings chosen on the valid rows, on the valid rows (features from the valid-period sources), then scores test rows with the
   sources refitted on the test-period history. No test target is ever seen.
 """
 
@@ -63,6 +65,7 @@ class RowsConfig:
     sources: tuple[str, ...] = ("popularity", "cooc", "sasrec", "dense_hist", "bm25_hist")
     depths: dict[str, int] = field(default_factory=lambda: {"popularity": 50, "cooc": 100, "sasrec": 100, "dense_hist": 50, "bm25_hist": 50})
     ranker: bool = True
+    search: bool = True  # depths and ranker trees chosen on the valid rows (retrieval.ranker_search)
     out: Path = field(default_factory=lambda: Path("eval-out/ranking-rows"))
     progress: bool = True
     seed: int = 0
@@ -87,10 +90,17 @@ def row_metrics(rows: Sequence[Any], rankings: Sequence[Sequence[str]], *, maske
 # --- models ----------------------------------------------------------------------------------------
 
 
-def _sasrec(item_ids: Sequence[str], cfg: RowsConfig, histories: Mapping[str, Sequence[str]], *, val_rows: Sequence[Any] | None, epochs: int, progress: bool) -> Any:
+def _sequence_model(kind: str, item_ids: Sequence[str], cfg: RowsConfig, histories: Mapping[str, Sequence[str]], *, val_rows: Sequence[Any] | None, epochs: int, progress: bool, text_vectors: np.ndarray | None = None) -> Any:
+    """SASRec ("sasrec") or the text-aware model ("textseq", over `text_vectors`), early-stopped on
+    `val_rows` or fitted for `epochs`."""
     from retrieval.sasrec import SASRecConfig, SASRecRecommender
 
-    model = SASRecRecommender(item_ids, SASRecConfig(**{"seed": cfg.seed, **cfg.sasrec}))
+    if kind == "textseq":
+        from retrieval.textseq import TextSeqConfig, TextSeqRecommender
+
+        model = TextSeqRecommender(item_ids, text_vectors, TextSeqConfig(seed=cfg.seed))
+    else:
+        model = SASRecRecommender(item_ids, SASRecConfig(**{"seed": cfg.seed, **cfg.sasrec}))
     if val_rows is not None:
         val = ([list(r.history) for r in val_rows], [r.target for r in val_rows])
         model.fit(histories, epochs=epochs, patience=cfg.sasrec_patience, progress=progress, val=val)
@@ -99,13 +109,13 @@ def _sasrec(item_ids: Sequence[str], cfg: RowsConfig, histories: Mapping[str, Se
     return model
 
 
-def _stage(catalog: Any, histories: Mapping[str, Sequence[str]], searcher: Any, sasrec: Any, cfg: RowsConfig, vectors: np.ndarray | None) -> Any:
+def _stage(catalog: Any, histories: Mapping[str, Sequence[str]], searcher: Any, models: Mapping[str, Any], depths: Mapping[str, int], cfg: RowsConfig, vectors: np.ndarray | None) -> Any:
     """Every source fitted on `histories`; only `cfg.sources` nominate candidates (the others
     are still features of the learned ranker)."""
     from agent.recommend.ltr import RankingStage, SourceModels, build_sources
 
-    sources, table = build_sources(catalog, histories, searcher, SourceModels(sasrec=sasrec), vectors)
-    return RankingStage(sources, table, None, {k: v for k, v in cfg.depths.items() if k in cfg.sources})
+    sources, table = build_sources(catalog, histories, searcher, SourceModels(**models), vectors)
+    return RankingStage(sources, table, None, {k: v for k, v in depths.items() if k in cfg.sources})
 
 
 @dataclass
@@ -147,12 +157,46 @@ def score_rows(stage: Any, rows: Sequence[Any], *, features: bool, progress: boo
     return RowScores(tops, groups, {k: round(v / n, 4) for k, v in hits.items()})
 
 
-def _ranker(stage: Any, groups: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], seed: int) -> Any:
-    from retrieval.learned_ranker import LearnedRanker, RankerConfig, feature_names
+def _ranker(names: Sequence[str], groups: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], config: Any) -> Any:
+    from retrieval.learned_ranker import LearnedRanker
 
-    ranker = LearnedRanker(feature_names(stage.feature_sources, ("in_history",)), RankerConfig(seed=seed))
+    ranker = LearnedRanker(names, config)
     ranker.fit([(x, y) for _c, x, y in groups])
     return ranker
+
+
+def ranker_names(stage: Any) -> list[str]:
+    from retrieval.learned_ranker import feature_names
+
+    return feature_names(stage.feature_sources, ("in_history",))
+
+
+def choose_settings(stage: Any, rows: Sequence[Any], groups: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], cfg: RowsConfig) -> Any:
+    """Depths and ranker trees chosen on held-out users of the valid rows (`retrieval.ranker_search`);
+    `groups` were scored at the deepest profile. Never called with test rows."""
+    from retrieval.learned_ranker import RankerConfig
+    from retrieval.ranker_search import Selection, depth_profiles, select
+
+    base = {k: v for k, v in cfg.depths.items() if k in cfg.sources}
+    if not cfg.search:
+        return Selection("default", base, RankerConfig(seed=cfg.seed))
+    profiles = depth_profiles(base, cfg.sources)
+    return select([(x, y) for _c, x, y in groups], ranker_names(stage), stage.feature_sources, profiles, RankerConfig(seed=cfg.seed), owners=[r.user for r in rows], seed=cfg.seed)
+
+
+def restricted(stage: Any, groups: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], depths: Mapping[str, int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`groups` (scored at deeper depths) as if scored at `depths` (`retrieval.ranker_search.restrict`)."""
+    from retrieval.ranker_search import kept, restrict
+
+    names = ranker_names(stage)
+    out = []
+    for c, x, y in groups:
+        if len(y) == 0:
+            out.append((c, x, y))
+            continue
+        rx, ry = restrict((x, y), names, stage.feature_sources, depths)
+        out.append((c[kept(x, names, stage.feature_sources, depths)], rx, ry))
+    return out
 
 
 def _order(ranker: Any, ids: Sequence[str], group: tuple[np.ndarray, np.ndarray, np.ndarray]) -> list[str]:
@@ -160,14 +204,14 @@ def _order(ranker: Any, ids: Sequence[str], group: tuple[np.ndarray, np.ndarray,
     return [ids[p] for p in cands[np.argsort(-ranker.predict(x), kind="stable")][:DEPTH]]
 
 
-def cross_fitted(stage: Any, rows: Sequence[Any], groups: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], *, folds: int, seed: int) -> tuple[list[list[str]], list[Any]]:
+def cross_fitted(stage: Any, rows: Sequence[Any], groups: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], *, folds: int, config: Any) -> tuple[list[list[str]], list[Any]]:
     """Each row ordered by a ranker trained on the other folds' users (folds split by user)."""
     users = sorted({r.user for r in rows})
-    fold_of = {u: k % folds for k, u in enumerate(np.random.default_rng(seed).permutation(users).tolist())}
+    fold_of = {u: k % folds for k, u in enumerate(np.random.default_rng(config.seed).permutation(users).tolist())}
     out: list[list[str]] = [[] for _ in rows]
     rankers = []
     for k in range(folds):
-        ranker = _ranker(stage, [g for r, g in zip(rows, groups) if fold_of[r.user] != k], seed)
+        ranker = _ranker(ranker_names(stage), [g for r, g in zip(rows, groups) if fold_of[r.user] != k], config)
         rankers.append(ranker)
         for i, (r, g) in enumerate(zip(rows, groups)):
             if fold_of[r.user] == k:
@@ -181,6 +225,7 @@ LABELS = {
     "popularity": "Popularity",
     "cooc": "Item co-occurrence",
     "sasrec": "SASRec (aisle)",
+    "textseq": "Text-aware sequential (aisle)",
     "dense_hist": "Dense similarity to last items",
     "bm25_hist": "BM25 of last titles",
     "union:rrf": "All sources, union + RRF",
@@ -218,41 +263,58 @@ def run_rows_eval(settings: Any, cfg: RowsConfig) -> dict[str, Any]:
     seconds["searcher"] = time.perf_counter() - t0
 
     hist_valid = training_histories(valid, test, "valid")
-    sasrec_v = sasrec_t = None
-    if "sasrec" in cfg.sources:
+    seq_kinds = [k for k in ("sasrec", "textseq") if k in cfg.sources]
+    text_vectors = None
+    if "textseq" in seq_kinds:
+        from retrieval.textseq import item_text
+
         t0 = time.perf_counter()
-        sasrec_v = _sasrec(item_ids, cfg, hist_valid, val_rows=valid, epochs=cfg.sasrec_epochs, progress=cfg.progress)
-        seconds["sasrec (valid period, early stopping)"] = time.perf_counter() - t0
-    stage_v = _stage(catalog, hist_valid, searcher, sasrec_v, cfg, vectors)
+        text_vectors = searcher.embedder.encode([item_text(catalog.items[i]) for i in item_ids], show_progress=cfg.progress)
+        seconds["textseq item texts embedded"] = time.perf_counter() - t0
+    models_v: dict[str, Any] = {}
+    for kind in seq_kinds:
+        t0 = time.perf_counter()
+        models_v[kind] = _sequence_model(kind, item_ids, cfg, hist_valid, val_rows=valid, epochs=cfg.sasrec_epochs, progress=cfg.progress, text_vectors=text_vectors)
+        seconds[f"{kind} (valid period, early stopping)"] = time.perf_counter() - t0
+    stage_v = _stage(catalog, hist_valid, searcher, models_v, cfg.depths, cfg, vectors)
     t0 = time.perf_counter()
     scored_v = score_rows(stage_v, valid, features=cfg.ranker, progress=cfg.progress, desc="valid rows")
     seconds["score valid rows"] = time.perf_counter() - t0
 
     ranker_info: dict[str, Any] = {}
+    depths = {k: v for k, v in cfg.depths.items() if k in cfg.sources}
+    if cfg.ranker:
+        t0 = time.perf_counter()
+        selection = choose_settings(stage_v, valid, scored_v.groups, cfg)
+        depths = selection.depths
+        groups_v = restricted(stage_v, scored_v.groups, depths)
+        seconds["settings search (valid rows)"] = time.perf_counter() - t0
+        ranker_info["search"] = selection.summary()
     if cfg.rows == "valid":
         scored, stage, hist = scored_v, stage_v, hist_valid
         if cfg.ranker:
             t0 = time.perf_counter()
-            scored.tops["union:ltr"], rankers = cross_fitted(stage_v, valid, scored_v.groups, folds=FOLDS, seed=cfg.seed)
+            scored.tops["union:ltr"], rankers = cross_fitted(stage_v, valid, groups_v, folds=FOLDS, config=selection.config)
             seconds["learned ranker (cross-fitted)"] = time.perf_counter() - t0
-            ranker_info = {"folds": FOLDS, "groups_per_fold": [r.report.groups for r in rankers], "best_iterations": [r.report.best_iteration for r in rankers],
-                           "importances_top": dict(rankers[0].top_importances(8))}  # fmt: skip
+            ranker_info.update({"folds": FOLDS, "groups_per_fold": [r.report.groups for r in rankers], "best_iterations": [r.report.best_iteration for r in rankers],
+                                "importances_top": dict(rankers[0].top_importances(8))})  # fmt: skip
     else:
         hist = training_histories(valid, test, "test")
-        if sasrec_v is not None:
+        models_t: dict[str, Any] = {}
+        for kind, model in models_v.items():
             t0 = time.perf_counter()
-            sasrec_t = _sasrec(item_ids, cfg, hist, val_rows=None, epochs=max(1, sasrec_v.report.best_epoch), progress=cfg.progress)
-            seconds["sasrec (refit before the test period)"] = time.perf_counter() - t0
-        stage = _stage(catalog, hist, searcher, sasrec_t, cfg, vectors)
+            models_t[kind] = _sequence_model(kind, item_ids, cfg, hist, val_rows=None, epochs=max(1, model.report.best_epoch), progress=cfg.progress, text_vectors=text_vectors)
+            seconds[f"{kind} (refit before the test period)"] = time.perf_counter() - t0
+        stage = _stage(catalog, hist, searcher, models_t, depths, cfg, vectors)
         t0 = time.perf_counter()
         scored = score_rows(stage, test, features=cfg.ranker, progress=cfg.progress, desc="test rows")
         seconds["score test rows"] = time.perf_counter() - t0
         if cfg.ranker:
             t0 = time.perf_counter()
-            ranker = _ranker(stage_v, scored_v.groups, cfg.seed)
+            ranker = _ranker(ranker_names(stage_v), groups_v, selection.config)
             scored.tops["union:ltr"] = [_order(ranker, stage.sources.item_ids, g) for g in scored.groups]
             seconds["learned ranker (trained on valid rows)"] = time.perf_counter() - t0
-            ranker_info = {"groups": ranker.report.groups, "best_iteration": ranker.report.best_iteration, "importances_top": dict(ranker.top_importances(8))}
+            ranker_info.update({"groups": ranker.report.groups, "best_iteration": ranker.report.best_iteration, "importances_top": dict(ranker.top_importances(8))})
 
     systems: dict[str, Any] = {}
     for name, tops in scored.tops.items():
@@ -271,8 +333,8 @@ def run_rows_eval(settings: Any, cfg: RowsConfig) -> dict[str, Any]:
             "users_evaluated": len({r.user for r in eval_rows}),
             "training_users": len(hist),
             "training_interactions": sum(len(s) for s in hist.values()),
-            "sasrec_best_epoch": sasrec_v.report.best_epoch if sasrec_v is not None else None,
-            "sasrec_best_valid_ndcg10_masked": sasrec_v.report.best_val_ndcg10 if sasrec_v is not None else None,
+            **{f"{k}_best_epoch": m.report.best_epoch for k, m in models_v.items()},
+            **{f"{k}_best_valid_ndcg10_masked": m.report.best_val_ndcg10 for k, m in models_v.items()},
             "git": rep.git_state(),
             **{f"env_{k}": v for k, v in env.items()},
         },
@@ -320,7 +382,7 @@ def rows_markdown(result: Mapping[str, Any]) -> str:
         "",
         rep.md_table(["source", "recall"], [[k, rep.pct(v)] for k, v in result.get("candidate_recall", {}).items()]),
         "",
-        f"SASRec: best epoch {cfg.get('sasrec_best_epoch')} (early stopping on valid rows, masked NDCG@10 {rep.fmt(cfg.get('sasrec_best_valid_ndcg10_masked'))}).",
+        *[f"{k}: best epoch {cfg.get(f'{k}_best_epoch')} (early stopping on valid rows, masked NDCG@10 {rep.fmt(cfg.get(f'{k}_best_valid_ndcg10_masked'))})." for k in ("sasrec", "textseq") if cfg.get(f"{k}_best_epoch") is not None],
         "",
         "Learned ranker: " + ", ".join(f"{k} {v}" for k, v in (result.get("ranker") or {}).items()),
         "",

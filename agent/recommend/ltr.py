@@ -35,6 +35,7 @@ from retrieval.candidates import DEFAULT_DEPTHS, HISTORY_SOURCES, Scored, Shoppe
 from retrieval.collab import CooccurrenceRecommender, PopularityRecommender, leave_one_out, sample_users
 from retrieval.learned_ranker import ItemTable, LearnedRanker, RankerConfig, feature_names, features
 from retrieval.progress import job_bar
+from retrieval.ranker_search import Selection, deepest, depth_profiles, restrict, search_space, select
 
 log = logging.getLogger(__name__)
 
@@ -438,11 +439,15 @@ def training_groups(
     progress: bool = False,
     batch: int = 256,
     desc: str = "ranker features",
+    keep_misses: bool = False,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
-    """Feature groups (one per user) with label 1 on the target, and the candidate recall."""
+    """Feature groups (one per user) with label 1 on the target, and the candidate recall.
+    `keep_misses`: a user whose target no source nominated keeps an empty group (the settings
+    search scores them as misses)."""
     groups: list[tuple[np.ndarray, np.ndarray]] = []
     hits = 0
     position = stage.sources.position
+    empty = (np.zeros((0, len(feature_names(stage.feature_sources))), dtype=np.float32), np.zeros(0, dtype=np.float32))
     with job_bar(total=len(users), desc=desc, unit="user", enabled=progress, leave=False) as bar:
         for start in range(0, len(users), batch):
             chunk = list(users[start : start + batch])
@@ -453,6 +458,8 @@ def training_groups(
                 hits += int(labels.sum() > 0)
                 if labels.sum() > 0:
                     groups.append((stage.feature_matrix(scored, shopper, cands), labels))
+                elif keep_misses:
+                    groups.append(empty)
             bar.update(len(chunk))
     return groups, {"users": len(users), "target_in_union": hits, "union_recall": hits / max(len(users), 1)}
 
@@ -466,8 +473,9 @@ def val_split(val_hist: Mapping[str, Sequence[str]], val_targets: Mapping[str, s
     return {"stage1": [u for u in eligible if u not in stage2], "stage2": sorted(stage2)}
 
 
-def stage_fingerprint(item_ids: Sequence[str], histories: Mapping[str, Sequence[str]], models: SourceModels, config: RankerConfig, depths: Mapping[str, int]) -> str:
-    parts = [list(item_ids), sorted(histories.items()), repr(config), sorted(depths.items())]
+def stage_fingerprint(item_ids: Sequence[str], histories: Mapping[str, Sequence[str]], models: SourceModels, config: RankerConfig, depths: Mapping[str, int], *, search: bool = True) -> str:
+    """The data and settings a ranker was trained from (`config`, `depths`: the search's defaults)."""
+    parts = [list(item_ids), sorted(histories.items()), repr(config), sorted(depths.items()), search_space() if search else None]
     for name in ("sasrec", "textseq"):
         model = getattr(models, name)
         parts.append((name, (getattr(model, "meta", {}) or {}).get("fingerprint") if model is not None else None))
@@ -483,10 +491,13 @@ def train_ranking_stage(
     users: int = TRAIN_USERS,
     config: RankerConfig | None = None,
     depths: Mapping[str, int] | None = None,
+    search: bool = True,
     progress: bool = True,
     save: bool = True,
 ) -> tuple[LearnedRanker, dict[str, Any]]:
-    """Train the learned ranker on the second-to-last items (val split) and save it."""
+    """Train the learned ranker on the second-to-last items (val split) and save it. With
+    `search`, its depths and tree settings are first chosen on the same users
+    (`retrieval.ranker_search`; `config` and `depths` are the defaults it starts from)."""
     from retrieval.registry import load_interactions
     from retrieval.search import open_searcher
 
@@ -501,14 +512,21 @@ def train_ranking_stage(
     split = val_split(val_hist, val_targets, catalog, seed=config.seed)
     chosen = sample_users(split["stage1"], users, seed=config.seed)
     sources, table = build_sources(catalog, val_hist, searcher, models)
-    stage = RankingStage(sources, table, None, depths)
-    groups, recall = training_groups(stage, val_hist, val_targets, chosen, progress=progress)
-    ranker = LearnedRanker(feature_names(stage.feature_sources), config)
+    profiles = depth_profiles(depths, HISTORY_SOURCES) if search else {"default": depths}
+    stage = RankingStage(sources, table, None, deepest(profiles))
+    groups, _ = training_groups(stage, val_hist, val_targets, chosen, progress=progress, keep_misses=True)
+    names = feature_names(stage.feature_sources)
+    selection = select(groups, names, stage.feature_sources, profiles, config, seed=config.seed) if search else Selection("default", depths, config)
+    groups = [restrict(g, names, stage.feature_sources, selection.depths) for g in groups]
+    hits = sum(int(y.sum() > 0) for _x, y in groups)
+    recall = {"users": len(chosen), "target_in_union": hits, "union_recall": hits / max(len(chosen), 1)}
+    ranker = LearnedRanker(names, selection.config)
     report = ranker.fit(groups, progress=progress)
     ranker.meta = {
         "catalog": catalog_name,
-        "fingerprint": stage_fingerprint(sources.item_ids, train, models, config, depths),
-        "depths": depths,
+        "fingerprint": stage_fingerprint(sources.item_ids, train, models, config, depths, search=search),
+        "depths": selection.depths,
+        "search": selection.summary(),
         "train_users": len(chosen),
         "llm_stage_users": len(split["stage2"]),
         "split": "target = each user's second-to-last item; sources fitted on the items before it; the last item is never seen",
@@ -517,7 +535,7 @@ def train_ranking_stage(
     }
     if save:
         ranker.save(ranker_path(settings, catalog_name))
-    info = {"seconds": round(time.perf_counter() - t0, 1), "fit_seconds": report.seconds, "groups": report.groups, **recall}
+    info = {"seconds": round(time.perf_counter() - t0, 1), "fit_seconds": report.seconds, "search_seconds": round(selection.seconds, 1), "groups": report.groups, **recall}
     log.info("trained the ranker for %s in %.0f s (%d groups, valid NDCG@10 %.4f)", catalog_name, info["seconds"], report.groups, report.valid_ndcg10 or 0.0)
     return ranker, info
 

@@ -5,7 +5,9 @@ What it (re)builds, in order, each only when its data changed (or with --retrain
    (early stopping on it), then refitted on all but the last item for serving
    (`agent.recommend.ltr.SourceModels`);
 2. the learned ranker (LightGBM lambdarank) on the second-to-last items
-   (`agent.recommend.ltr.train_ranking_stage`).
+   (`agent.recommend.ltr.train_ranking_stage`), after its candidate depths and tree settings
+   are chosen on held-out users of that same split (`retrieval.ranker_search`); the choice is
+   saved in the ranker's meta (`ranker-<catalog>.lgb.json`, "search") and printed.
 Co-occurrence and popularity are fitted at load time (about a second) and need no file.
 
 History is the catalog's interactions: the imported file plus every event recorded through the
@@ -63,7 +65,7 @@ def models_command(
     SourceModels.load(settings, catalog, train=True, split="serve", progress=True, which=seq or ("sasrec", "textseq"))
     for name in seq:
         model = getattr(val, name)
-        state = "ready" if model is not None else "FAILED (see the log above)"
+        state = f"ready, {model.report.best_epoch} epochs chosen by early stopping on the validation split" if model is not None else "FAILED (see the log above)"
         typer.echo(f"{name}: {state} ({val.seconds.get(name, 0):.0f} s)")
     if "ranker" in chosen:
         ranker, info = train_ranking_stage(settings, catalog, models=val, users=users, progress=True)
@@ -72,9 +74,21 @@ def models_command(
             f"valid NDCG@10 {ranker.report.valid_ndcg10 or 0:.4f}, {info['seconds']:.0f} s"
         )
         typer.echo("top features (share of total gain): " + ", ".join(f"{n} {v:.1%}" for n, v in ranker.top_importances(8)))
+        typer.echo(settings_line(ranker.meta.get("search", {})))
     if llm_stage:
         _train_llm_stage(settings, catalog, val)
     typer.echo(f"done in {time.perf_counter() - t0:.0f} s; models in {settings.models_dir}")
+
+
+def settings_line(search: dict) -> str:
+    """The settings the search chose on the validation split, and what each candidate scored."""
+    tried = "; ".join(
+        f"{t.get('profile')} depths, {t.get('ranker') or 'default trees'}: " + (f"{t['ndcg10']:.4f} ± {t['se']:.4f}" if "ndcg10" in t else str(t.get("why"))) for t in search.get("tried", [])
+    )
+    return (
+        f"settings chosen on {search.get('holdout_users', 0)} held-out validation users ({search.get('seconds', 0):.0f} s): "
+        f"{search.get('profile')} depths {search.get('depths')}, trees {search.get('ranker')}\n  held-out NDCG@10 per candidate: {tried}"
+    )
 
 
 def _train_llm_stage(settings, catalog: str, val) -> None:
