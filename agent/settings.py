@@ -69,7 +69,12 @@ class Settings(BaseSettings, StorePaths):
     )
 
     # --- LLM ---
-    llm: Literal["transformers", "vllm", "openai"] = "transformers"
+    llm: Literal["transformers", "llamacpp", "vllm", "openai"] = Field(
+        default="transformers",
+        description="LLM backend: transformers (in-process, CPU), llamacpp (in-process GGUF via llama-cpp-python, the extra), "
+        "vllm (in-process vLLM) or openai (any OpenAI-compatible server, e.g. vllm serve).",
+    )
+    llm_context: int = Field(default=4096, ge=256, le=131_072, description="Context window the llamacpp engine allocates (tokens; prompt plus reply).")
     llm_model: Path | None = Field(default=None, description="Local HF model folder, .gguf file, or the name of an added model (aisle models list); default: packaged SmolLM2-135M-Instruct.")
     llm_url: str | None = Field(default=None, description="OpenAI-compatible server base URL, e.g. http://127.0.0.1:8000/v1 (vllm serve).")
     llm_api_key: str = "EMPTY"

@@ -88,10 +88,13 @@ def count_tokens(engine: LLMEngine, text: str) -> int | None:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer is not None else None
 
 
-def timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:
-    """Median wall time of `repeat` calls, and the last result."""
+def timed(fn: Callable[[], Any], repeat: int = 1, engine: LLMEngine | None = None) -> tuple[float, Any]:
+    """Median wall time of `repeat` calls, and the last result. With `engine`, its prompt cache is
+    dropped before each call (llama.cpp would otherwise reuse the repeated prompt and time nothing)."""
     times, result = [], None
     for _ in range(repeat):
+        if engine is not None and hasattr(engine, "forget"):
+            engine.forget()
         t0 = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - t0)
@@ -123,7 +126,7 @@ def open_engine(args: argparse.Namespace, settings: Settings) -> LLMEngine:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--engine", choices=["transformers", "vllm", "openai"], default="transformers")
+    parser.add_argument("--engine", choices=["transformers", "llamacpp", "vllm", "openai"], default="transformers")
     parser.add_argument("--model", help="AISLE_LLM_MODEL: HF folder or .gguf (default: packaged SmolLM2)")
     parser.add_argument("--url", help="AISLE_LLM_URL for --engine openai")
     parser.add_argument("--served-model", help="AISLE_LLM_SERVED_MODEL for --engine openai")
@@ -170,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     n_prompt = None
     if hasattr(engine, "_prompt_ids"):
         n_prompt = len(engine._prompt_ids(prompt, 1))  # type: ignore[attr-defined]
-    prefill_s, _ = timed(lambda: engine.chat(prompt, max_tokens=1), repeat=3)
+    prefill_s, _ = timed(lambda: engine.chat(prompt, max_tokens=1), repeat=3, engine=engine)
     if n_prompt:
         print(f"prefill: {n_prompt} prompt tokens in {prefill_s:.3f} s = {n_prompt / prefill_s:7.1f} tokens/s")
     else:
@@ -192,13 +195,13 @@ def main(argv: list[str] | None = None) -> None:
 
     # --- score_choices over a 20-candidate prompt ---
     rr = rerank_messages(TITLES)
-    score_s, scores = timed(lambda: engine.score_choices(rr, LABELS), repeat=3)
+    score_s, scores = timed(lambda: engine.score_choices(rr, LABELS), repeat=3, engine=engine)
     best = max(scores, key=scores.get)
     n_rr = len(engine._prompt_ids(rr, 0)) if hasattr(engine, "_prompt_ids") else "?"  # type: ignore[attr-defined]
     print(f"score_choices: 20 labels, {n_rr}-token prompt: {score_s * 1000:7.1f} ms per pass (top: {best}={scores[best]:.2f})")
     if hasattr(engine, "score_choices_batch"):
         orders = [rerank_messages(TITLES[i:] + TITLES[:i]) for i in range(0, 20, 5)]
-        sb_s, _ = timed(lambda: engine.score_choices_batch(orders, LABELS), repeat=3)  # type: ignore[attr-defined]
+        sb_s, _ = timed(lambda: engine.score_choices_batch(orders, LABELS), repeat=3, engine=engine)  # type: ignore[attr-defined]
         print(f"score_choices_batch: 4 candidate orders in one pass: {sb_s * 1000:7.1f} ms ({sb_s / score_s:.2f}x one pass)")
 
     # --- batch vs one by one, same prompts, same run ---

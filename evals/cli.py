@@ -36,5 +36,7 @@ eval_app.command("reasons")(reasons_command)
 
 # --- claims checked against the right evidence ---------------------------------------------------------
 from evals.claims_eval import claims_command  # noqa: E402
+from evals.reasons_audit import reasons_audit_app  # noqa: E402
 
 eval_app.command("claims")(claims_command)
+eval_app.add_typer(reasons_audit_app, name="reasons-audit")

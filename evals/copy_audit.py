@@ -45,6 +45,26 @@ def run_rows(run: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     return out
 
 
+def merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several `aisle eval copy` runs on the same catalog as one run whose copywriters are named
+    "<model>:<variant>" (e.g. two engines' runs read in one blind sample)."""
+    if len(runs) == 1:
+        return runs[0]
+    catalogs = {r.get("catalog") for r in runs}
+    if len(catalogs) != 1:
+        raise ValueError(f"the runs are on different catalogs ({', '.join(map(str, catalogs))}); read one catalog at a time")
+    variants: dict[str, Any] = {}
+    for n, run in enumerate(runs, start=1):
+        engine = run.get("engine") or {}
+        model = engine.get("model") or engine.get("model_id") or f"run{n}" if isinstance(engine, dict) else f"run{n}"
+        for label, rows in run_rows(run).items():
+            name = f"{model}:{label}"
+            if name in variants:
+                name = f"run{n}:{name}"
+            variants[name] = {"per_item": list(rows.values())}
+    return {"catalog": catalogs.pop(), "variants": variants}
+
+
 def _kept(row: dict[str, Any] | None) -> bool:
     return bool(row) and row.get("status") in ("ok", "regenerated") and bool(row.get("description"))
 
@@ -123,7 +143,7 @@ def format_audit(result: dict[str, Any]) -> str:
 @audit_app.command("sample")
 def sample_command(
     ctx: typer.Context,
-    run: Annotated[Path, typer.Argument(help="An `aisle eval copy --out` result JSON.", exists=True, dir_okay=False)],
+    run: Annotated[list[Path], typer.Argument(help="`aisle eval copy --out` result JSONs (several: one blind sample of all their copywriters).", exists=True, dir_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Audit file to write (JSONL; its key goes beside it as <out>.key.json).")],
     items: Annotated[int, typer.Option("--items", "-n", min=1, help="Items to read (each with every copywriter's copy).")] = DEFAULT_ITEMS,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sample and of the shuffle.")] = 0,
@@ -136,17 +156,17 @@ def sample_command(
 
     if out.exists():
         fail(f"{out} exists: it may hold verdicts already; choose another --out or move it away")
-    result = json.loads(run.read_text(encoding="utf-8"))
     try:
+        result = merge_runs([json.loads(r.read_text(encoding="utf-8")) for r in run])
         catalog = load_catalog(settings_of(ctx), result["catalog"])
         ids = {i for rows in run_rows(result).values() for i in rows}
         fields = {i: copy_evidence(catalog.items[i]) for i in ids if i in catalog.items}
         lines, key = make_sample(result, fields, n_items=items, seed=seed)
     except (CatalogError, KeyError, ValueError) as exc:
-        fail(f"{run}: {exc}")
+        fail(f"{', '.join(map(str, run))}: {exc}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
-    Path(f"{out}.key.json").write_text(json.dumps({**key, "run": str(run)}, indent=1), encoding="utf-8")
+    Path(f"{out}.key.json").write_text(json.dumps({**key, "runs": [str(r) for r in run]}, indent=1), encoding="utf-8")
     typer.echo(f"wrote {len(lines)} copies of {key['items']} items to {out} (key: {out}.key.json); set each \"verdict\" to ok or invented")
 
 

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 def make_engine(settings: Settings, adapter: Path | str | None = None) -> LLMEngine:
     """Build the backend named by `settings.llm`: "transformers" (default, CPU in-process),
-    "vllm" (in-process vLLM) or "openai" (any OpenAI-compatible server, e.g. `vllm serve`).
+    "llamacpp" (in-process GGUF, CPU), "vllm" (in-process vLLM) or "openai" (any OpenAI-compatible server, e.g. `vllm serve`).
 
     `adapter` applies a LoRA adapter (e.g. `agent.train.ranker.ranker_adapter_path(settings, catalog)`):
     - transformers: its folder, merged into the weights at load time;
@@ -56,6 +56,10 @@ def make_engine(settings: Settings, adapter: Path | str | None = None) -> LLMEng
         from agent.engines.transformers_engine import TransformersEngine
 
         return TransformersEngine(settings, adapter=adapter)
+    if kind == "llamacpp":
+        from agent.engines.llamacpp_engine import LlamaCppEngine
+
+        return LlamaCppEngine(settings, adapter=adapter)
     if kind == "vllm":
         try:
             from agent.engines.vllm_engine import VLLMEngine
@@ -76,7 +80,7 @@ def make_engine(settings: Settings, adapter: Path | str | None = None) -> LLMEng
                 f"`--enable-lora --lora-modules ranker={adapter}` and pass the served name (adapter=\"ranker\")"
             )
         return OpenAIEngine(settings, served_model=adapter)
-    raise ValueError(f"unknown LLM backend {kind!r}; set AISLE_LLM to 'transformers', 'vllm' or 'openai'")
+    raise ValueError(f"unknown LLM backend {kind!r}; set AISLE_LLM to 'transformers', 'llamacpp', 'vllm' or 'openai'")
 
 
 class LazyEngine:

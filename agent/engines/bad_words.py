@@ -1,4 +1,4 @@
-"""Banned words for transformers generation, one list per row of a batch (vLLM's `bad_words`).
+"""Banned words for transformers generation, one list per row of a batch (vLLM's `bad_words`; the rule is agent/engines/bans.py).
 
 vLLM's SamplingParams(bad_words=...) is per request; transformers' own `bad_words_ids` applies one
 list to the whole batch. This processor gives each row its own list with vLLM's semantics: a word is
@@ -19,19 +19,12 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor
 
+from agent.engines import bans
+
 
 def token_sequences(tokenizer: Any, words: Iterable[str]) -> list[tuple[int, ...]]:
     """Distinct token sequences of each word, as written and after a space."""
-    seqs: dict[tuple[int, ...], None] = {}
-    for word in words:
-        word = word.strip()
-        if not word:
-            continue
-        for text in (word, " " + word):
-            ids = tuple(tokenizer.encode(text, add_special_tokens=False))
-            if ids:
-                seqs[ids] = None
-    return list(seqs)
+    return bans.token_sequences(lambda text: tokenizer.encode(text, add_special_tokens=False), words)
 
 
 class RowBans(LogitsProcessor):
@@ -42,29 +35,14 @@ class RowBans(LogitsProcessor):
 
     def __init__(self, rows: Sequence[Sequence[tuple[int, ...]]], prompt_width: int) -> None:
         self.prompt_width = prompt_width
-        self.single: list[list[int]] = []
-        self.by_prefix: list[dict[tuple[int, ...], list[int]]] = []
-        self.prefix_lengths: list[list[int]] = []
-        for seqs in rows:
-            single = sorted({s[0] for s in seqs if len(s) == 1})
-            prefixed: dict[tuple[int, ...], list[int]] = {}
-            for s in seqs:
-                if len(s) > 1:
-                    prefixed.setdefault(s[:-1], []).append(s[-1])
-            self.single.append(single)
-            self.by_prefix.append(prefixed)
-            self.prefix_lengths.append(sorted({len(p) for p in prefixed}))
+        self.tables = [bans.BanTable(seqs) for seqs in rows]
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         generated = input_ids[:, self.prompt_width :].tolist()
         for row, tokens in enumerate(generated):
-            if row >= len(self.single):
+            if row >= len(self.tables):
                 break
-            banned = list(self.single[row])
-            prefixed = self.by_prefix[row]
-            for n in self.prefix_lengths[row]:
-                if n <= len(tokens):
-                    banned.extend(prefixed.get(tuple(tokens[-n:]), ()))
+            banned = self.tables[row].after(tokens)
             if banned:
                 scores[row, banned] = -float("inf")
         return scores
