@@ -38,3 +38,8 @@ eval_app.command("reasons")(reasons_command)
 from evals.claims_eval import claims_command  # noqa: E402
 
 eval_app.command("claims")(claims_command)
+
+# --- reading a shopper's constraints: rules vs rules + LLM ---------------------------------------------
+from evals.extract_eval import extract_command  # noqa: E402
+
+eval_app.command("extract")(extract_command)
