@@ -40,3 +40,8 @@ from evals.reasons_audit import reasons_audit_app  # noqa: E402
 
 eval_app.command("claims")(claims_command)
 eval_app.add_typer(reasons_audit_app, name="reasons-audit")
+
+# --- reading a shopper's constraints: rules vs rules + LLM ---------------------------------------------
+from evals.extract_eval import extract_command  # noqa: E402
+
+eval_app.command("extract")(extract_command)
