@@ -6,6 +6,7 @@ field. It does this for the imported catalog and for one that skipped the import
 The hostile model answers in turn from a list, so counts move by one or two between runs.
 
     python -m bench.poisoned [-v]        # this tree
+    python -m bench.poisoned -v --engine llamacpp --model qwen2.5-coder-1.5b   # a real model instead
     # another tree's code (e.g. before the screen), with this tree's payloads:
     python -c "import runpy, sys; sys.path.insert(0, 'OTHER_TREE'); runpy.run_path('bench/poisoned.py', run_name='__main__')"
 """
@@ -13,7 +14,6 @@ The hostile model answers in turn from a list, so counts move by one or two betw
 from __future__ import annotations
 
 import importlib.util
-import sys
 import tempfile
 from pathlib import Path
 
@@ -52,10 +52,20 @@ def old_catalog() -> Catalog:
     return Catalog("old-poisoned", items, LoadReport("old-poisoned", loaded=len(items)))
 
 
-def main(verbose: bool) -> None:
-    hostile = P.HostileLLM()
+def main(verbose: bool, engine: str | None = None, model: str | None = None) -> None:
+    """With `engine`, a real model (e.g. llamacpp + an added model) writes the reasons, the intro and
+    the extraction in place of the hostile stub: does a fluent model repeat what the poisoned text says?"""
     tmp = Path(tempfile.mkdtemp())
-    settings = Settings(home=share_models(tmp / "home"), chroma_url=None, llm="openai", llm_url=hostile.url, llm_served_model="hostile", llm_timeout_s=10)
+    hostile = None
+    if engine:
+        from agent.engines.model_registry import added_gguf, known_model
+
+        if model and known_model(model):  # an added model lives in the real home, not the bench's
+            model = str(added_gguf(Settings().models_dir, model))
+        settings = Settings(home=share_models(tmp / "home"), chroma_url=None, llm=engine, llm_model=model)
+    else:
+        hostile = P.HostileLLM()
+        settings = Settings(home=share_models(tmp / "home"), chroma_url=None, llm="openai", llm_url=hostile.url, llm_served_model="hostile", llm_timeout_s=10)
     Registry(settings).add("poisoned", FeedSpec(items=str(P.write_feed(tmp / "poisoned.jsonl")), max_bad_share=1.0))
     poisoned_ids = {r["id"] for r in P.POISONED_ROWS}
     headers = {"Authorization": "Bearer k"}
@@ -78,13 +88,22 @@ def main(verbose: bool) -> None:
         dirty = [b for b in bodies if P.reply_payloads(b)]
         fields = sum(len(P.reply_payloads(b)) for b in bodies)
         dirty_cards = [c for c in cards if P.reply_payloads(c)]
-        print(f"{name}: replies {len(bodies)}, with a payload {len(dirty)}, text fields with a payload {fields}; poisoned item cards shown {len(cards)}, with a dirty field {len(dirty_cards)}; LLM answers {hostile.answers}")
+        llm_said = hostile.answers if hostile else f"from {settings.llm} {Path(str(settings.llm_model)).name}"
+        print(f"{name}: replies {len(bodies)}, with a payload {len(dirty)}, text fields with a payload {fields}; poisoned item cards shown {len(cards)}, with a dirty field {len(dirty_cards)}; LLM answers {llm_said}")
         if verbose:
             for body in dirty[:3]:
                 for path, found, text in P.reply_payloads(body)[:4]:
                     print("    ", path, found, repr(text[:140]))
-    hostile.stop()
+    if hostile:
+        hostile.stop()
 
 
 if __name__ == "__main__":
-    main("-v" in sys.argv)
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", action="store_true", help="print the first dirty replies")
+    parser.add_argument("--engine", help="a real engine (transformers, llamacpp, openai) instead of the hostile stub")
+    parser.add_argument("--model", help="AISLE_LLM_MODEL for --engine")
+    args = parser.parse_args()
+    main(args.v, args.engine, args.model)

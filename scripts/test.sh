@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-index
+# The llama.cpp engine's tests run the real library: built once from PyPI's source (~5 min).
+bash scripts/install_llamacpp.sh
 # The UI test drives a real headless browser: Debian's chromium (Playwright's own download needs a
 # network we don't have). Installed when missing and we may (root); otherwise that test skips.
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
