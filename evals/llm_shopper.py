@@ -40,16 +40,19 @@ from retrieval.catalog import Item
 PROMPT = "shopper.v1"
 MAX_TOKENS = 40  # one short sentence; a longer answer is cut and then fails the checks
 MAX_WORDS = 30
+MAX_SENTENCES = 2  # a request and perhaps a short reason; a small model runs on, repeating itself
 EXAMPLES = 12  # phrasings kept in the results, for a reader to judge
 # A shopper's voice, one per shopper (by its target's id): the wording varies across shoppers, not
 # within one conversation.
-STYLES = ("brief and casual", "polite", "friendly, with a short reason", "direct, like a text message", "chatty")
+# ("chatty" made SmolLM2-135M talk about being a chatbot.)
+STYLES = ("short and casual", "polite", "friendly, with a short reason", "direct", "casual, with a short reason")
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _NEGATIONS = frozenset({"not", "no", "never", "nothing", "dislike", "hate", "don", "doesn", "isn", "aren", "won", "didn", "nope", "neither", "nor"})
 _PRICE_WORDS = frozenset({"cheap", "cheaper", "cheapest", "price", "priced", "pricey", "cost", "costs", "budget", "affordable", "expensive", "dollars", "bucks", "inexpensive"})
 _PRICE_CUES = frozenset({"cheap", "cheaper", "under", "below", "less", "budget", "max", "maximum", "most", "within", "affordable", "inexpensive"})
 _OTHER_CUES = frozenset({"else", "other", "others", "another", "different", "more", "alternatives", "new"})
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _PREFIX = re.compile(r"^\s*(?:shopper|rewritten message|message|customer|me)\s*:\s*", re.IGNORECASE)
 
 
@@ -102,9 +105,17 @@ def style_of(target: Target) -> str:
 
 
 def clean(raw: str) -> str:
-    """The first non-empty line of the answer, without quotes or a "Shopper:" label."""
+    """The first MAX_SENTENCES sentences of the answer's first non-empty line, without quotes or a
+    "Shopper:" label."""
     line = next((s for s in raw.strip().splitlines() if s.strip()), "")
-    return _PREFIX.sub("", line).strip().strip("\"'“”‘’` ").strip()
+    line = _PREFIX.sub("", line).strip().strip("\"'“”‘’` ").strip()
+    return " ".join(_SENTENCE_END.split(line)[:MAX_SENTENCES])
+
+
+def repeats(words: Sequence[str], n: int = 3) -> bool:
+    """Does a run of n words occur twice ("I'm looking for it. I'm looking for it.")?"""
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) < len(grams)
 
 
 def _numbers(text: str) -> set[float]:
@@ -122,6 +133,9 @@ class Phraser:
         self.engine, self.max_tokens, self.own_engine = engine, max_tokens, own_engine
         self.brands = {tuple(stems(i.brand)) for i in items.values() if tokens(i.brand) and not is_non_brand(i.brand)}
         self.feature_words = {tuple(stems(v)) for v in features.df if tokens(v)} | {(stem(v),) for v in _VAGUE}
+        # The worked example's own words ("waterproof"): a small model copies them into its answer.
+        example = [m["content"] for m in self.prompt(Step("first", "-"), STYLES[0]) if m["role"] == "assistant"]
+        self.example_words = frozenset(content_stems(" ".join(example)))
         self.cache: dict[tuple[tuple[str, str], ...], str | None] = {}  # prompt -> raw answer (None: the engine failed)
         self.sent = 0
         self.kept = 0
@@ -174,7 +188,7 @@ class Phraser:
             self.kept += 1
         else:
             self.fallbacks[problem] += 1
-        if len(self.examples) < EXAMPLES:
+        if len(self.examples) < EXAMPLES and not any(e["script"] == step.script and e["llm"] == text for e in self.examples):
             self.examples.append({"step": step.kind, "script": step.script, "llm": text, "sent": text if problem is None else step.script, "problem": problem or ""})
         return text if problem is None else step.script
 
@@ -183,6 +197,8 @@ class Phraser:
         said = tokens(text)
         if not said or len(said) > MAX_WORDS or "<<" in text or ">>" in text:
             return "empty or too long"
+        if repeats(said):
+            return "repetition"
         words, known = stems(text), stems(step.known)
         if guard.leaks(text) or guard.words_beyond(text, step.known):
             return "title words"
@@ -203,6 +219,8 @@ class Phraser:
             return "brand"
         if any(_has(words, f) and not _has(known, f) for f in self.feature_words):
             return "new feature"
+        if (set(words) & self.example_words) - set(known):
+            return "copied the example"
         if step.kind == "else" and not cues & _OTHER_CUES:
             return "dropped content"
         negated = bool(cues & _NEGATIONS)

@@ -13,6 +13,10 @@ target's brand only after it has rejected something, then "not <brand>" for anot
 "cheaper" where prices say the target is cheaper than everything shown; else "show me something
 else". The conversation succeeds when the target is among the top 5 shown, and stops there.
 
+`--shopper llm` (evals/llm_shopper.py) keeps these decisions and has an LLM say them in a real
+shopper's words, each phrasing checked and replaced by the scripted text when it changes what the
+script said.
+
 The shopper never sees the target's title: it gets a `Target` (category path, brand, price,
 fact values) with no title field, and every message is checked against the title
 (`check_no_title`: not the whole title, no run of 4 of its words) before any system reads it.

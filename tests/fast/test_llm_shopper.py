@@ -103,6 +103,8 @@ BAD = [
     ("opening", "I'm looking for steel hammer", "A cheap steel hammer, please.", "price talk"),
     ("opening", "I'm looking for steel hammer", "A cordless steel hammer, please.", "new feature"),
     ("opening", "I'm looking for steel hammer", "", "empty or too long"),
+    ("opening", "I'm looking for steel hammer", "A steel hammer that's waterproof?", "copied the example"),
+    ("opening", "I'm looking for steel hammer", "I'm looking for a steel hammer. I'm looking for it.", "repetition"),
     ("reject", "I don't like the second one.", "I don't like the first one.", "ordinal"),
     ("reject", "I don't like the second one.", "I like the second one.", "negation"),
     ("brand", "I'd prefer something from Nailco.", "Anything from Nailco or Torque?", "brand"),
@@ -131,6 +133,12 @@ def test_an_engine_error_sends_the_scripted_text_and_counts_it():
     _d, script_heard = play(ScriptedShopper("specific"))
     assert heard == script_heard
     assert phraser.summary()["fallbacks_by_reason"] == {"engine error": len(heard)} and phraser.kept == 0
+
+
+def test_a_run_on_answer_is_cut_to_its_first_sentences():
+    from evals.llm_shopper import clean
+
+    assert clean('Shopper: "Any steel hammer? Mine broke. Also I like red. And more."\nAssistant: sure') == "Any steel hammer? Mine broke."
 
 
 def test_the_phrasing_is_checked_against_the_targets_title_without_the_shopper_reading_it():
