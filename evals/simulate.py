@@ -13,6 +13,10 @@ target's brand only after it has rejected something, then "not <brand>" for anot
 "cheaper" where prices say the target is cheaper than everything shown; else "show me something
 else". The conversation succeeds when the target is among the top 5 shown, and stops there.
 
+`--shopper llm` (evals/llm_shopper.py) keeps these decisions and has an LLM say them in a real
+shopper's words, each phrasing checked and replaced by the scripted text when it changes what the
+script said.
+
 The shopper never sees the target's title: it gets a `Target` (category path, brand, price,
 fact values) with no title field, and every message is checked against the title
 (`check_no_title`: not the whole title, no run of 4 of its words) before any system reads it.
@@ -53,7 +57,7 @@ from tqdm.auto import tqdm
 from agent.facts import has_feature, item_facts, product_type
 from agent.lexicon import is_non_brand
 from agent.settings import Settings
-from agent.text import find_seq, stem, stems, tokens
+from agent.text import content_stems, find_seq, stem, stems, tokens
 from evals import report as rep
 from evals.metrics import latency_summary, rate
 from retrieval.catalog import Item
@@ -199,6 +203,24 @@ def check_no_title(message: str, title: str) -> str:
     return message
 
 
+class TitleGuard:
+    """What a shopper may ask about the target's title without being told it: whether a message
+    would give it away (`title_leaks`), or says a word of it the shopper does not know from its
+    own view of the target. A shopper whose wording is not its own (an LLM's) checks it here."""
+
+    def __init__(self, title: str) -> None:
+        self._title = title
+        self._stems = frozenset(content_stems(title))
+
+    def leaks(self, message: str) -> bool:
+        return title_leaks(message, self._title)
+
+    def words_beyond(self, message: str, known: str) -> list[str]:
+        """Stems of the title's words in `message` that `known` (what the shopper may say) lacks."""
+        allowed = set(stems(known))
+        return [w for w in content_stems(message) if w in self._stems and w not in allowed]
+
+
 # --- the shopper -------------------------------------------------------------------------------------
 
 
@@ -233,6 +255,7 @@ class Shopper(ABC):
 
     def __init__(self) -> None:
         self.said = Said()
+        self.guard: TitleGuard | None = None  # set by `simulate` for the conversation's target
 
     @abstractmethod
     def first_message(self, target: Target) -> str: ...
@@ -353,7 +376,7 @@ def feature_request(value: str) -> str:
     return f"One that is {value}, please."
 
 
-SHOPPERS: dict[str, Callable[[], Shopper]] = {"scripted": ScriptedShopper}
+SHOPPERS = ("scripted", "llm")  # evals/llm_shopper.py: the scripted decisions, phrased by an LLM
 OPENINGS = ("random", "vague", "specific")
 
 
@@ -463,6 +486,7 @@ def simulate(
     """Play one conversation; the title guard sees every message before the system does."""
     dialogue = Dialogue(user, target.id)
     conversation = system.start(history)
+    shopper.guard = TitleGuard(item.title)
     message: str | None = shopper.first_message(target)
     turn = 0
     while message is not None and turn < max_turns:
@@ -567,15 +591,37 @@ class Shoppers:
             return Dialogue(user, target_id, error=f"{user}: {type(exc).__name__}: {exc}"[:300])
 
 
-def run_simulate_eval(settings: Settings, cfg: SimulateConfig, *, agent: Any = None, interactions: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
-    """Every system converses with the same shoppers; writes results.json and report.md to cfg.out."""
+def make_shoppers(settings: Settings, cfg: SimulateConfig, items: Mapping[str, Item], features: FeatureWords, targets: Sequence[str], engine: Any = None) -> tuple[Callable[[], Shopper], Any]:
+    """A new shopper per conversation, and for `llm` the `Phraser` its shoppers share (its
+    openings for `targets` phrased in one batch; the engine is the settings' unless given)."""
+    if cfg.shopper == "scripted":
+        return ScriptedShopper, None
+    if cfg.shopper == "llm":
+        from evals.llm_shopper import LLMShopper, Phraser, prefetch_openings
+
+        if engine is None:
+            from agent.engines import make_engine
+
+            phraser = Phraser(make_engine(settings), items, features, own_engine=True)
+        else:
+            phraser = Phraser(engine, items, features)
+        prefetch_openings(phraser, [features.target(items[t]) for t in targets])
+        return (lambda: LLMShopper(phraser)), phraser
+    raise ValueError(f"unknown shopper {cfg.shopper!r}; use one of {', '.join(SHOPPERS)}")
+
+
+def run_simulate_eval(
+    settings: Settings, cfg: SimulateConfig, *, agent: Any = None, interactions: Mapping[str, Sequence[str]] | None = None, engine: Any = None
+) -> dict[str, Any]:
+    """Every system converses with the same shoppers; writes results.json and report.md to cfg.out.
+    `engine`: the LLM shopper's engine (default: built from the settings)."""
     with tempfile.TemporaryDirectory(prefix="aisle-simulate-") as tmp:
         agent = agent or make_agent(settings, cfg, Path(tmp))
         baseline = make_baseline(settings, cfg, agent, Path(tmp)) if cfg.baseline else None
-        return _run(settings, cfg, agent, interactions, baseline)
+        return _run(settings, cfg, agent, interactions, baseline, engine)
 
 
-def _run(settings: Settings, cfg: SimulateConfig, agent: Any, interactions: Mapping[str, Sequence[str]] | None, baseline: Any = None) -> dict[str, Any]:
+def _run(settings: Settings, cfg: SimulateConfig, agent: Any, interactions: Mapping[str, Sequence[str]] | None, baseline: Any = None, engine: Any = None) -> dict[str, Any]:
     from retrieval.collab import leave_one_out, sample_users
 
     t_start = time.perf_counter()
@@ -590,7 +636,9 @@ def _run(settings: Settings, cfg: SimulateConfig, agent: Any, interactions: Mapp
     # A returning shopper's history is never shown again, so a target they had bought before is out.
     eligible = [u for u, t in targets.items() if t in items and not (cfg.returning and t in histories[u])]
     users = sample_users(eligible, cfg.users, seed=cfg.seed)
-    shoppers = Shoppers(SHOPPERS[cfg.shopper], FeatureWords(items), items, cfg.max_turns)
+    features = FeatureWords(items)
+    new_shopper, phraser = make_shoppers(settings, cfg, items, features, [targets[u] for u in users], engine)
+    shoppers = Shoppers(new_shopper, features, items, cfg.max_turns)
     results: dict[str, dict[str, Any]] = {}
     seconds: dict[str, float] = {}
     dialogues: dict[str, list[dict[str, Any]]] = {}
@@ -624,6 +672,9 @@ def _run(settings: Settings, cfg: SimulateConfig, agent: Any, interactions: Mapp
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "notes": [],
     }
+    if phraser is not None:
+        result["phrasing"] = phraser.summary()
+        phraser.close()
     result["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write_simulate_outputs(result, cfg.out)
     return result
@@ -700,10 +751,30 @@ def simulate_markdown(result: dict[str, Any]) -> str:
             said = " → ".join(f"“{t['shopper']}”" for t in ex["turns"])
             lines.append(f"- target `{ex['target']}`: {said}; success at turn {ex['success_turn'] or '–'}")
         lines.append("")
+    lines += phrasing_markdown(result.get("phrasing"))
     if result.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
     lines += ["## Configuration", "", rep.md_table(["key", "value"], rep.config_rows(cfg)), ""]
     return "\n".join(lines)
+
+
+def phrasing_line(p: dict[str, Any]) -> str:
+    lat = p["llm_latency_per_turn"]
+    batch = p["opening_batch"]
+    return (
+        f"LLM shopper ({p['engine']} {p['model']}, prompt {p['prompt']}): kept its phrasing for {p['llm_kept']} of {p['messages']} messages ({rep.pct(p['kept_share'])}), "
+        f"else the scripted text; openings: {batch['prompts']} prompts in one batch, {batch['seconds']} s; follow-ups: {lat['n']} calls, p50 {rep.ms(lat['p50_ms'])}, p95 {rep.ms(lat['p95_ms'])} per turn"
+    )
+
+
+def phrasing_markdown(p: dict[str, Any] | None) -> list[str]:
+    if not p:
+        return []
+    lines = ["## Shopper phrasing", "", phrasing_line(p) + ".", ""]
+    if p["fallbacks_by_reason"]:
+        lines += ["Scripted text sent instead, by reason: " + ", ".join(f"{k} ×{v}" for k, v in p["fallbacks_by_reason"].items()) + ".", ""]
+    rows = [[e["step"], e["script"], e["llm"] or "–", e["problem"] or "kept"] for e in p["examples"]]
+    return lines + [rep.md_table(["step", "scripted", "LLM phrasing", "check"], rows), ""]
 
 
 # --- CLI -------------------------------------------------------------------------------------------------
@@ -723,11 +794,14 @@ def simulate_command(
     llm: Annotated[bool, typer.Option("--llm", help="Let the agent re-rank with its LLM (slow on CPU); default rank mode none.")] = False,
     engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine with --llm: transformers | llamacpp | vllm | openai.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default eval-out/simulate-<timestamp>, git-ignored).")] = None,
+    shopper: Annotated[str, typer.Option("--shopper", help="scripted: the script's own words; llm: the same decisions phrased by the LLM engine (--engine; checked, the scripted text when a phrasing fails).")] = "scripted",
 ) -> None:
     """Simulated shoppers look for their held-out item: retrieval only vs the current agent."""
     from evals.ranking import eval_options
 
     settings, _prompts = eval_options(ctx, engine, None, ())
+    if shopper not in SHOPPERS:
+        raise typer.BadParameter(f"unknown shopper {shopper!r}; use {' or '.join(SHOPPERS)}", param_hint="--shopper")
     catalog = catalog or settings.catalog
     if no_categories:
         from evals.variants import without_categories
@@ -736,11 +810,13 @@ def simulate_command(
     elif interactions is not None:
         raise typer.BadParameter("--interactions goes with --no-categories (a catalog's own history comes from the registry)", param_hint="--interactions")
     out = out or Path("eval-out") / f"simulate-{time.strftime('%Y%m%d-%H%M%S')}"
-    cfg = SimulateConfig(catalog=catalog, users=users, max_turns=max_turns, seed=settings.seed if seed is None else seed, llm=llm, returning=returning, out=out)
+    cfg = SimulateConfig(catalog=catalog, users=users, max_turns=max_turns, seed=settings.seed if seed is None else seed, llm=llm, shopper=shopper, returning=returning, out=out)
     result = run_simulate_eval(settings, cfg)
     header, rows = summary_rows(result)
     typer.echo(rep.md_table(header, rows))
+    if "phrasing" in result:
+        typer.echo("\n" + phrasing_line(result["phrasing"]))
     typer.echo(f"\nwrote {out / rep.RESULTS_FILE}, {out / rep.REPORT_FILE} ({result['total_seconds']} s)")
 
 
-__all__ = ["ScriptedShopper", "Shopper", "SimulateConfig", "System", "Target", "TitleLeak", "check_no_title", "run_simulate_eval", "simulate", "simulate_command", "title_leaks"]
+__all__ = ["ScriptedShopper", "Shopper", "SimulateConfig", "System", "Target", "TitleGuard", "TitleLeak", "check_no_title", "run_simulate_eval", "simulate", "simulate_command", "title_leaks"]
