@@ -69,10 +69,11 @@ class Settings(BaseSettings, StorePaths):
     )
 
     # --- LLM ---
-    llm: Literal["transformers", "llamacpp", "vllm", "openai"] = Field(
-        default="transformers",
+    llm: Literal["auto", "transformers", "llamacpp", "vllm", "openai"] = Field(
+        default="auto",
         description="LLM backend: transformers (in-process, CPU), llamacpp (in-process GGUF via llama-cpp-python, the extra), "
-        "vllm (in-process vLLM) or openai (any OpenAI-compatible server, e.g. vllm serve).",
+        "vllm (in-process vLLM), openai (any OpenAI-compatible server, e.g. vllm serve); auto: llamacpp for an added model or a "
+        ".gguf file when llama-cpp-python is installed, else transformers.",
     )
     llm_context: int = Field(default=4096, ge=256, le=131_072, description="Context window the llamacpp engine allocates (tokens; prompt plus reply).")
     llm_model: Path | None = Field(default=None, description="Local HF model folder, .gguf file, or the name of an added model (aisle models list); default: packaged SmolLM2-135M-Instruct.")

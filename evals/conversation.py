@@ -570,7 +570,7 @@ def conversation_command(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="redial | mg-shopdial | all")] = "redial",
     turns: Annotated[int, typer.Option("--turns", "-n", min=1, help="ReDial test turns sampled (seeded).")] = DEFAULT_TURNS,
     prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="Re-rank prompt variant, repeatable.")] = None,
-    engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine: transformers | llamacpp | vllm | openai.")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine: auto | transformers | llamacpp | vllm | openai.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default: AISLE_SEED).")] = None,
     dialogues: Annotated[int, typer.Option("--dialogues", min=1, help="MG-ShopDial dialogues, spread over the 4 domains (64 = all; ~10 turns each).")] = 8,
     n_orders: Annotated[Optional[int], typer.Option("--orders", min=1, max=6, help="Candidate orders the one-pass re-ranker averages (default: AISLE_N_ORDERS).")] = None,

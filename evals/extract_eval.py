@@ -462,7 +462,7 @@ def extract_command(
     seed: Annotated[Optional[int], typer.Option("--seed", help="Target sampling seed (default: AISLE_SEED).")] = None,
     llm: Annotated[bool, typer.Option("--llm/--no-llm", help="Also score the rules + LLM reader (the configured engine; slow on CPU).")] = True,
     shopdial: Annotated[bool, typer.Option("--shopdial/--no-shopdial", help="Also score the 40 hand-labelled MG-ShopDial utterances.")] = True,
-    engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine: transformers | vllm | openai.")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine: auto | transformers | llamacpp | vllm | openai.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default eval-out/extract-<timestamp>, git-ignored).")] = None,
 ) -> None:
     """Per-slot accuracy of reading a shopper's constraints: the rules alone vs rules + LLM extractor."""

@@ -74,8 +74,8 @@ def eval_options(ctx: typer.Context, engine: str | None, prompt: Sequence[str] |
 
     settings = settings_of(ctx)
     if engine:
-        if engine not in ("transformers", "llamacpp", "vllm", "openai"):
-            raise typer.BadParameter(f"unknown engine {engine!r}; use transformers, llamacpp, vllm or openai", param_hint="--engine")
+        if engine not in ("auto", "transformers", "llamacpp", "vllm", "openai"):
+            raise typer.BadParameter(f"unknown engine {engine!r}; use auto, transformers, llamacpp, vllm or openai", param_hint="--engine")
         settings = settings.model_copy(update={"llm": engine})
     prompts = tuple(prompt) if prompt else default
     for p in prompts:
@@ -564,7 +564,7 @@ def ranking_command(
     catalog: Annotated[Optional[str], typer.Option("--catalog", "-c", help="Catalog with an interaction log (default: AISLE_CATALOG).")] = None,
     users: Annotated[int, typer.Option("--users", "-n", min=1, help="Users sampled (seeded); 300 runs in minutes on CPU.")] = DEFAULT_USERS,
     prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="Re-rank prompt variant, repeatable (e.g. rerank_onepass.v1 --prompt rerank_onepass.v2).")] = None,
-    engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine: transformers | llamacpp | vllm | openai (default: settings / AISLE_LLM).")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine: auto | transformers | llamacpp | vllm | openai (default: settings / AISLE_LLM).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the user sample (default: AISLE_SEED).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default eval-out/ranking-<timestamp>, git-ignored).")] = None,
     n_candidates: Annotated[Optional[int], typer.Option("--candidates", min=2, max=26, help="Candidates the pipeline retrieves and re-ranks (default: AISLE_N_CANDIDATES).")] = None,

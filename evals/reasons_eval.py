@@ -446,7 +446,7 @@ def reasons_command(
     llm_queries: Annotated[int, typer.Option("--llm-queries", min=0, help="Requests whose reasons the LLM mode also writes (slow on CPU); 0 skips it.")] = 10,
     shoppers: Annotated[int, typer.Option("--shoppers", min=0, help="Returning shoppers (history, no query) whose template reasons are measured; 0 skips it.")] = 20,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Sampling seed (default: AISLE_SEED).")] = None,
-    engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine for the LLM mode: transformers | llamacpp | vllm | openai.")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine for the LLM mode: auto | transformers | llamacpp | vllm | openai.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default eval-out/reasons-<timestamp>, git-ignored).")] = None,
 ) -> None:
     """Reason quality per mode (template, LLM): grounding, specificity, need coverage, repetition, latency."""

@@ -792,7 +792,7 @@ def simulate_command(
     interactions: Annotated[Optional[Path], typer.Option("--interactions", help="With --no-categories: the variant's histories (JSON {user: [item ids]}) when the catalog has none.")] = None,
     returning: Annotated[bool, typer.Option("--returning", help="Returning shoppers: the agent gets each shopper's history (all their items but the target); adds the history-only baseline.")] = False,
     llm: Annotated[bool, typer.Option("--llm", help="Let the agent re-rank with its LLM (slow on CPU); default rank mode none.")] = False,
-    engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine with --llm: transformers | llamacpp | vllm | openai.")] = None,
+    engine: Annotated[Optional[str], typer.Option("--engine", help="LLM engine with --llm: auto | transformers | llamacpp | vllm | openai.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default eval-out/simulate-<timestamp>, git-ignored).")] = None,
     shopper: Annotated[str, typer.Option("--shopper", help="scripted: the script's own words; llm: the same decisions phrased by the LLM engine (--engine; checked, the scripted text when a phrasing fails).")] = "scripted",
 ) -> None:

@@ -25,11 +25,12 @@ def prepare(
     """One-time setup: convert the packaged LLM to a local HF folder, build the catalog index and
     train the catalog's recommender models (when it has a history and they are missing), so the
     server never starts without them."""
+    from agent.engines import engine_kind
     from agent.engines.base import EngineError
     from agent.engines.model_store import ensure_llm_model
 
     settings = settings_of(ctx)
-    if settings.llm == "transformers":
+    if engine_kind(settings) == "transformers":
         try:
             typer.echo(f"LLM model folder: {ensure_llm_model(settings)}", err=True)
         except (EngineError, FileNotFoundError) as exc:

@@ -63,7 +63,7 @@ def main_options(
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Shared data folder (env AISLE_DATA_DIR; default ../shared/data).")] = None,
     home: Annotated[Optional[Path], typer.Option("--home", help="Local state folder: index, models, sessions (env AISLE_HOME; default .aisle).")] = None,
     chroma_url: Annotated[Optional[str], typer.Option("--chroma-url", help="Use a Chroma server instead of the embedded store (env AISLE_CHROMA_URL).")] = None,
-    llm: Annotated[Optional[str], typer.Option("--llm", help="LLM engine: transformers | llamacpp | vllm | openai (env AISLE_LLM).")] = None,
+    llm: Annotated[Optional[str], typer.Option("--llm", help="LLM engine: auto | transformers | llamacpp | vllm | openai (env AISLE_LLM).")] = None,
     llm_model: Annotated[Optional[Path], typer.Option("--llm-model", help="Local HF model folder, .gguf, or an added model's name (aisle models list; env AISLE_LLM_MODEL).")] = None,
     llm_url: Annotated[Optional[str], typer.Option("--llm-url", help="OpenAI-compatible server URL, e.g. http://127.0.0.1:8000/v1 (env AISLE_LLM_URL).")] = None,
 ) -> None:
