@@ -163,7 +163,8 @@ EXPLANATION_WORDS = frozenset(
     requested keep keeps make makes help helps work works get gets come comes include includes
     including feature features offer offers provide provides go goes add adds like similar related
     together alongside before previously recently earlier already last latest previous past history
-    based first second third next again well now something anything cost costs handle handles take takes pack""".split()
+    based first second third next again well now something anything cost costs handle handles take takes pack
+    suit suits suited made designed""".split()
 )
 
 # Words a shopper and a catalog use for the same thing (applied after stemming).

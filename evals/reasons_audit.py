@@ -9,6 +9,7 @@ history and request, and the text, but not which model wrote it nor what the gat
    run (each RUN is an `aisle eval claims --llm` output folder or its llm_reasons.json), shuffled.
 2. The reader sets each line's "verdict" to "ok" (every claim is supported by the record or the
    history shown) or "invented" (any claim that is not: a feature, a number, a purchase, a use).
+   The gate's verdict on each answer is today's gate's (the run's code may have been older).
 3. `aisle eval reasons-audit score audit.jsonl` un-blinds and reports per model: the invented
    share, and the gate against the reader: invented answers it accepted (shown to a shopper: must
    be 0) and supported answers it rejected (its cost).
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,11 +33,12 @@ DEFAULT_ANSWERS = 60
 reasons_audit_app = typer.Typer(help="Blind hand read of LLM-written reasons against the gate's verdicts.", no_args_is_help=True)
 
 
-def answers(sample: dict[str, Any]) -> list[dict[str, Any]]:
+def answers(sample: dict[str, Any], gate: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
     """Every LLM answer of an `llm_reasons.json`, with the gate's verdict on it.
 
-    A row's answers are its first try and its retry; the gate accepted the last one when the row's
-    source is not "template", and rejected every other."""
+    A row's answers are its first try and its retry. Without `gate`, the verdict is the run's: the
+    gate accepted the last one when the row's source is not "template", and rejected every other.
+    With `gate` (answer -> accepted), the answers are judged again by today's gate."""
     from agent.recommend.reasons import clean_reason
 
     out = []
@@ -45,16 +48,21 @@ def answers(sample: dict[str, Any]) -> list[dict[str, Any]]:
             accepted = row["source"] != "template" and n == len(raws) - 1
             out.append({"catalog": row["catalog"], "item": row["item"], "history": row.get("history") or [], "query": row.get("query"),
                         "text": clean_reason(raw), "attempt": n, "accepted": accepted})
-    return [a for a in out if a["text"]]
+    out = [a for a in out if a["text"]]
+    if gate is not None:
+        for a in out:
+            a["accepted"] = gate(a)
+    return out
 
 
-def make_sample(samples: list[dict[str, Any]], records: dict[tuple[str, str], list[str]], *, per_run: int, seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def make_sample(samples: list[dict[str, Any]], records: dict[tuple[str, str], list[str]], *, per_run: int, seed: int = 0,
+                gate: Callable[[dict[str, Any]], bool] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(lines to read, key): up to `per_run` answers of each run, shuffled together."""
     rng = random.Random(f"{seed}:reasons-audit")
     lines, key = [], {}
     for n, sample in enumerate(samples, start=1):
         model = sample.get("model") or f"run{n}"
-        pool = answers(sample)
+        pool = answers(sample, gate)
         for a in rng.sample(pool, min(per_run, len(pool))):
             k = hashlib.sha1(f"{seed}:{n}:{model}:{a['catalog']}:{a['item']}:{a['attempt']}:{a['text']}".encode()).hexdigest()[:10]
             key[k] = {"model": model, "accepted": a["accepted"], "attempt": a["attempt"], "item": a["item"], "catalog": a["catalog"]}
@@ -94,27 +102,46 @@ def format_audit(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _records(settings: Any, samples: list[dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
-    """What the reader checks a reason against: each item's fields, as the reason writer saw them."""
-    from agent.copy.writer import copy_evidence
+def _catalogs(settings: Any, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """name -> items of every catalog the runs drew pairs from."""
     from evals.claims_eval import SHOPS
     from retrieval.registry import load_catalog
 
-    wanted: dict[str, set[str]] = {}
+    names = {row["catalog"] for sample in samples for row in sample["rows"]}
+    return {name: SHOPS[name] if name in SHOPS else load_catalog(settings, name).items for name in names}
+
+
+def _records(catalogs: dict[str, Any], samples: list[dict[str, Any]]) -> dict[tuple[str, str], list[str]]:
+    """What the reader checks a reason against: each item's record, as the reason writer saw it
+    (title, brand, categories, attributes, description), and its price."""
+    from agent.copy.writer import copy_evidence
+
+    out: dict[tuple[str, str], list[str]] = {}
     for sample in samples:
         for row in sample["rows"]:
-            wanted.setdefault(row["catalog"], set()).add(row["item"])
-    out: dict[tuple[str, str], list[str]] = {}
-    for name, ids in wanted.items():
-        items = SHOPS[name] if name in SHOPS else load_catalog(settings, name).items
-        for i in ids:
-            if i in items:
-                item = items[i]
+            item = catalogs[row["catalog"]].get(row["item"])
+            if item is not None:
                 fields = copy_evidence(item)
+                if item.description:
+                    fields.append(f"description: {item.description[:600]}")
                 if item.price is not None:
-                    fields = [*fields, f"price: {item.price:.2f}"]
-                out[(name, i)] = fields
+                    fields.append(f"price: {item.price:.2f}")
+                out[(row["catalog"], row["item"])] = fields
     return out
+
+
+def _gate(catalogs: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+    """Today's reason gate (agent.recommend.reasons.ReasonWriter.check), as the writer runs it."""
+    from agent.recommend.reasons import ReasonContext, ReasonWriter
+
+    writers = {name: ReasonWriter(None, catalog_brands={it.brand for it in items.values() if it.brand}) for name, items in catalogs.items()}
+
+    def accepted(a: dict[str, Any]) -> bool:
+        item = catalogs[a["catalog"]][a["item"]]
+        ctx = ReasonContext(query=a["query"] or None, history_titles=list(a["history"]))
+        return writers[a["catalog"]].check(a["text"], item, ctx).ok
+
+    return accepted
 
 
 @reasons_audit_app.command("sample")
@@ -135,7 +162,8 @@ def sample_command(
     if missing:
         fail(f"no llm_reasons.json at {', '.join(missing)}: run `aisle eval claims --llm N --out DIR` first")
     samples = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
-    lines, key = make_sample(samples, _records(settings_of(ctx), samples), per_run=per_run, seed=seed)
+    catalogs = _catalogs(settings_of(ctx), samples)
+    lines, key = make_sample(samples, _records(catalogs, samples), per_run=per_run, seed=seed, gate=_gate(catalogs))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
     Path(f"{out}.key.json").write_text(json.dumps({**key, "runs": [str(p) for p in paths]}, indent=1), encoding="utf-8")
