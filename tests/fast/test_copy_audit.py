@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from evals.copy_audit import make_sample, read_verdicts, score
+from evals.copy_audit import make_sample, merge_runs, read_verdicts, score
 
 pytestmark = pytest.mark.fast
 
@@ -49,3 +49,18 @@ def test_a_line_without_a_verdict_is_named(tmp_path):
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     with pytest.raises(ValueError, match=r"3 of 4 lines .* \(lines 2, 3, 4\).*ok, invented"):
         read_verdicts(path)
+
+
+def test_two_runs_are_read_as_one_blind_sample_named_by_model():
+    other = {"catalog": "shop", "engine": {"name": "llamacpp", "model": "big"}, "per_item": [_row("a", words=[]), _row("b", words=[])]}
+    mine = {**RUN, "engine": {"name": "transformers", "model": "small"}}
+    merged = merge_runs([mine, other])
+    assert set(merged["variants"]) == {"small:base", "small:fine-tuned", "big:base"}
+    lines, key = make_sample(merged, {}, n_items=10, seed=0)
+    assert {m["copywriter"] for m in key["keys"].values()} == {"small:base", "small:fine-tuned", "big:base"}
+    assert not any("small" in json.dumps(line) or "big" in json.dumps(line) for line in lines)
+
+
+def test_runs_on_different_catalogs_are_refused():
+    with pytest.raises(ValueError, match="different catalogs"):
+        merge_runs([RUN, {**RUN, "catalog": "other"}])
