@@ -1,12 +1,13 @@
 """`aisle eval reasons-audit`: a blind hand read of LLM-written reasons, against the gate's verdicts.
 
 The planted-claims eval measures the gate on claims someone wrote to be false. This measures it on
-what a model actually writes: every answer the LLM gave in `aisle eval claims --llm N` (first try and
-retry), cleaned as the gate sees it, read by a person who sees the item's record, the shopper's
+what a model actually writes: every answer the LLM gave in `aisle eval claims --llm N` or `aisle eval
+reasons --llm-queries N` (first try and retry), cleaned as the gate sees it, read by a person who sees the item's record, the shopper's
 history and request, and the text, but not which model wrote it nor what the gate said.
 
 1. `aisle eval reasons-audit sample RUN [RUN ...] --out audit.jsonl -n 60` takes up to N answers per
-   run (each RUN is an `aisle eval claims --llm` output folder or its llm_reasons.json), shuffled.
+   run (each RUN is an `aisle eval claims --llm` or `aisle eval reasons --llm-queries` output folder,
+   or its llm_reasons.json), shuffled.
 2. The reader sets each line's "verdict" to "ok" (every claim is supported by the record or the
    history shown) or "invented" (any claim that is not: a feature, a number, a purchase, a use).
    The gate's verdict on each answer is today's gate's (the run's code may have been older).
@@ -147,7 +148,7 @@ def _gate(catalogs: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
 @reasons_audit_app.command("sample")
 def sample_command(
     ctx: typer.Context,
-    run: Annotated[list[Path], typer.Argument(help="`aisle eval claims --llm N` output folders (or their llm_reasons.json).", exists=True)],
+    run: Annotated[list[Path], typer.Argument(help="`aisle eval claims --llm N` or `aisle eval reasons --llm-queries N` output folders (or their llm_reasons.json).", exists=True)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Audit file to write (JSONL; its key goes beside it as <out>.key.json).")],
     per_run: Annotated[int, typer.Option("--answers", "-n", min=1, help="Answers to read per run.")] = DEFAULT_ANSWERS,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sample and of the shuffle.")] = 0,

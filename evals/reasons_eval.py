@@ -310,6 +310,7 @@ def run_reasons_eval(settings: Settings, cfg: ReasonsConfig, *, recommender: Any
     notes: list[str] = []
     returning = _returning_shoppers(settings, cfg, recommender, writer, notes) if cfg.shoppers else None
     llm_info: dict[str, Any] = {}
+    llm_rows: list[dict[str, Any]] = []  # every LLM answer, for a blind read (aisle eval reasons-audit)
     if cfg.llm_queries > 0:
         try:
             if engine is None:
@@ -325,6 +326,8 @@ def run_reasons_eval(settings: Settings, cfg: ReasonsConfig, *, recommender: Any
                 reasons = llm_writer.write(shown, ctx)
                 ms = (time.perf_counter() - t) * 1e3
                 modes["llm"].add(req, shown, [r.text for r in reasons], [r.grounded for r in reasons], ms, [r.source for r in reasons])
+                llm_rows.extend({"catalog": cfg.catalog, "item": it.id, "title": it.title, "history": [], "query": req.query, "source": r.source,
+                                 "grounded": r.grounded, "text": r.text, "raw": r.raw, "problems": r.problems[:4]} for it, r in zip(shown, reasons))
         except Exception as exc:  # an eval reports what broke instead of dying
             notes.append(f"LLM mode not run: {type(exc).__name__}: {exc}"[:300])
             modes.pop("llm", None)
@@ -350,6 +353,8 @@ def run_reasons_eval(settings: Settings, cfg: ReasonsConfig, *, recommender: Any
     }
     result["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write_outputs(result, cfg.out)
+    if llm_rows:
+        rep.save_json({**llm_info, "pairs": len(llm_rows), "accepted": sum(r["source"] != "template" for r in llm_rows), "rows": llm_rows}, cfg.out / "llm_reasons.json")
     return result
 
 
