@@ -197,11 +197,7 @@ class Agent:
         self.n_candidates = n_candidates if n_candidates is not None else settings.chat_candidates
         self.n_orders = n_orders if n_orders is not None else settings.n_orders
         self.llm_reasons = llm_reasons if llm_reasons is not None else settings.llm_reasons
-        # The packaged 135M model extracts wrong values slowly (measured ~8 s, invented brands):
-        # LLM extraction is on by default only for a model the user chose.
-        if llm_extract is None:
-            llm_extract = settings.llm_extract
-        self.llm_extract = llm_extract if llm_extract is not None else (settings.llm != "transformers" or settings.llm_model is not None)
+        self.llm_extract = settings.llm_extract if llm_extract is None else llm_extract
         self.llm_intro = llm_intro if llm_intro is not None else settings.llm_intro
         # A request never builds an index (minutes of embedding): `warm_up` does, at start-up; a
         # turn on an unindexed catalog answers NotIndexed. `build_index=True` (the terminal chat,
