@@ -140,7 +140,7 @@ FILLER = frozenset(
     other another else different there here them they again cheaper cheap price priced cost costs dollars dollar bucks usd
     under below above over between around within budget max maximum minimum least most than up brand brands not no dont don t s
     doesnt didnt isnt wont cant im ive id
-    let lets let's see go well yes yeah tell about""".split()
+    let lets let's see go well yes yeah sure alright hmm um uh tell about""".split()
 )
 
 # The words a recommendation reason may use besides its item's record and the shopper's own words

@@ -88,6 +88,21 @@ QUESTION_RE = {
     "details": re.compile(r"\b(?:tell\s+me\s+(?:more\s+)?about|more\s+(?:info|information|details)|details?|describe|description|specs?|what\s+is|what'?s)\b", re.I),
     "has": re.compile(r"\b(?:does|do|is|can|will|has)\s+(?:it|that|this|the\s+\w+(?:\s+one)?)\s+(?:have|has|come\s+with|include|support|work\s+with|fit|hold|handle|use|take|made\s+of|made\s+from|be|a|an)?\s*(?P<what>[^?.!]{2,60})", re.I),
 }
+# "Could I get a pack of 2?", "Can you find one that's blue?", "Do you have any in red?": a request
+# put as a question, not a question about a shown item (whose pronoun, "I need it for work", is the
+# product asked for).
+REQUEST_QUESTION_RE = re.compile(
+    r"\b(?:could|can|would|will)\s+(?:you|i|we)\s+(?:please\s+)?(?:get|find|show|see|have|try|recommend|suggest|look\s+for|give|go\s+for|pick)\b"
+    r"|\b(?:do|have)\s+you\s+(?:have|got|carry|sell|stock)\b|\bany\s+chance\b",
+    re.I,
+)
+# "I need it for my trip", "It's handy for my car": why the shopper wants the product asked for, not
+# another product (its words are not product words; USE_CASE_RE still reads the use).
+REASON_CLAUSE_RE = re.compile(
+    r"\b(?:i\s+(?:need|want|use|(?:will|'ll)\s+use)\s+(?:it|them|these|those|this|one)|(?:it|that|this)(?:'s|\s+is|\s+would\s+be)|(?:they|these)(?:'re|\s+are))"
+    r"\s+(?:(?:really|very|so|pretty|quite|handy|useful|great|good|perfect|ideal|nice|needed|mostly|just)\s+)*(?:for|in|on|at|during|while)\b[^.;!?]*",
+    re.I,
+)
 MONEY_RE = re.compile(r"[$€£]\s*\d|\b\d+(?:[.,]\d+)?\s*(?:dollars?|bucks|usd|euros?|eur|pounds?\s+sterling|cents?)\b", re.I)
 CHEAPER_RE = re.compile(r"\b(?:cheaper|less\s+expensive|lower[- ]priced?|lower\s+price|too\s+(?:expensive|pricey|much|costly)|more\s+affordable|cost(?:s|ing)?\s+less|something\s+cheap|inexpensive\s+ones?)\b", re.I)
 # "the cheapest one", "which is cheapest?": the current product ordered by price, never a product word.

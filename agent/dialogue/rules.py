@@ -143,6 +143,7 @@ class Understander:
         m = P.USE_CASE_RE.search(msg.text)
         if m:
             u.use_case = re.sub(r"\s+", " ", m.group("use")).strip(" ,.")
+        msg.consume_all(P.REASON_CLAUSE_RE)  # "I need it for my trip": a use of this product, not another product
         browse = msg.consume_all(P.BROWSE_RE)  # "what do you have?": not product words
         u.need = _need_words(msg.remaining())
         u.head = self._head_word(msg)
@@ -208,7 +209,7 @@ class Understander:
             refer_to_focus()
             return True
         elif (has_ref and u.refs) or (u.ref_pronoun and last_shown and "?" in text):
-            question = _question(text)
+            question = _question(text, request=bool(P.REQUEST_QUESTION_RE.search(msg.raw) or P.REQUEST_LEAD_RE.search(msg.raw)))
             if question:
                 u.action, u.question = "answer", question
                 refer_to_focus()
@@ -341,7 +342,7 @@ class Understander:
                 u.refs.append(idx)
                 msg.consume(m.span())
         # "the Swingline one": a brand that names exactly one shown item
-        if not u.refs and last_shown and u.brands and P.ONE_RE.search(text):
+        if not u.refs and last_shown and u.brands and P.ONE_RE.search(P.blank(text, [m.span() for m in P.REASON_CLAUSE_RE.finditer(text)])):
             hits = [i for i, item_id in enumerate(last_shown) if items[item_id].brand in u.brands]
             if len(hits) == 1:
                 u.refs = hits
@@ -420,8 +421,10 @@ def _focus_index(state: DialogueState, last_shown: list[str]) -> int:
     return last_shown.index(state.focus) if state.focus in last_shown else 0  # type: ignore[arg-type]
 
 
-def _question(text: str) -> str:
-    """What a question about a shown item asks: price | brand | category | details | has:<words>."""
+def _question(text: str, *, request: bool = False) -> str:
+    """What a question about a shown item asks: price | brand | category | details | has:<words>.
+    `request`: the message is a request put as a question ("could I get a pack of 2?"), so nothing
+    but a specific question (price, brand, "does it have ...") makes it one."""
     m = P.QUESTION_RE["has"].search(text)
     if m and P.MONEY_RE.search(m.group("what")):  # "is the first one $1?" asks its price
         return "price"
@@ -433,6 +436,8 @@ def _question(text: str) -> str:
     for kind in ("price", "brand", "category", "details"):
         if P.QUESTION_RE[kind].search(text):
             return kind
+    if request:
+        return ""
     return "details" if "?" in text else ""
 
 

@@ -261,3 +261,34 @@ def test_cheapest_without_prices_says_so():
     state = shown(DialogueState(catalog="unpriced", need=["stapler"], head="stapler"), STAPLERS)
     plan = say(state, "the cheapest one please", catalog=unpriced, vocab=CatalogVocab.from_catalog(unpriced))
     assert not plan.cheapest and any("no prices" in n for n in plan.notes) and state.head == "stapler"
+
+
+# --- how an LLM shopper words the same steps (aisle eval simulate --shopper llm found these) ----------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Sure, a pack of 4.",  # "Sure" is no product
+        "Could I get a pack of 4? I need it for my trip.",  # a request put as a question, with a reason
+        "Can you find one in a pack of 4? It's handy for my car.",
+        "Okay, a pack of 4 please.",
+    ],
+)
+def test_a_detail_worded_as_a_question_or_with_a_reason_keeps_the_topic(staplers, message):
+    plan = say(staplers, message)
+    assert plan.action == "recommend", message
+    assert (staplers.head, staplers.price_max, staplers.features) == ("stapler", 60.0, ["4 pack"]), message
+    assert staplers.need == ["stapler"] and not plan.notes, message
+
+
+def test_a_brand_asked_for_with_a_reason_keeps_the_product(staplers):
+    plan = say(staplers, "Could you get something from Bostitch? I need it for work.")
+    assert plan.action == "recommend"
+    assert (staplers.head, staplers.brands, staplers.categories) == ("stapler", ["Bostitch"], ["Staplers"])
+
+
+@pytest.mark.parametrize(("message", "question"), [("does it take 20 sheets?", "has:20 sheets"), ("how much is the second one?", "price"), ("can you tell me more about it?", "details")])
+def test_questions_about_a_shown_item_are_still_questions(staplers, message, question):
+    plan = say(staplers, message)
+    assert plan.action == "answer", message
