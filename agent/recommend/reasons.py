@@ -762,6 +762,31 @@ def is_keyword_list(text: str) -> bool:
     return len(short_quotes) >= 2 and bool(re.search(r"[”\"]\s*(?:,|and|or)\s*[“\"]", text))
 
 
+# "...and these bubble wrap rolls are perfect for that": a claim that the item meets the request.
+FIT_CLAIM_RE = re.compile(
+    r"\b(?:perfect|ideal|great|good|suitable|right|just\s+what)\b[^.;!?]{0,20}?\b(?:for\s+(?:that|this|it|you|your\s+needs?)|you\s+(?:need|want|asked\s+for))\b"
+    r"|\bsuits?\s+(?:you|your\s+needs?)\b|\bfits?\s+(?:the\s+bill|your\s+needs?)\b",
+    re.I,
+)
+
+
+def _claimed_fit_without_the_product(text: str, item: Item, context: ReasonContext) -> str | None:
+    """Why a claim that the item meets the request is unsupported, or None. Each word of such a
+    claim is in the record or the request, so the closed vocabulary passes it; but "a small mail
+    bag? These bubble wrap rolls are perfect for that" is false unless the record names the product
+    asked for: the request's last content word (its head noun)."""
+    if not FIT_CLAIM_RE.search(text):
+        return None
+    request = context.request_text()
+    asked = content_stems(request) if request else []
+    if not asked:
+        return None
+    record = set(content_stems(" ".join(item_evidence(item))))
+    if asked[-1] in record:
+        return None
+    return f"claims the item fits the request, but the record does not name the product asked for ('{asked[-1]}')"
+
+
 class ReasonWriter:
     """Writes grounded reasons for items with an LLM (batched), with one retry and a template fallback."""
 
@@ -812,7 +837,11 @@ class ReasonWriter:
         if problems:
             return GroundingReport(ok=False, unsupported=problems, checked=0)
         record, request, history = self.evidence(item, context)
-        return check_grounding(text, record, request_evidence=request, history_evidence=history, catalog_brands=self.catalog_brands, closed=True)
+        report = check_grounding(text, record, request_evidence=request, history_evidence=history, catalog_brands=self.catalog_brands, closed=True)
+        misfit = _claimed_fit_without_the_product(text, item, context)
+        if misfit:
+            return GroundingReport(ok=False, unsupported=[*report.unsupported, misfit], checked=report.checked + 1)
+        return report
 
     def _generate(self, conversations: list[list[Message]]) -> list[str] | None:
         """Raw LLM answers, or None when the engine failed (the caller falls back to templates)."""

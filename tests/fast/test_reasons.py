@@ -82,3 +82,18 @@ def test_cheapest_note_never_compares_prices_in_other_currencies():
     same = [Item("a", "Shredder A", price=45.0, currency="EUR"), Item("b", "Shredder B", price=89.5, currency="EUR"), Item("c", "Shredder C", price=99.0, currency="EUR")]
     assert not any("less than the others" in r for r in answer_reasons(mixed, ReasonContext(query="a shredder")))
     assert "less than the others" in answer_reasons(same, ReasonContext(query="a shredder"))[0]
+
+
+def test_a_claim_that_the_item_fits_the_request_needs_the_product_asked_for():
+    """Every word is the record's or the request's, yet "perfect for that" is false for the wrong product."""
+    from retrieval.catalog import Item
+
+    wrap = Item("w", "Small Bubble Wrap Roll, 350 ft", brand="ValueMailers", categories=("Shipping", "Packing Materials"))
+    bag = Item("b", "Small Mail Bag, Kraft", brand="ValueMailers", categories=("Shipping", "Mail Bags"))
+    writer = ReasonWriter(None)
+    ctx = ReasonContext(query="I need a small mail bag")
+    claim = "You need a small mail bag, and these small ones are perfect for that."
+    report = writer.check(claim, wrap, ctx)
+    assert not report.ok and any("product asked for" in p for p in report.unsupported)
+    assert writer.check(claim, bag, ctx).ok
+    assert writer.check("These small bubble wrap rolls come in 350 ft.", wrap, ctx).ok  # no fit claim: nothing to prove
