@@ -131,6 +131,31 @@ def score(lines: list[dict[str, Any]], key: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def write_audit(out: Path, lines: list[dict[str, Any]], key: dict[str, Any], runs: list[Path], what: str) -> None:
+    """The audit file (JSONL, one line to read each) and its key beside it (`<out>.key.json`)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
+    Path(f"{out}.key.json").write_text(json.dumps({**key, "runs": [str(r) for r in runs]}, indent=1), encoding="utf-8")
+    typer.echo(f"wrote {len(lines)} {what} to {out} (key: {out}.key.json); set each \"verdict\" to ok or invented")
+
+
+def unblind(audit: Path, out: Path | None, score_fn: Any, format_fn: Any, tool: str) -> None:
+    """Score a read audit file against its key, print the table and save the result (`score` commands)."""
+    from agent.entrypoints.cli_app import fail
+    from evals.report import save_json
+
+    key_path = Path(f"{audit}.key.json")
+    if not key_path.is_file():
+        fail(f"no key file {key_path}: it is written by `aisle eval {tool} sample` beside the audit file")
+    try:
+        result = score_fn(read_verdicts(audit), json.loads(key_path.read_text(encoding="utf-8")))
+    except ValueError as exc:
+        fail(str(exc))
+    typer.echo(format_fn(result))
+    if out:
+        typer.echo(f"wrote {save_json(result, out)}")
+
+
 def format_audit(result: dict[str, Any]) -> str:
     lines = [f"hand read of kept copy: {result['catalog']}, {result['items']} items", "  copywriter     copies  invented  share ± s.e.    specific words: flagged  precision  recall"]
     for label, r in result["copywriters"].items():
@@ -164,10 +189,7 @@ def sample_command(
         lines, key = make_sample(result, fields, n_items=items, seed=seed)
     except (CatalogError, KeyError, ValueError) as exc:
         fail(f"{', '.join(map(str, run))}: {exc}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
-    Path(f"{out}.key.json").write_text(json.dumps({**key, "runs": [str(r) for r in run]}, indent=1), encoding="utf-8")
-    typer.echo(f"wrote {len(lines)} copies of {key['items']} items to {out} (key: {out}.key.json); set each \"verdict\" to ok or invented")
+    write_audit(out, lines, key, run, f"copies of {key['items']} items")
 
 
 @audit_app.command("score")
@@ -176,16 +198,4 @@ def score_command(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the result JSON here.")] = None,
 ) -> None:
     """Un-blind a read audit: invented share per copywriter, and the specific-words signal's match."""
-    from agent.entrypoints.cli_app import fail
-    from evals.report import save_json
-
-    key_path = Path(f"{audit}.key.json")
-    if not key_path.is_file():
-        fail(f"no key file {key_path}: it is written by `aisle eval copy-audit sample` beside the audit file")
-    try:
-        result = score(read_verdicts(audit), json.loads(key_path.read_text(encoding="utf-8")))
-    except ValueError as exc:
-        fail(str(exc))
-    typer.echo(format_audit(result))
-    if out:
-        typer.echo(f"wrote {save_json(result, out)}")
+    unblind(audit, out, score, format_audit, "copy-audit")

@@ -27,7 +27,7 @@ from typing import Annotated, Any
 
 import typer
 
-from evals.copy_audit import _share, read_verdicts
+from evals.copy_audit import _share, unblind, write_audit
 
 DEFAULT_ANSWERS = 60
 
@@ -165,10 +165,7 @@ def sample_command(
     samples = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
     catalogs = _catalogs(settings_of(ctx), samples)
     lines, key = make_sample(samples, _records(catalogs, samples), per_run=per_run, seed=seed, gate=_gate(catalogs))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
-    Path(f"{out}.key.json").write_text(json.dumps({**key, "runs": [str(p) for p in paths]}, indent=1), encoding="utf-8")
-    typer.echo(f"wrote {len(lines)} answers to {out} (key: {out}.key.json); set each \"verdict\" to ok or invented")
+    write_audit(out, lines, key, paths, "answers")
 
 
 @reasons_audit_app.command("score")
@@ -177,16 +174,4 @@ def score_command(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the result JSON here.")] = None,
 ) -> None:
     """Un-blind a read audit: invented share per model, and the gate's verdicts against the reader's."""
-    from agent.entrypoints.cli_app import fail
-    from evals.report import save_json
-
-    key_path = Path(f"{audit}.key.json")
-    if not key_path.is_file():
-        fail(f"no key file {key_path}: it is written by `aisle eval reasons-audit sample` beside the audit file")
-    try:
-        result = score(read_verdicts(audit), json.loads(key_path.read_text(encoding="utf-8")))
-    except ValueError as exc:
-        fail(str(exc))
-    typer.echo(format_audit(result))
-    if out:
-        typer.echo(f"wrote {save_json(result, out)}")
+    unblind(audit, out, score, format_audit, "reasons-audit")
