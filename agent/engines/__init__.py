@@ -45,9 +45,9 @@ log = logging.getLogger(__name__)
 def engine_kind(settings: Settings) -> str:
     """The backend `settings.llm` names; "auto" is llamacpp for a quantised model (an added model or
     a .gguf file) when llama-cpp-python is installed, else transformers. Why: llama.cpp runs the
-    1.5B Q4_K_M model as it is, about 8x transformers' decode speed on 2 cores with a 2 s load
-    against 79 s (bench/engines.py), while the packaged 135M model keeps the measured transformers
-    path (batched generation, LoRA adapters)."""
+    1.5B Q4_K_M model as it is, at 12x transformers' decode speed on 2 cores with a tenth of the
+    memory (bench/engines.py; the table is in docs/configuration.md), while the packaged 135M model
+    keeps the measured transformers path (batched generation, LoRA adapters)."""
     if settings.llm != "auto":
         return settings.llm
     if settings.llm_model is None:
