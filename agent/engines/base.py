@@ -8,7 +8,7 @@ is a configuration choice.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypedDict
 
 from agent.errors import Unavailable
@@ -69,6 +69,44 @@ def parse_json_answer(raw: str, schema: dict[str, Any], *, source: str, cut_off:
     except jsonschema.ValidationError as exc:
         raise InvalidOutput(f"{source} does not match the schema: {exc.message}", raw) from exc
     return value
+
+
+def label_token(encode: Callable[[str], Sequence[int]], prompt_text: str, label: str) -> int:
+    """The token a model emits first when writing `label` right after the prompt.
+
+    Tokenised in context (prompt tail + label), because BPE tokenizers encode "A" and " A"
+    differently; a label that merges with the prompt's last token falls back to its own encoding.
+    Multi-token labels are represented by their first token. `encode`: text -> ids, no specials."""
+    tail = prompt_text[-64:]
+    base, full = list(encode(tail)), list(encode(tail + label))
+    i = 0
+    while i < len(base) and i < len(full) and base[i] == full[i]:
+        i += 1
+    if i >= len(full):
+        raise ValueError(f"label {label!r} adds no token after the prompt")
+    return full[i] if i == len(base) else list(encode(label))[0]
+
+
+def check_labels(choices: Sequence[str], tokens: Sequence[int]) -> None:
+    """ValueError unless `choices` is a non-empty list of labels with distinct first tokens."""
+    if not choices:
+        raise ValueError("choices is empty; pass labels such as ['A', 'B', 'C']")
+    if len(set(choices)) != len(choices):
+        raise ValueError(f"choices contain duplicates: {list(choices)}")
+    if len(set(tokens)) != len(tokens):
+        clash = [c for c, t in zip(choices, tokens) if list(tokens).count(t) > 1]
+        raise ValueError(
+            f"labels {clash} start with the same token, so one forward pass cannot tell them apart; "
+            "use distinct single-token labels such as 'A'..'T'"
+        )
+
+
+def label_distribution(choices: Sequence[str], picked: Sequence[float]) -> dict[str, float]:
+    """The labels' probabilities renormalised to sum to 1; uniform when all underflowed (no information)."""
+    total = float(sum(picked))
+    if not total > 0.0:
+        return {c: 1.0 / len(choices) for c in choices}
+    return {c: float(p) / total for c, p in zip(choices, picked)}
 
 
 class ContextOverflow(EngineError):

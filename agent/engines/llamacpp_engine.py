@@ -34,6 +34,9 @@ from agent.engines.base import (
     LLMEngine,
     Message,
     banned_rows,
+    check_labels,
+    label_distribution,
+    label_token,
     parse_json_answer,
 )
 from agent.settings import Settings
@@ -200,25 +203,10 @@ class LlamaCppEngine(LLMEngine):
     # --- one-pass scoring --------------------------------------------------------------------------
 
     def _label_tokens(self, prompt_text: str, choices: Sequence[str]) -> list[int]:
-        """The token each label starts with when written right after the prompt (in context: BPE
-        encodes "A" and " A" differently)."""
         if not choices:
             raise ValueError("choices is empty; pass labels such as ['A', 'B', 'C']")
-        if len(set(choices)) != len(choices):
-            raise ValueError(f"choices contain duplicates: {list(choices)}")
-        tail = prompt_text[-64:]
-        base = self.llm.tokenize(tail.encode("utf-8"), add_bos=False, special=True)
-        tokens = []
-        for label in choices:
-            full = self.llm.tokenize((tail + label).encode("utf-8"), add_bos=False, special=True)
-            i = 0
-            while i < len(base) and i < len(full) and base[i] == full[i]:
-                i += 1
-            if i >= len(full):
-                raise ValueError(f"label {label!r} adds no token after the prompt")
-            tokens.append(full[i] if i == len(base) else self.llm.tokenize(label.encode("utf-8"), add_bos=False, special=False)[0])
-        if len(set(tokens)) != len(tokens):
-            raise ValueError("labels start with the same token, so one forward pass cannot tell them apart; use distinct single-token labels such as 'A'..'T'")
+        tokens = [label_token(lambda t: self.llm.tokenize(t.encode("utf-8"), add_bos=False, special=True), prompt_text, c) for c in choices]
+        check_labels(choices, tokens)
         return tokens
 
     def _last_logits(self, ids: list[int]) -> np.ndarray:
@@ -247,13 +235,7 @@ class LlamaCppEngine(LLMEngine):
             with self._lock:
                 logits = self._last_logits(ids)
             logits -= logits.max()
-            probs = np.exp(logits)
-            picked = probs[tokens]
-            total = float(picked.sum())
-            if not total > 0.0:
-                results.append({c: 1.0 / len(choices) for c in choices})
-                continue
-            results.append({c: float(p) / total for c, p in zip(choices, picked)})
+            results.append(label_distribution(choices, np.exp(logits)[tokens].tolist()))
         return results
 
     def forget(self) -> None:

@@ -33,6 +33,9 @@ from agent.engines.base import (
     LLMEngine,
     Message,
     banned_rows,
+    check_labels,
+    label_distribution,
+    label_token,
     parse_json_answer,
 )
 from agent.engines.model_store import ensure_llm_model
@@ -371,45 +374,19 @@ class TransformersEngine(LLMEngine):
         return parse_json_answer(raw, schema, source=f"model output (max_tokens={max_tokens})", cut_off=True)
 
     def _label_token(self, prompt_text: str, label: str) -> int:
-        """The token the model would emit first when writing `label` right after the prompt.
-
-        Tokenised in context (prompt tail + label) because BPE tokenizers encode "A" and " A"
-        differently; after ChatML's "<|im_start|>assistant\\n" SmolLM2 writes "A" with no space.
-        Multi-token labels are represented by their first token.
-        """
-        tail = prompt_text[-64:]
-        key = (tail, label)
+        """`base.label_token` with this tokenizer, cached per (prompt tail, label): after ChatML's
+        "<|im_start|>assistant\\n" SmolLM2 writes "A" with no space."""
+        key = (prompt_text[-64:], label)
         cached = self._label_token_cache.get(key)
-        if cached is not None:
-            return cached
-        base = self.tokenizer(tail, add_special_tokens=False)["input_ids"]
-        full = self.tokenizer(tail + label, add_special_tokens=False)["input_ids"]
-        i = 0
-        while i < len(base) and i < len(full) and base[i] == full[i]:
-            i += 1
-        if i >= len(full):
-            raise ValueError(f"label {label!r} adds no token after the prompt")
-        if i != len(base):
-            # The label merged with the prompt's last token; fall back to its standalone encoding.
-            alone = self.tokenizer(label, add_special_tokens=False)["input_ids"]
-            token = alone[0]
-        else:
-            token = full[i]
-        self._label_token_cache[key] = token
-        return token
+        if cached is None:
+            cached = self._label_token_cache[key] = label_token(lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"], prompt_text, label)
+        return cached
 
     def _label_tokens(self, prompt_text: str, choices: Sequence[str]) -> list[int]:
         if not choices:
             raise ValueError("choices is empty; pass labels such as ['A', 'B', 'C']")
-        if len(set(choices)) != len(choices):
-            raise ValueError(f"choices contain duplicates: {list(choices)}")
         tokens = [self._label_token(prompt_text, c) for c in choices]
-        if len(set(tokens)) != len(tokens):
-            clash = [c for c, t in zip(choices, tokens) if tokens.count(t) > 1]
-            raise ValueError(
-                f"labels {clash} start with the same token, so one forward pass cannot tell them apart; "
-                "use distinct single-token labels such as 'A'..'T'"
-            )
+        check_labels(choices, tokens)
         return tokens
 
     def score_choices(self, messages: Sequence[Message], choices: Sequence[str]) -> dict[str, float]:
@@ -435,12 +412,7 @@ class TransformersEngine(LLMEngine):
             with self._lock, torch.inference_mode():
                 out = self.score_model(input_ids=torch.tensor([row], dtype=torch.long), logits_to_keep=1, use_cache=False)
             probs = torch.softmax(out.logits[0, -1, :].float(), dim=-1)
-            picked = probs[torch.tensor(tokens)].double()
-            total = float(picked.sum())
-            if not total > 0.0:  # all underflowed: no information, say so with a uniform answer
-                results.append({c: 1.0 / len(choices) for c in choices})
-                continue
-            results.append({c: float(p) / total for c, p in zip(choices, picked)})
+            results.append(label_distribution(choices, probs[torch.tensor(tokens)].double().tolist()))
         return results
 
     def close(self) -> None:

@@ -770,7 +770,7 @@ FIT_CLAIM_RE = re.compile(
 )
 
 
-def _claimed_fit_without_the_product(text: str, item: Item, context: ReasonContext) -> str | None:
+def _claimed_fit_without_the_product(text: str, record: Sequence[str], context: ReasonContext) -> str | None:
     """Why a claim that the item meets the request is unsupported, or None. Each word of such a
     claim is in the record or the request, so the closed vocabulary passes it; but "a small mail
     bag? These bubble wrap rolls are perfect for that" is false unless the record names the product
@@ -781,8 +781,7 @@ def _claimed_fit_without_the_product(text: str, item: Item, context: ReasonConte
     asked = content_stems(request) if request else []
     if not asked:
         return None
-    record = set(content_stems(" ".join(item_evidence(item))))
-    if asked[-1] in record:
+    if asked[-1] in set(content_stems(" ".join(record))):
         return None
     return f"claims the item fits the request, but the record does not name the product asked for ('{asked[-1]}')"
 
@@ -838,7 +837,7 @@ class ReasonWriter:
             return GroundingReport(ok=False, unsupported=problems, checked=0)
         record, request, history = self.evidence(item, context)
         report = check_grounding(text, record, request_evidence=request, history_evidence=history, catalog_brands=self.catalog_brands, closed=True)
-        misfit = _claimed_fit_without_the_product(text, item, context)
+        misfit = _claimed_fit_without_the_product(text, record, context)
         if misfit:
             return GroundingReport(ok=False, unsupported=[*report.unsupported, misfit], checked=report.checked + 1)
         return report
