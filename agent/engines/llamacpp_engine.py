@@ -129,13 +129,17 @@ class LlamaCppEngine(LLMEngine):
 
     # --- generation --------------------------------------------------------------------------------
 
-    def _complete(self, ids: list[int], max_tokens: int, temperature: float, *, bans: BanTable | None = None, grammar: Any = None, stream: bool = False) -> Any:
+    def _complete(
+        self, ids: list[int], max_tokens: int, temperature: float, *, bans: BanTable | None = None, grammar: Any = None, stream: bool = False, row: int = 0
+    ) -> Any:
         kwargs: dict[str, Any] = {
             "max_tokens": max_tokens,
             "temperature": temperature,
             "top_k": 1 if temperature <= 0 else 40,
             "repeat_penalty": 1.0,
-            "seed": self.settings.seed,
+            # Row i of a batch samples with seed + i: reproducible, and the same conversation sent
+            # n times (best-of-n drafts) gets n different samples, not n copies of one.
+            "seed": self.settings.seed + row,
             "stream": stream,
         }
         if grammar is not None:
@@ -184,7 +188,7 @@ class LlamaCppEngine(LLMEngine):
             if banned is not None and banned[i]:
                 table = BanTable(token_sequences(lambda t: self.llm.tokenize(t.encode("utf-8"), add_bos=False, special=False), banned[i]))
             with self._lock:
-                out = self._complete(ids, max_tokens, temperature, bans=table)
+                out = self._complete(ids, max_tokens, temperature, bans=table, row=i)
             replies.append(out["choices"][0]["text"].strip())
         return replies
 

@@ -61,6 +61,17 @@ def test_batch_answers_every_conversation_and_honours_bans(engine):
     assert "paris" not in banned.lower()  # ...and the ban keeps it out of the other reply
 
 
+def test_sampled_batch_rows_differ_and_repeat_across_calls(engine):
+    """Best-of-n drafts send one conversation n times: each row must be its own sample (a per-row
+    seed), and the whole batch must come back the same on a re-run."""
+    poem = [{"role": "user", "content": "Write one sentence about a pencil."}]
+    engine.forget()
+    first = engine.batch([poem] * 3, max_tokens=24, temperature=1.0)
+    assert len(set(first)) > 1
+    engine.forget()  # from the same (empty) prompt cache: a cached prefix changes the float path
+    assert engine.batch([poem] * 3, max_tokens=24, temperature=1.0) == first
+
+
 def test_chat_json_is_valid_against_the_schema(engine):
     value = engine.chat_json([{"role": "user", "content": "Give the brand and the highest price as JSON: 'a Fellowes shredder under $80'"}], SCHEMA, max_tokens=40)
     assert set(value) == {"brand", "price_max"}
