@@ -44,6 +44,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from agent.copy.corroborate import DEFAULT_CORROBORATE
+
 # The held-out sample is picked by ONE function shared with `aisle train copywriter`.
 from agent.copy.heldout import MIN_DESCRIPTION_WORDS, MIN_QUERY_WORDS, QUERY_WORDS, description_query, eligible, select_eval_items  # noqa: F401
 from agent.copy.select import DEFAULT_DRAFTS
@@ -161,6 +163,7 @@ def _variant(label, engine, adapter_info, *, report, records_count, writer, ids,
             "drafts_passed": r.passed if r else 0,
             "draft_score": r.score if r else None,
             "specific_words": r.specific if r and r.usable else [],
+            "pruned_sentences": r.pruned if r and r.usable else [],
             "cosine_to_human": round(cos[i], 4) if i in cos else None,
             "rougeL_to_human": round(rouge[i], 4) if i in rouge else None,
             "copy_cosine_to_human": round(copy_cos[i], 4) if i in copy_cos else None,
@@ -258,6 +261,7 @@ def run_copy_eval(
     exclude_titles_of: str | None = None,
     ban_unsupported: bool = True,
     drafts: int = 1,
+    corroborate: bool = False,
 ) -> dict[str, Any]:
     """Run the protocol above and return the result dict (see RESULT_KEYS).
 
@@ -341,7 +345,8 @@ def run_copy_eval(
                 # The cold catalog, as `aisle describe` would see it: the hidden descriptions shape
                 # neither the brand list nor which words count as rare.
                 writer = Copywriter.for_catalog(run_engine, cold, prompt=prompt, max_tokens=max_tokens, ban_unsupported=ban_unsupported,
-                                                drafts=drafts, scorer=FieldSimilarity(embedder) if drafts > 1 else None)
+                                                drafts=drafts, scorer=FieldSimilarity(embedder) if drafts > 1 else None,
+                                                corroborate=corroborate)
                 path = overlay_path(tmp_settings, cold.name)
                 path.unlink(missing_ok=True)  # each copywriter starts from the cold catalog
                 report = describe_catalog(cold, writer, path, ids=ids, batch_size=batch_size, progress=progress, keep_results=True, adapter=adapter_info)
@@ -377,7 +382,7 @@ def run_copy_eval(
         "seed": seed,
         "config": {"prompt": prompt, "max_tokens": max_tokens, "batch_size": batch_size, "pool": pool, "search_depth": SEARCH_DEPTH,
                    "temperature": writer.temperature if writer else None, "retry_temperature": writer.retry_temperature if writer else None,
-                   "ban_unsupported": writer.ban_unsupported if writer else None, "drafts": drafts,
+                   "ban_unsupported": writer.ban_unsupported if writer else None, "drafts": drafts, "corroborate": corroborate,
                    "selection": writer.selection if writer else None,
                    "query": f"first {QUERY_WORDS} words of the human description minus title words", "git": git_state()},
         "engine": base["engine"],
@@ -470,6 +475,7 @@ def copy_command(
     exclude_titles_of: Annotated[Optional[str], typer.Option("--exclude-titles-of", help="Leave out items whose title also appears in this catalog (default: the adapter's training catalog when it is another one).")] = None,
     no_ban: Annotated[bool, typer.Option("--no-ban", help="Decode without banning the words the checker would flag (ablation of the copywriter's default).")] = False,
     drafts: Annotated[int, typer.Option("--drafts", min=1, max=16, help="Drafts sampled per item; the passing one closest to the item's fields is kept (1: the first that passes).")] = DEFAULT_DRAFTS,
+    corroborate: Annotated[bool, typer.Option("--corroborate/--no-corroborate", help="Remove sentences that neither the item's fields nor similar items' descriptions support (agent.copy.corroborate).")] = DEFAULT_CORROBORATE,
 ) -> None:
     """Hide human descriptions, generate copy, and measure grounding, similarity and retrieval;
     base model and fine-tuned copywriter (when an adapter is given or found) on the same items."""
@@ -487,7 +493,7 @@ def copy_command(
         chosen = resolve_copy_adapter(settings, catalog, adapter, use_adapter=not no_adapter)
         result = run_copy_eval(settings, catalog_name=catalog, n_items=items, seed=seed, batch_size=batch_size,
                                max_tokens=max_tokens, prompt=prompt, pool=pool, work_dir=work_dir, adapter=chosen,
-                               exclude_titles_of=exclude_titles_of, ban_unsupported=not no_ban, drafts=drafts)
+                               exclude_titles_of=exclude_titles_of, ban_unsupported=not no_ban, drafts=drafts, corroborate=corroborate)
     except (CatalogError, EngineError, PromptError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     typer.echo(format_report(result))

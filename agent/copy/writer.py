@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from agent.copy.check import CopyCheckReport, banned_terms, check_copy, distinctive_brands
+from agent.copy.corroborate import Corroboration
 from agent.copy.select import DraftScorer
 from agent.copy.terms import TermRarity
 from agent.engines.base import LLMEngine, Message
@@ -109,6 +110,7 @@ class Checked(NamedTuple):
     format_error: str | None
     checkers: list[str]
     raw: str
+    pruned: tuple[str, ...] = ()  # sentences removed by `agent.copy.corroborate` (the copy holds the rest)
 
     @property
     def passed(self) -> bool:
@@ -133,6 +135,7 @@ class CopyResult:
     passed: int = 0  # drafts of the last round that passed the gate
     score: float | None = None  # the kept draft's score, when several passed (`agent.copy.select`)
     specific: list[str] = field(default_factory=list)  # the kept copy's specific words (`agent.copy.terms`), for review
+    pruned: list[str] = field(default_factory=list)  # sentences of the kept draft that corroboration removed, for review
 
     @property
     def regenerated(self) -> bool:
@@ -413,6 +416,7 @@ class Copywriter:
         drafts: int = 1,
         scorer: DraftScorer | None = None,
         rarity: TermRarity | None = None,
+        corroboration: Corroboration | None = None,
     ) -> None:
         if drafts < 1:
             raise ValueError(f"drafts must be >= 1, got {drafts}")
@@ -428,6 +432,7 @@ class Copywriter:
         self.drafts = drafts
         self.scorer = scorer  # picks among passing drafts; None keeps the first that passed
         self.rarity = rarity  # fewest specific words first, among passing drafts (`agent.copy.terms`)
+        self.corroboration = corroboration  # sentence by sentence, after the checker (`agent.copy.corroborate`)
         from agent.prompts import prompt_source
 
         prompt_source(prompt)  # fail now, with the list of names, if the template is missing
@@ -437,11 +442,15 @@ class Copywriter:
     @classmethod
     def for_catalog(cls, engine: LLMEngine, catalog: Catalog, **kwargs: Any) -> Copywriter:
         """A writer that also flags other brands of `catalog` named in the copy and knows which of
-        its words are rare (`agent.copy.terms`), both read off the catalog's own text."""
+        its words are rare (`agent.copy.terms`), both read off the catalog's own text; with
+        `corroborate=True` it also checks each sentence against similar items' descriptions
+        (`agent.copy.corroborate`)."""
         brands = {it.brand for it in catalog.items.values() if it.brand}
         corpus = (f"{it.title} {it.description[:300]}" for it in catalog.items.values())
         if "rarity" not in kwargs:  # not setdefault: counting every description is the costly part
             kwargs["rarity"] = TermRarity.of_descriptions(it.description for it in catalog.items.values())
+        if kwargs.pop("corroborate", False) and kwargs.get("corroboration") is None:
+            kwargs["corroboration"] = Corroboration(catalog)
         return cls(engine, catalog_brands=distinctive_brands(brands, corpus), **kwargs)
 
     @property
@@ -500,8 +509,24 @@ class Copywriter:
                   if len(x.split()) >= 6 and any(_similar(_norm(x), e) for e in self._example_sentences)]
         if copied:
             return Checked(None, [], f"it copies the worked example of the prompt ({copied[0]!r})", [], raw)
-        report = self.checker(copy.text(), copy_evidence(item), catalog_brands=self.catalog_brands)
-        return Checked(copy, list(report.unsupported), None, list(report.checkers), raw)
+        evidence = copy_evidence(item)
+        report = self.checker(copy.text(), evidence, catalog_brands=self.catalog_brands)
+        if report.unsupported or self.corroboration is None:
+            return Checked(copy, list(report.unsupported), None, list(report.checkers), raw)
+        return self._corroborate(item, copy, evidence, list(report.checkers), raw)
+
+    def _corroborate(self, item: Item, copy: Copy, evidence: list[str], checkers: list[str], raw: str) -> Checked:
+        """Remove the sentences the catalog does not corroborate; the draft fails when its selling
+        point or every description sentence goes."""
+        assert self.corroboration is not None
+        point, *body = self.corroboration.judge([copy.selling_point, *_sentences(copy.description)], evidence, item)
+        checkers = [*checkers, "corroboration"]
+        kept = [v.sentence for v in body if v.ok]
+        if not point.ok or not kept:
+            failed = [v for v in (point, *body) if not v.ok]
+            return Checked(copy, [v.problem() for v in failed], None, checkers, raw)
+        pruned = tuple(v.sentence for v in body if not v.ok)
+        return Checked(Copy(description=" ".join(kept), selling_point=copy.selling_point), [], None, checkers, raw, pruned)
 
     def write(self, items: Sequence[Item]) -> list[CopyResult]:
         """Copy for `items` (one batch): sample `drafts` drafts per item, keep the best that passes
@@ -518,7 +543,7 @@ class Copywriter:
             if isinstance(drafts, Exception):
                 results.append(CopyResult(item.id, STATUS_ERROR, error=f"{type(drafts).__name__}: {drafts}", drafts=n))
                 continue
-            copy, unsupported, fmt, checkers, raw = drafts[0]
+            copy, unsupported, fmt, checkers, raw = drafts[0][:5]
             result = CopyResult(item.id, STATUS_OK, copy=copy, unsupported=unsupported, first_unsupported=list(unsupported),
                                 first_format_error=fmt, checkers=checkers, raw=raw, drafts=n)
             results.append(result)
@@ -544,7 +569,7 @@ class Copywriter:
                 if self._keep_best(items[i], result, drafts):
                     result.status = STATUS_REGENERATED
                     continue
-                copy, unsupported, fmt, checkers, raw = drafts[0]
+                copy, unsupported, fmt, checkers, raw = drafts[0][:5]
                 result.raw = raw
                 result.copy = copy or result.copy
                 result.unsupported = unsupported or [f"format: {fmt}"]
@@ -563,12 +588,13 @@ class Copywriter:
             return False
         specific = [self.specific_terms(item, d.copy) for d in passed]  # type: ignore[arg-type]
         scores = self.scorer(item, [d.copy for d in passed]) if len(passed) > 1 and self.scorer is not None else None  # type: ignore[misc]
-        best = max(range(len(passed)), key=lambda j: (-len(specific[j]), scores[j] if scores else 0.0, -j))
+        best = max(range(len(passed)), key=lambda j: (-len(specific[j]), -len(passed[j].pruned), scores[j] if scores else 0.0, -j))
         if scores:
             result.score = round(scores[best], 4)
         chosen = passed[best]
         result.copy, result.unsupported, result.checkers, result.raw = chosen.copy, [], chosen.checkers, chosen.raw
         result.specific = specific[best]
+        result.pruned = list(chosen.pruned)
         return True
 
 
@@ -607,6 +633,8 @@ def make_record(
             "checkers": list(result.checkers),
             # Rare words the item's fields do not contain: where a reviewer should look first.
             "specific_terms": list(result.specific) if usable else [],
+            # Sentences of the kept draft that no field or similar item's description supports.
+            "pruned_sentences": list(result.pruned) if usable else [],
         },
     }
     if not usable and result.copy is not None:

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from agent.copy.corroborate import DEFAULT_CORROBORATE
 from agent.copy.select import DEFAULT_DRAFTS
 from agent.entrypoints.cli_app import CatalogOpt, app, fail, settings_of
 
@@ -343,6 +344,7 @@ def describe(
     no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Write with the base model even when a copywriter adapter exists.")] = False,
     no_ban: Annotated[bool, typer.Option("--no-ban", help="Decode without banning the words the claim checker would flag for the item (the checker still gates every draft).")] = False,
     drafts: Annotated[int, typer.Option("--drafts", min=1, max=16, help="Drafts sampled per item; of those that pass the checker the one closest to the item's fields is kept. Time grows with it; 1 keeps the first that passes.")] = DEFAULT_DRAFTS,
+    corroborate: Annotated[bool, typer.Option("--corroborate/--no-corroborate", help="Also remove every sentence whose added words neither the item's fields nor similar items' descriptions use (features must be in the fields).")] = DEFAULT_CORROBORATE,
 ) -> None:
     """Write grounded product copy (description + selling point) into an overlay, then re-index.
 
@@ -374,7 +376,7 @@ def describe(
         engine = make_engine(settings, adapter=chosen)
         scorer = FieldSimilarity(Embedder.from_settings(settings)) if drafts > 1 else None
         writer = Copywriter.for_catalog(engine, cat, prompt=prompt, max_tokens=max_tokens, regenerate=not no_regenerate, ban_unsupported=not no_ban,
-                                        drafts=drafts, scorer=scorer)
+                                        drafts=drafts, scorer=scorer, corroborate=corroborate)
     except (EngineError, PromptError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     typer.echo(f"{engine.name} engine, model {engine.model_id} ({f'adapter {chosen}' if chosen else 'no adapter'}); overlay {path}", err=True)
