@@ -19,9 +19,11 @@ eval_app.command("compare")(compare_command)
 from evals.copy_audit import audit_app  # noqa: E402
 from evals.copy_eval import copy_command  # noqa: E402
 from evals.copy_loss import copy_loss_command  # noqa: E402
+from evals.copy_verifiers import verifiers_command  # noqa: E402
 
 eval_app.command("copy")(copy_command)
 eval_app.command("copy-loss")(copy_loss_command)
+audit_app.command("verifiers")(verifiers_command)
 eval_app.add_typer(audit_app, name="copy-audit")
 
 # --- simulated shoppers ------------------------------------------------------------------------------
