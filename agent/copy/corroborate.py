@@ -64,6 +64,7 @@ class SentenceVerdict:
     sentence: str
     feature: bool
     unsupported: tuple[str, ...]  # words (as written) no field, generic word or neighbour vouches for
+    similar: int | None = None  # described similar items, when too few of them could vouch for any word
 
     @property
     def ok(self) -> bool:
@@ -74,7 +75,8 @@ class SentenceVerdict:
         words = ", ".join(self.unsupported[:4])
         if self.feature:
             return f"'{words}' in a feature sentence, not stated in the item data: {self.sentence}"
-        return f"'{words}' used by neither the item data nor similar items' descriptions: {self.sentence}"
+        few = f", and the catalog has only {self.similar} described item(s) like this one" if self.similar is not None else ""
+        return f"'{words}' used by neither the item data nor similar items' descriptions{few}: {self.sentence}"
 
 
 class Corroboration:
@@ -135,5 +137,6 @@ class Corroboration:
             else:
                 unsupported = [w for s, w in added.items()
                                if s not in _GLUE and s not in self.generic and sum(s in words for words in near) < self.min_support]
-            verdicts.append(SentenceVerdict(sentence, feature, tuple(unsupported)))
+            few = len(near) if len(near) < self.min_support and unsupported and not feature else None
+            verdicts.append(SentenceVerdict(sentence, feature, tuple(unsupported), few))
         return verdicts

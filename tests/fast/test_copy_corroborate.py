@@ -57,6 +57,7 @@ def test_without_described_items_only_the_fields_are_corroborated():
     assert corr.pool == 0 and corr.similar(ITEM) == []
     plain, added = corr.judge(["Verdant bypass pruning shears in green.", "Use them for cutting stems."], copy_evidence(ITEM), ITEM)
     assert plain.ok and not added.ok
+    assert "only 0 described item(s) like this one" in added.problem()  # says why nothing could vouch
 
 
 def test_bad_settings_say_what_is_wrong():
