@@ -30,12 +30,12 @@ SAMPLE_TEMPERATURE = 0.7
 
 
 def roc_auc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
-    """P(an invented copy scores above an ok one), ties half (scikit-learn's roc_auc_score is not a dependency here)."""
-    pos = [s for s, p in zip(scores, positive) if p]
-    neg = [s for s, p in zip(scores, positive) if not p]
-    if not pos or not neg:
+    """P(an invented copy scores above an ok one), ties half; None when the read has only one verdict."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(set(positive)) < 2:
         return None
-    return sum((a > b) + 0.5 * (a == b) for a in pos for b in neg) / (len(pos) * len(neg))
+    return float(roc_auc_score(list(positive), list(scores)))
 
 
 def flag_stats(flags: Sequence[bool], positive: Sequence[bool]) -> dict[str, Any]:

@@ -543,7 +543,7 @@ class Copywriter:
             if isinstance(drafts, Exception):
                 results.append(CopyResult(item.id, STATUS_ERROR, error=f"{type(drafts).__name__}: {drafts}", drafts=n))
                 continue
-            copy, unsupported, fmt, checkers, raw = drafts[0][:5]
+            copy, unsupported, fmt, checkers, raw, _ = drafts[0]
             result = CopyResult(item.id, STATUS_OK, copy=copy, unsupported=unsupported, first_unsupported=list(unsupported),
                                 first_format_error=fmt, checkers=checkers, raw=raw, drafts=n)
             results.append(result)
@@ -569,7 +569,7 @@ class Copywriter:
                 if self._keep_best(items[i], result, drafts):
                     result.status = STATUS_REGENERATED
                     continue
-                copy, unsupported, fmt, checkers, raw = drafts[0][:5]
+                copy, unsupported, fmt, checkers, raw, _ = drafts[0]
                 result.raw = raw
                 result.copy = copy or result.copy
                 result.unsupported = unsupported or [f"format: {fmt}"]

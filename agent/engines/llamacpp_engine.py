@@ -207,8 +207,6 @@ class LlamaCppEngine(LLMEngine):
     # --- one-pass scoring --------------------------------------------------------------------------
 
     def _label_tokens(self, prompt_text: str, choices: Sequence[str]) -> list[int]:
-        if not choices:
-            raise ValueError("choices is empty; pass labels such as ['A', 'B', 'C']")
         tokens = [label_token(lambda t: self.llm.tokenize(t.encode("utf-8"), add_bos=False, special=True), prompt_text, c) for c in choices]
         check_labels(choices, tokens)
         return tokens

@@ -383,8 +383,6 @@ class TransformersEngine(LLMEngine):
         return cached
 
     def _label_tokens(self, prompt_text: str, choices: Sequence[str]) -> list[int]:
-        if not choices:
-            raise ValueError("choices is empty; pass labels such as ['A', 'B', 'C']")
         tokens = [self._label_token(prompt_text, c) for c in choices]
         check_labels(choices, tokens)
         return tokens
