@@ -5,7 +5,7 @@ types, but a fluent model invents in plain words: a planner "with reminders and 
 mouse pad "easy to clean", rubber cement "for making slime". A blind read found such a detail in
 40 % of the copy the checker kept. Asking the model itself separated them worse than this check
 (`aisle eval copy-audit verifiers`: ROC AUC 0.675 asked yes/no per sentence, 0.574 by agreement
-between its own drafts, 0.803 here), and no entailment model ships on PyPI. What the shop does have is its own catalog: the
+between its own drafts, 0.810 here), and no entailment model ships on PyPI. What the shop does have is its own catalog: the
 human descriptions of products like this one.
 
 Each sentence of a draft is sorted into one of two kinds:
@@ -65,13 +65,16 @@ class SentenceVerdict:
     feature: bool
     unsupported: tuple[str, ...]  # words (as written) no field, generic word or neighbour vouches for
     similar: int | None = None  # described similar items, when too few of them could vouch for any word
+    empty: bool = False  # no word beyond glue ("This is not a product.", "I made it."): says nothing about the item
 
     @property
     def ok(self) -> bool:
-        return not self.unsupported
+        return not self.unsupported and not self.empty
 
     def problem(self) -> str:
         """The words first and quoted: the retry prompt lists the first quoted part (`avoid_terms`)."""
+        if self.empty:
+            return f"says nothing about the item: {self.sentence}"
         words = ", ".join(self.unsupported[:4])
         if self.feature:
             return f"'{words}' in a feature sentence, not stated in the item data: {self.sentence}"
@@ -136,5 +139,6 @@ class Corroboration:
                 unsupported = [w for s, w in added.items()
                                if s not in _GLUE and s not in self.generic and sum(s in words for words in near) < self.min_support]
             few = len(near) if len(near) < self.min_support and unsupported and not feature else None
-            verdicts.append(SentenceVerdict(sentence, feature, tuple(unsupported), few))
+            empty = all(s in FILLER_STEMS or s in _GLUE for s, _ in words)
+            verdicts.append(SentenceVerdict(sentence, feature, tuple(unsupported), few, empty))
         return verdicts

@@ -114,3 +114,12 @@ def test_a_title_colour_read_as_the_material_is_flagged_and_number_words_match_d
         ["It is made of silver.", "This mesh organizer has three drawers.", "It comes in silver."], copy_evidence(item), item)
     assert material.unsupported == ("made of silver",)
     assert drawers.ok and colour.ok
+
+
+def test_a_sentence_that_says_nothing_about_the_item_does_not_count_as_kept_copy():
+    nothing, made, shears = verdicts("This is not a product.", "I made it.", "These are pruning shears.")
+    assert not nothing.ok and not made.ok and shears.ok
+    assert nothing.problem().startswith("says nothing about the item")
+    raw = "Selling point: This is not a product.\nDescription: I made it. Use them for cutting stems."
+    (result,) = writer(Rows([raw], [raw])).write([ITEM])
+    assert result.status == STATUS_DROPPED  # its selling point says nothing
